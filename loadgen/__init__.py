@@ -1,0 +1,1 @@
+"""The client side of concurrency-bench: protocol client, shell, load engine, reports."""

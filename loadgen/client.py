@@ -1,0 +1,130 @@
+"""A small blocking client for protocol v1: ``echo``, ``list``, ``get``, ``put``, ``quit``.
+
+Tests and the interactive shell use it.  Framing is the project's sans-I/O
+code (:mod:`servers.protocol`), so the client cannot disagree with the
+servers about the bytes.  A server ERROR becomes :class:`ServerError`
+carrying the server's message.
+
+    with Client("127.0.0.1", 8000) as c:
+        c.put("hello.txt", b"hi")
+        assert c.get("hello.txt") == b"hi"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from types import TracebackType
+
+from servers.protocol import (
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    Op,
+    Status,
+    encode_frame,
+    encode_put_payload,
+)
+
+RECV_SIZE = 64 * 1024  # under glibc's 128 KiB mmap threshold
+
+
+class ServerError(Exception):
+    """The server answered ERROR; ``str(exc)`` is its message."""
+
+
+class ConnectionClosed(ConnectionError):
+    """The server closed the connection before the whole reply arrived."""
+
+
+def parse_target(text: str, *, loopback_only: bool = False) -> tuple[str, int]:
+    """``"HOST:PORT"`` (or ``"[::1]:PORT"``) -> ``(host, port)``; ValueError if malformed."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"target must be HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+    if loopback_only and not is_loopback(host):
+        raise ValueError(f"{host} is not a loopback address; load is only sent to this machine")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Client:
+    """One connection.  Methods send one request and wait for its reply."""
+
+    def __init__(self, host: str, port: int, timeout: float | None = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._decoder = FrameDecoder(MAX_PAYLOAD)
+
+    # -- the operations ----------------------------------------------------
+
+    def echo(self, data: bytes) -> bytes:
+        return self.request(Op.ECHO, data)
+
+    def list(self) -> list[str]:
+        payload = self.request(Op.LIST)
+        return payload.decode("utf-8").split("\n") if payload else []
+
+    def get(self, name: str) -> bytes:
+        return self.request(Op.GET, name.encode("utf-8"))
+
+    def put(self, name: str, data: bytes) -> None:
+        self.request(Op.PUT, encode_put_payload(name, data))
+
+    def quit(self) -> None:
+        self.request(Op.QUIT)
+        self.close()
+
+    # -- the machinery -----------------------------------------------------
+
+    def request(self, op: int, payload: bytes = b"") -> bytes:
+        """Send one request, return the OK payload or raise ServerError."""
+        self.send(encode_frame(op, payload))
+        return self.ok_payload(self.read_frame())
+
+    def send(self, data: bytes) -> None:
+        """Send raw bytes (one or many pre-encoded frames, or garbage on purpose)."""
+        self.sock.sendall(data)
+
+    def read_frame(self) -> Frame:
+        """Block until one whole response frame has arrived."""
+        while (frame := self._decoder.next_frame()) is None:
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                raise ConnectionClosed("the server closed the connection")
+            self._decoder.receive_data(data)
+        return frame
+
+    @staticmethod
+    def ok_payload(frame: Frame) -> bytes:
+        if frame.code == Status.OK:
+            return frame.payload
+        if frame.code == Status.ERROR:
+            raise ServerError(frame.payload.decode("utf-8", "replace"))
+        raise ConnectionError(f"reply has unknown status {frame.code}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,227 @@
+"""Start a server variant as a user would, and stop it leaving nothing behind.
+
+Tests, benchmarks and ``run_all.py`` all start servers through
+:func:`start_server`: ``python -m servers NAME --port 0 ...`` in a new
+session (so in its own process group), the port read from its JSON ready
+line, no sleeping.  :meth:`RunningServer.stop` sends SIGTERM to the whole
+group, waits, then SIGKILLs whatever is left and reaps the leader -- on
+success, failure or Ctrl-C (use it as a context manager).
+
+Every process the suite starts gets :data:`MALLOC_ENV`, so glibc's malloc is
+in the same state for every variant (see docs/RESULTS.md): with the dynamic
+mmap threshold, a 256 KiB read buffer is ``mmap``ed and ``munmap``ed on
+every call (about 12 us each) until the first large free raises the
+threshold, so a process's history would otherwise change its speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Iterable
+
+# Fixed glibc malloc thresholds for every process the suite starts (bytes).
+# Setting either one also turns off glibc's dynamic adjustment of both.
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "1048576",  # allocations >= 1 MiB are mmap()ed
+    "MALLOC_TRIM_THRESHOLD_": "4194304",  # give heap back only past 4 MiB free at the top
+}
+
+READY_TIMEOUT = 30.0  # seconds; importing gevent or building native_epoll takes a while
+STOP_TIMEOUT = 5.0
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or stayed silent instead of printing its ready line."""
+
+
+def suite_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for any process the suite starts."""
+    env = dict(os.environ)
+    env.update(MALLOC_ENV)
+    env["PYTHONUNBUFFERED"] = "1"
+    # Make `python -m servers` importable from any working directory.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass
+class RunningServer:
+    name: str
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    pid: int
+    root: str
+    ready: dict[str, object]
+    stderr_path: str
+    cpus: frozenset[int] | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stderr_text(self) -> str:
+        return Path(self.stderr_path).read_text(errors="replace")
+
+    def group_alive(self) -> bool:
+        """True while any process of the server's group exists (zombies included)."""
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def terminate(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM the leader only; return its exit status, or None if it did not exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Stop the whole process group and reap the leader.  Safe to call twice."""
+        if not self._stopped:
+            self._stopped = True
+            _signal_group(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(self.pid, signal.SIGKILL)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:  # pragma: no cover - unkillable
+                pass
+            _wait_group_gone(self.pid, timeout)
+            try:
+                os.unlink(self.stderr_path)
+            except OSError:
+                pass
+        return self.process.returncode
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_server(
+    name: str,
+    root: str | os.PathLike[str],
+    *,
+    protocol: str = "framed",
+    max_frame: int | None = None,
+    host: str = "127.0.0.1",
+    cpus: Iterable[int] | None = None,
+    extra_args: Iterable[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> RunningServer:
+    """Start ``python -m servers NAME`` in its own process group; wait for its ready line."""
+    argv = [sys.executable, "-m", "servers", name, "--host", host, "--port", "0"]
+    argv += ["--root", os.fspath(root), "--protocol", protocol]
+    if max_frame is not None:
+        argv += ["--max-frame", str(max_frame)]
+    argv += list(extra_args)
+    fd, stderr_path = tempfile.mkstemp(prefix=f"cb-{name}-", suffix=".stderr")
+    with os.fdopen(fd, "wb") as stderr:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=suite_env(env),
+            start_new_session=True,  # own session, own process group: killpg reaches all
+        )
+    cpu_set = frozenset(cpus) if cpus is not None else None
+    try:
+        if cpu_set is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(process.pid, cpu_set)  # children and threads inherit it
+        ready = _read_ready_line(process, ready_timeout, stderr_path)
+    except BaseException:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return RunningServer(
+        name=name,
+        process=process,
+        host=str(ready["host"]),
+        port=int(ready["port"]),  # type: ignore[arg-type]
+        pid=process.pid,
+        root=os.fspath(root),
+        ready=ready,
+        stderr_path=stderr_path,
+        cpus=cpu_set,
+    )
+
+
+def _read_ready_line(
+    process: subprocess.Popen[bytes], timeout: float, stderr_path: str
+) -> dict[str, object]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ServerStartError(f"no ready line within {timeout:.0f} s")
+        readable, _, _ = select.select([process.stdout], [], [], left)
+        if readable:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                err = Path(stderr_path).read_text(errors="replace").strip()
+                raise ServerStartError(
+                    f"server exited with status {process.wait()} before it was ready: "
+                    + (err.splitlines()[-1] if err else "(no message)")
+                )
+            line += chunk
+    return json.loads(line.decode())
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process of the group exists (orphans are reaped by init)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,177 @@
+"""The registry of server variants: one entry per concurrency model.
+
+A variant's name is its file name in this package, its registry key, its
+pytest id, its key in results and its ``--server`` value.  Importing this
+module imports no variant -- gevent's monkey-patching and uvloop must stay
+out of processes that do not run them -- so each entry is plain data, and
+:func:`load` imports the module only when a server is about to run.
+
+Every variant module has the same entry point::
+
+    serve(listener: socket.socket, new_session: Callable[[], Session]) -> None
+
+``listener`` is already bound and listening (``python -m servers`` made it
+and printed the ready line); ``new_session()`` returns a fresh sans-I/O
+session (:mod:`servers.protocol`) for each accepted connection.  ``serve``
+runs until SIGTERM/SIGINT (the command line turns both into
+:class:`SystemExit`), then returns having closed its clients and reaped any
+child process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+__all__ = ["Variant", "REGISTRY", "get", "load", "names"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    summary: str
+    concurrent: bool  # serves a second client while a first one is connected
+    family: str  # "blocking", "event" or "reference"
+    limit: str | None = None  # platform or descriptor limit, for humans
+    max_clients: int | None = None  # hard cap on simultaneous clients, if any
+    requires: Callable[[], str | None] | None = None  # returns why unavailable
+    module: str = ""  # import path; default servers.<name>
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        """``None`` when the variant can run here, else a one-line reason."""
+        return self.requires() if self.requires else None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+    @property
+    def is_reference(self) -> bool:
+        """A reference (native ceiling) is measured but not ranked as a model."""
+        return self.family == "reference"
+
+
+def _needs_fork() -> str | None:
+    return None if hasattr(os, "fork") else "os.fork() is not available on this platform"
+
+
+def _needs_module(module: str, why: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        return None if importlib.util.find_spec(module) is not None else why
+
+    return check
+
+
+def _needs_attr(module: str, attr: str, why: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            return why
+        return None if hasattr(mod, attr) else why
+
+    return check
+
+
+_VARIANTS = [
+    # -- the blocking family: one shared blocking connection routine ---------
+    Variant(
+        "blocking_loop",
+        "one client at a time: accept, serve until it leaves, accept the next",
+        concurrent=False,
+        family="blocking",
+        limit="serves one client at a time; every other client waits in the listen backlog",
+        max_clients=1,
+    ),
+    Variant(
+        "fork_per_client",
+        "os.fork() per connection; the parent reaps children on SIGCHLD",
+        concurrent=True,
+        family="blocking",
+        limit="one process per client (memory, fork cost, the process limit)",
+        requires=_needs_fork,
+    ),
+    Variant(
+        "thread_per_client",
+        "one threading.Thread per connection",
+        concurrent=True,
+        family="blocking",
+        limit="one OS thread (and its stack) per client; the GIL serialises Python code",
+    ),
+    Variant(
+        "socketserver_forking",
+        "socketserver ForkingMixIn + TCPServer + StreamRequestHandler",
+        concurrent=True,
+        family="blocking",
+        limit="one process per client; ForkingMixIn caps live children at max_children (40)",
+        requires=_needs_fork,
+    ),
+    Variant(
+        "socketserver_threading",
+        "socketserver ThreadingMixIn + TCPServer + StreamRequestHandler",
+        concurrent=True,
+        family="blocking",
+        limit="one OS thread (and its stack) per client; the GIL serialises Python code",
+    ),
+    Variant(
+        "gevent_server",
+        "gevent.server.StreamServer: one greenlet per connection",
+        concurrent=True,
+        family="blocking",
+        limit="one process, one core; anything that blocks without yielding stalls everyone",
+        requires=_needs_module("gevent", "gevent is not installed"),
+    ),
+]
+
+REGISTRY: dict[str, Variant] = {v.name: v for v in _VARIANTS}
+
+
+def register(variant: Variant) -> None:
+    """Add a variant (tests use this for deliberately broken fakes)."""
+    REGISTRY[variant.name] = variant
+
+
+def names(*, include_reference: bool = True) -> list[str]:
+    return [n for n, v in REGISTRY.items() if include_reference or not v.is_reference]
+
+
+def get(name: str) -> Variant:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        known = ", ".join(REGISTRY)
+        raise KeyError(f"unknown server {name!r}; known: {known}") from None
+
+
+def load(name: str) -> ModuleType:
+    """Import the variant's module (only now: it may monkey-patch or need uvloop)."""
+    variant = get(name)
+    reason = variant.unavailable_reason
+    if reason:
+        raise RuntimeError(f"{name} is unavailable here: {reason}")
+    return importlib.import_module(variant.module or f"{__name__}.{name}")
+
+
+def _register_extra(spec: str) -> None:
+    """Test-only variants from ``CONCURRENCY_BENCH_EXTRA="name=module,..."``.
+
+    Lets a test start a deliberately broken server through the real command
+    line (``python -m servers NAME``) without adding it to the registry that
+    users see.
+    """
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, module = item.partition("=")
+        register(Variant(name, f"test-only variant from {module}", True, "test", module=module))
+
+
+_register_extra(os.environ.get("CONCURRENCY_BENCH_EXTRA", ""))
+
+
+if sys.version_info < (3, 10):  # pragma: no cover
+    raise RuntimeError("concurrency-bench needs Python 3.10 or newer")

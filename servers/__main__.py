@@ -1,0 +1,135 @@
+"""``python -m servers NAME``: start one variant, print one JSON ready line.
+
+    python -m servers NAME [--host 127.0.0.1] [--port 0] [--root DIR]
+                           [--protocol framed|raw] [--max-frame BYTES]
+    python -m servers --list
+
+The listening socket is made here, the same way for every variant, so that a
+variant's ``serve()`` holds nothing but its concurrency model.  Once it
+listens, one line of JSON goes to stdout (``server``, ``host``, ``port``,
+``pid``, ...) and is flushed: that is how tests and the harness learn the
+port, with no sleeping and no guessing.  SIGTERM and SIGINT both become
+``SystemExit(0)`` in the main thread; ``serve()`` cleans up and the process
+exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+from functools import partial
+from typing import Callable, NoReturn
+
+import servers
+from servers.protocol import DEFAULT_MAX_FRAME, FramedSession, RawSession, Session
+
+DEFAULT_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m servers",
+        description="Run one concurrency model of the echo/file server.",
+    )
+    p.add_argument("name", nargs="?", help="variant to run (see --list)")
+    p.add_argument("--list", action="store_true", help="list the variants and exit")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
+    p.add_argument("--root", default=".", help="the served directory (default: .)")
+    p.add_argument(
+        "--protocol",
+        choices=("framed", "raw"),
+        default="framed",
+        help="framed: protocol v1 (docs/PROTOCOL.md); raw: echo every byte back",
+    )
+    p.add_argument(
+        "--max-frame",
+        type=int,
+        default=DEFAULT_MAX_FRAME,
+        metavar="BYTES",
+        help=f"largest payload accepted (default {DEFAULT_MAX_FRAME})",
+    )
+    p.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG, help=argparse.SUPPRESS)
+    return p
+
+
+def fail(message: str) -> NoReturn:
+    print(f"python -m servers: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def print_list() -> None:
+    width = max(len(n) for n in servers.REGISTRY)
+    for variant in servers.REGISTRY.values():
+        line = f"{variant.name:<{width}}  {variant.summary}"
+        if variant.is_reference:
+            line += "  [reference]"
+        reason = variant.unavailable_reason
+        if reason:
+            line += f"  [unavailable: {reason}]"
+        print(line)
+
+
+def session_factory(protocol: str, root: str, max_frame: int) -> Callable[[], Session]:
+    if protocol == "raw":
+        return RawSession
+    from servers.service import FileService  # only the framed protocol serves files
+
+    return partial(FramedSession, FileService(root).handle, max_frame)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        print_list()
+        return 0
+    if not args.name:
+        fail("give a variant NAME, or --list")
+    if args.name not in servers.REGISTRY:
+        fail(f"unknown server {args.name!r} (python -m servers --list shows them)")
+    if not os.path.isdir(args.root):
+        fail(f"root {args.root!r} is not an existing directory")
+    if args.max_frame < 0:
+        fail("--max-frame must be >= 0")
+    try:
+        module = servers.load(args.name)
+    except (RuntimeError, ImportError) as exc:
+        fail(str(exc))
+    new_session = session_factory(args.protocol, args.root, args.max_frame)
+    try:
+        listener = socket.create_server((args.host, args.port), backlog=args.backlog)
+    except OSError as exc:
+        fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
+    host, port = listener.getsockname()[:2]
+    ready = {
+        "server": args.name,
+        "host": host,
+        "port": port,
+        "pid": os.getpid(),
+        "protocol": args.protocol,
+        "root": os.path.abspath(args.root),
+        "max_frame": args.max_frame,
+    }
+    print(json.dumps(ready), flush=True)
+    try:
+        module.serve(listener, new_session)
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        listener.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Fork per client: ``os.fork()`` a child process for every connection.
+
+Where the concurrency comes from: the accept loop forks; the child serves
+the one client with the same blocking routine as every other server in the
+blocking family and exits, while the parent goes back to ``accept``.  The
+kernel schedules the processes, on every core, and no GIL is shared.
+
+What it costs: a ``fork()`` per connection (copying the page tables of the
+parent -- tens to hundreds of microseconds), a process per live client
+(pages are shared copy-on-write until touched; Python's reference counting
+touches many), and the parent's bookkeeping.
+
+How it fails: a child that exits stays a *zombie* until its parent calls
+``wait``; a parent that forgets fills the process table.  This parent reaps
+on ``SIGCHLD`` with ``waitpid(WNOHANG)`` (never blocking, so it keeps
+accepting), and blocks ``SIGCHLD`` around ``fork`` so a child that exits at
+once cannot be reaped before it is recorded.  On shutdown it terminates and
+reaps every child, so none is orphaned.  Many clients mean many processes:
+``RLIMIT_NPROC`` and memory are the limits.  Not available where there is
+no ``fork()`` (Windows).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Callable
+
+from servers._blocking import handle_client
+from servers.protocol import Session
+
+CHILDREN: set[int] = set()  # live children, so shutdown can end and reap them
+
+
+def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+    """Accept forever; each client gets a process of its own."""
+    signal.signal(signal.SIGCHLD, reap_children)
+    try:
+        while True:
+            sock, _ = listener.accept()
+            dispatch(sock, new_session, listener)
+    finally:
+        stop_children()
+
+
+def dispatch(
+    sock: socket.socket, new_session: Callable[[], Session], listener: socket.socket
+) -> None:
+    """Fork a child to serve this client; the parent returns at once."""
+    # Hold SIGCHLD until the pid is in CHILDREN, or a child that exits at
+    # once could be reaped (and its pid reused) before we recorded it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        pid = os.fork()
+        if pid == 0:
+            run_child(sock, new_session, listener)  # never returns
+        CHILDREN.add(pid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    sock.close()  # the child has its own copy of the connection
+
+
+def run_child(
+    sock: socket.socket, new_session: Callable[[], Session], listener: socket.socket
+) -> None:
+    """In the child: serve the one client, then leave without running the parent's cleanup."""
+    status = 1
+    try:
+        listener.close()  # only the parent accepts
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        handle_client(sock, new_session())
+        status = 0
+    finally:
+        os._exit(status)  # not sys.exit: the parent's finally blocks are not ours
+
+
+def reap_children(signum: int = 0, frame: object = None) -> None:
+    """SIGCHLD: collect every child that has exited, without blocking."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no children at all
+            return
+        if pid == 0:  # children exist, none has exited
+            return
+        CHILDREN.discard(pid)
+
+
+def stop_children() -> None:
+    """Shutdown: terminate every child and wait for each, leaving no zombie."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for pid in list(CHILDREN):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid in list(CHILDREN):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        CHILDREN.discard(pid)
