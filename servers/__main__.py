@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         module = servers.load(args.name)
     except (RuntimeError, ImportError) as exc:
         fail(str(exc))
+    prepare = getattr(module, "prepare", None)
+    if prepare is not None:  # e.g. native_epoll compiles itself before we listen
+        try:
+            prepare()
+        except RuntimeError as exc:
+            fail(str(exc))
     new_session = session_factory(args.protocol, args.root, args.max_frame)
     try:
         listener = socket.create_server((args.host, args.port), backlog=args.backlog)
