@@ -40,6 +40,7 @@ class Variant:
     limit: str | None = None  # platform or descriptor limit, for humans
     max_clients: int | None = None  # hard cap on simultaneous clients, if any
     requires: Callable[[], str | None] | None = None  # returns why unavailable
+    forks: bool = False  # serves clients in child processes (zombie and orphan checks apply)
     module: str = ""  # import path; default servers.<name>
 
     @property
@@ -95,6 +96,7 @@ _VARIANTS = [
         concurrent=True,
         family="blocking",
         limit="one process per client (memory, fork cost, the process limit)",
+        forks=True,
         requires=_needs_fork,
     ),
     Variant(
@@ -110,6 +112,8 @@ _VARIANTS = [
         concurrent=True,
         family="blocking",
         limit="one process per client; ForkingMixIn caps live children at max_children (40)",
+        max_clients=40,
+        forks=True,
         requires=_needs_fork,
     ),
     Variant(

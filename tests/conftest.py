@@ -1,0 +1,85 @@
+"""Shared fixtures: every registered variant, started the way a user starts it.
+
+``variant`` is parametrized over the registry, so adding a variant to
+``servers/__init__.py`` adds it to every test that asks for ``variant`` or
+``server`` -- no test names a variant.  Unavailable variants are skipped
+with the registry's reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import servers
+from loadgen.launch import RunningServer, start_server
+
+
+def _variant_params(family: str | None = None, *, forks: bool | None = None) -> list[object]:
+    params = []
+    for variant in servers.REGISTRY.values():
+        if variant.family == "test" or (family and variant.family != family):
+            continue
+        if forks is not None and variant.forks != forks:
+            continue
+        reason = variant.unavailable_reason
+        marks = [pytest.mark.skip(reason=f"{variant.name} unavailable: {reason}")] if reason else []
+        params.append(pytest.param(variant.name, id=variant.name, marks=marks))
+    return params
+
+
+ALL_VARIANTS = _variant_params()
+FORKING_VARIANTS = _variant_params(forks=True)
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards ``wanted``; return the new soft limit.
+
+    Servers started afterwards inherit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+@pytest.fixture(scope="module", params=ALL_VARIANTS)
+def variant(request: pytest.FixtureRequest) -> servers.Variant:
+    return servers.get(request.param)
+
+
+@pytest.fixture(scope="module")
+def server_root(variant: servers.Variant, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp(f"root-{variant.name}")
+
+
+@pytest.fixture(scope="module")
+def server(variant: servers.Variant, server_root: Path) -> Iterator[RunningServer]:
+    """One framed server per variant per test module, serving ``server_root``."""
+    with start_server(variant.name, server_root) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def raw_server(variant: servers.Variant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp(f"raw-{variant.name}")
+    with start_server(variant.name, root, protocol="raw") as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_server(variant: servers.Variant, tmp_path: Path) -> Iterator[RunningServer]:
+    """A server of our own, for tests that stop or disturb it."""
+    with start_server(variant.name, tmp_path) as running:
+        yield running
+
+
+def dir_entries(root: str | os.PathLike[str]) -> set[str]:
+    """Every name in the directory, hidden temporary files included."""
+    return set(os.listdir(root))
