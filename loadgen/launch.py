@@ -24,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable
 
 # Fixed glibc malloc thresholds for every process the suite starts (bytes).
 # Setting either one also turns off glibc's dynamic adjustment of both.

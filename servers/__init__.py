@@ -23,10 +23,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable
 
 __all__ = ["Variant", "REGISTRY", "get", "load", "names"]
 
@@ -176,6 +175,3 @@ def _register_extra(spec: str) -> None:
 
 _register_extra(os.environ.get("CONCURRENCY_BENCH_EXTRA", ""))
 
-
-if sys.version_info < (3, 10):  # pragma: no cover
-    raise RuntimeError("concurrency-bench needs Python 3.10 or newer")

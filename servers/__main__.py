@@ -21,8 +21,9 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 import servers
 from servers.protocol import DEFAULT_MAX_FRAME, FramedSession, RawSession, Session

@@ -11,7 +11,7 @@ whenever ``recv``/``sendall`` would block.
 from __future__ import annotations
 
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from servers.protocol import Session
 

@@ -19,7 +19,7 @@ or time out.
 from __future__ import annotations
 
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from servers._blocking import handle_client
 from servers.protocol import Session

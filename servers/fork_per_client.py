@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from servers._blocking import handle_client
 from servers.protocol import Session

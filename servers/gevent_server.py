@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import signal
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 from gevent.server import StreamServer

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 HEADER = struct.Struct("!BI")
 HEADER_SIZE = HEADER.size  # 5
@@ -142,9 +143,7 @@ class FrameDecoder:
             return None
         code, length = HEADER.unpack_from(buf)
         if length > self.max_frame:
-            raise ProtocolError(
-                f"frame of {length} bytes is over the maximum of {self.max_frame}"
-            )
+            raise ProtocolError(f"frame of {length} bytes is over the maximum of {self.max_frame}")
         end = HEADER_SIZE + length
         if len(buf) < end:
             return None

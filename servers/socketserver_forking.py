@@ -26,7 +26,7 @@ import os
 import signal
 import socket
 import socketserver
-from typing import Callable
+from collections.abc import Callable
 
 from servers._blocking import serve_stream
 from servers.protocol import Session

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import socket
 import socketserver
-from typing import Callable
+from collections.abc import Callable
 
 from servers._blocking import serve_stream
 from servers.protocol import Session

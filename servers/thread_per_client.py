@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from servers._blocking import handle_client
 from servers.protocol import Session

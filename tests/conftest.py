@@ -67,7 +67,9 @@ def server(variant: servers.Variant, server_root: Path) -> Iterator[RunningServe
 
 
 @pytest.fixture(scope="module")
-def raw_server(variant: servers.Variant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def raw_server(
+    variant: servers.Variant, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp(f"raw-{variant.name}")
     with start_server(variant.name, root, protocol="raw") as running:
         yield running

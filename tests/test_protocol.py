@@ -1,0 +1,167 @@
+"""The sans-I/O protocol: same frames however the stream is split (h11's test style)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from servers.protocol import (
+    HEADER,
+    Frame,
+    FrameDecoder,
+    FramedSession,
+    Op,
+    ProtocolError,
+    RawSession,
+    Request,
+    Response,
+    Status,
+    decode_put_payload,
+    encode_frame,
+    encode_put_payload,
+)
+
+frames_st = st.lists(
+    st.builds(Frame, st.integers(0, 255), st.binary(max_size=300)), min_size=0, max_size=12
+)
+
+
+def decode_in_chunks(stream: bytes, cuts: list[int], max_frame: int = 1 << 20) -> list[Frame]:
+    decoder = FrameDecoder(max_frame)
+    out: list[Frame] = []
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    for start, end in zip(points, points[1:], strict=False):
+        decoder.receive_data(stream[start:end])
+        out.extend(decoder.frames())
+    return out
+
+
+@given(st.integers(0, 255), st.binary(max_size=2000))
+def test_encode_decode_round_trip(code: int, payload: bytes) -> None:
+    decoder = FrameDecoder()
+    decoder.receive_data(encode_frame(code, payload))
+    assert decoder.next_frame() == Frame(code, payload)
+    assert decoder.next_frame() is None
+    assert decoder.buffered == 0
+
+
+@given(frames_st, st.lists(st.integers(0, 5000), max_size=30))
+def test_any_split_gives_the_same_frames(frames: list[Frame], cuts: list[int]) -> None:
+    stream = b"".join(encode_frame(f.code, f.payload) for f in frames)
+    assert decode_in_chunks(stream, cuts) == frames
+
+
+@given(frames_st)
+def test_byte_by_byte_gives_the_same_frames(frames: list[Frame]) -> None:
+    stream = b"".join(encode_frame(f.code, f.payload) for f in frames)
+    assert decode_in_chunks(stream, list(range(len(stream)))) == frames
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=600), st.lists(st.integers(0, 600), max_size=10))
+def test_random_bytes_give_frames_or_protocol_error(data: bytes, cuts: list[int]) -> None:
+    try:
+        frames = decode_in_chunks(data, cuts, max_frame=256)
+    except ProtocolError:
+        return
+    assert all(isinstance(f, Frame) and len(f.payload) <= 256 for f in frames)
+
+
+def test_over_max_is_rejected_from_the_header_alone() -> None:
+    decoder = FrameDecoder(max_frame=1000)
+    decoder.receive_data(HEADER.pack(Op.ECHO, 1001))  # no payload at all
+    with pytest.raises(ProtocolError, match="1001"):
+        decoder.next_frame()
+
+
+def test_exactly_max_is_accepted() -> None:
+    decoder = FrameDecoder(max_frame=10)
+    decoder.receive_data(encode_frame(Op.ECHO, b"0123456789"))
+    assert decoder.next_frame() == Frame(Op.ECHO, b"0123456789")
+
+
+def test_header_split_in_two() -> None:
+    decoder = FrameDecoder()
+    frame = encode_frame(Op.ECHO, b"abc")
+    decoder.receive_data(frame[:2])
+    assert decoder.next_frame() is None
+    decoder.receive_data(frame[2:])
+    assert decoder.next_frame() == Frame(Op.ECHO, b"abc")
+
+
+@given(st.text(max_size=40), st.binary(max_size=100))
+def test_put_payload_round_trip(name: str, data: bytes) -> None:
+    raw = name.encode("utf-8")
+    assert decode_put_payload(encode_put_payload(name, data)) == (raw, data)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00", b"\x00\x05abc"])
+def test_put_payload_too_short(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode_put_payload(payload)
+
+
+def test_encode_rejects_bad_codes() -> None:
+    with pytest.raises(ValueError):
+        encode_frame(256, b"")
+
+
+# -- the session: requests in, responses out --------------------------------
+
+
+def echo_handler(request: Request) -> Response:
+    if request.code == Op.ECHO:
+        return Response.ok(request.payload)
+    if request.code == Op.QUIT:
+        return Response.ok(close=True)
+    return Response.error("unknown opcode")
+
+
+def run_session(stream: bytes, cuts: list[int], max_frame: int = 1 << 20) -> tuple[bytes, bool]:
+    session = FramedSession(echo_handler, max_frame)
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    pieces = zip(points, points[1:], strict=False)
+    out = b"".join(session.receive_data(stream[a:b]) for a, b in pieces)
+    return out, session.closing
+
+
+@given(st.lists(st.binary(max_size=200), max_size=10), st.lists(st.integers(0, 3000), max_size=20))
+def test_session_output_independent_of_split(payloads: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(encode_frame(Op.ECHO, p) for p in payloads)
+    whole = run_session(stream, [])
+    assert run_session(stream, cuts) == whole
+    assert run_session(stream, list(range(len(stream)))) == whole
+    assert whole == (b"".join(encode_frame(Status.OK, p) for p in payloads), False)
+
+
+def test_session_stops_at_quit_and_ignores_the_rest() -> None:
+    stream = encode_frame(Op.ECHO, b"a") + encode_frame(Op.QUIT) + encode_frame(Op.ECHO, b"b")
+    out, closing = run_session(stream, [])
+    assert out == encode_frame(Status.OK, b"a") + encode_frame(Status.OK)
+    assert closing
+
+
+def test_session_oversized_frame_answers_error_then_closes() -> None:
+    stream = encode_frame(Op.ECHO, b"ok") + HEADER.pack(Op.ECHO, 99)
+    out, closing = run_session(stream, [], max_frame=10)
+    decoder = FrameDecoder()
+    decoder.receive_data(out)
+    first, second = decoder.frames()
+    assert first == Frame(Status.OK, b"ok")
+    assert second.code == Status.ERROR and b"99" in second.payload
+    assert closing
+
+
+def test_raw_session_echoes_bytes() -> None:
+    session = RawSession()
+    assert session.receive_data(bytearray(b"\x05\x00\x00")) == b"\x05\x00\x00"
+    assert not session.closing
+
+
+def test_protocol_module_does_no_io() -> None:
+    import servers.protocol as protocol
+
+    source = open(protocol.__file__, encoding="utf-8").read()
+    for module in ("socket", "select", "threading", "asyncio", "gevent", "os"):
+        assert f"import {module}" not in source
