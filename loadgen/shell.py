@@ -1,0 +1,146 @@
+"""``python -m loadgen.shell HOST:PORT``: an interactive prompt for the file server.
+
+The client with "a simple prompt" of the original lecture notes' file server
+(list / get / put / quit), built on the standard :mod:`cmd` module (line
+editing, history and ``help`` for free) and printing through rich.  A server
+ERROR is printed as one red line; the shell never shows a traceback.
+
+    cb> put notes.txt
+    cb> list
+    cb> get notes.txt copy.txt
+    cb> echo hello
+    cb> quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import cmd
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from loadgen.client import Client, ServerError, parse_target
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class Shell(cmd.Cmd):
+    intro = "Connected. Type help or ? to list commands."
+    prompt = "cb> "
+
+    def __init__(self, client: Client, target: str) -> None:
+        super().__init__()
+        self.client = client
+        self.intro = f"Connected to {target}. Type help or ? to list commands."
+
+    # -- commands (their docstrings are what `help` shows) -----------------
+
+    def do_list(self, arg: str) -> None:
+        """list: show the files the server serves."""
+        names = self.client.list()
+        if not names:
+            console.print("[dim](no files)[/dim]")
+            return
+        table = Table(show_header=False, box=None)
+        for name in names:
+            table.add_row(name)
+        console.print(table)
+
+    def do_get(self, arg: str) -> None:
+        """get NAME [LOCAL]: download NAME into LOCAL (default: ./NAME)."""
+        args = shlex.split(arg)
+        if len(args) not in (1, 2):
+            console.print("[yellow]usage: get NAME [LOCAL][/yellow]")
+            return
+        data = self.client.get(args[0])
+        local = Path(args[1] if len(args) == 2 else args[0])
+        local.write_bytes(data)
+        console.print(f"[green]got[/green] {args[0]} -> {local} ({len(data)} bytes)")
+
+    def do_put(self, arg: str) -> None:
+        """put LOCAL [NAME]: upload the local file LOCAL as NAME (default: its file name)."""
+        args = shlex.split(arg)
+        if len(args) not in (1, 2):
+            console.print("[yellow]usage: put LOCAL [NAME][/yellow]")
+            return
+        local = Path(args[0])
+        try:
+            data = local.read_bytes()
+        except OSError as exc:
+            console.print(f"[red]cannot read {local}: {exc.strerror or exc}[/red]")
+            return
+        name = args[1] if len(args) == 2 else local.name
+        self.client.put(name, data)
+        console.print(f"[green]put[/green] {local} -> {name} ({len(data)} bytes)")
+
+    def do_echo(self, arg: str) -> None:
+        """echo TEXT: send TEXT and print what comes back."""
+        console.print(self.client.echo(arg.encode("utf-8")).decode("utf-8", "replace"))
+
+    def do_quit(self, arg: str) -> bool:
+        """quit: say goodbye to the server and leave."""
+        try:
+            self.client.quit()
+        except OSError:
+            pass
+        return True
+
+    do_exit = do_quit
+
+    def do_EOF(self, arg: str) -> bool:  # noqa: N802 - cmd's name for Ctrl-D
+        console.print()
+        return self.do_quit(arg)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def emptyline(self) -> bool:
+        return False  # cmd's default repeats the last command; that surprises people
+
+    def default(self, line: str) -> None:
+        console.print(f"[yellow]unknown command: {line.split()[0]}[/yellow] (try help)")
+
+    def onecmd(self, line: str) -> bool:
+        try:
+            return super().onecmd(line)
+        except ServerError as exc:
+            console.print(f"[red]server error:[/red] {exc}")
+        except ValueError as exc:  # shlex: unbalanced quotes
+            console.print(f"[yellow]{exc}[/yellow]")
+        except OSError as exc:
+            console.print(f"[red]connection lost: {exc.strerror or exc}[/red]")
+            return True
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadgen.shell", description="Interactive client for the echo/file server."
+    )
+    parser.add_argument("target", help="HOST:PORT of a running server")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per reply")
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_target(args.target)
+    except ValueError as exc:
+        err_console.print(f"error: {exc}")
+        return 2
+    try:
+        client = Client(host, port, timeout=args.timeout)
+    except OSError as exc:
+        err_console.print(f"error: cannot connect to {args.target}: {exc.strerror or exc}")
+        return 1
+    with client:
+        try:
+            Shell(client, args.target).cmdloop()
+        except KeyboardInterrupt:
+            console.print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
