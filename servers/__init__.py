@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -79,6 +80,11 @@ def _needs_attr(module: str, attr: str, why: str) -> Callable[[], str | None]:
     return check
 
 
+def _needs_c_compiler() -> str | None:
+    found = any(shutil.which(cc) for cc in ("cc", "gcc", "clang"))
+    return None if found else "no C compiler (cc) found"
+
+
 _VARIANTS = [
     # -- the blocking family: one shared blocking connection routine ---------
     Variant(
@@ -129,6 +135,15 @@ _VARIANTS = [
         family="blocking",
         limit="one process, one core; anything that blocks without yielding stalls everyone",
         requires=_needs_module("gevent", "gevent is not installed"),
+    ),
+    # -- the reference: a native ceiling, measured but not ranked -------------
+    Variant(
+        "native_epoll",
+        "C epoll loop serving ECHO only (framed and raw): the native ceiling",
+        concurrent=True,
+        family="reference",
+        limit="serves ECHO only; needs a C compiler at run time",
+        requires=_needs_c_compiler,
     ),
 ]
 

@@ -1,0 +1,221 @@
+/* Native epoll reference: the ECHO opcode of protocol v1 (and raw echo) in C.
+ *
+ * A ceiling to measure the Python servers and the load generator against,
+ * not a model to study: servers/native_epoll.py builds and execs it.
+ *
+ *   native_epoll LISTEN_FD framed|raw MAX_FRAME
+ *
+ * One thread, one level-triggered epoll loop, non-blocking sockets, one
+ * 64 KiB receive buffer shared by every connection (under glibc's 128 KiB
+ * mmap threshold, like every receive buffer in the suite).  ECHO replies are
+ * streamed: the header goes out as soon as the request's header is in, the
+ * payload as it arrives, so a 16 MiB frame is never held whole.  Any other
+ * opcode gets an ERROR frame once its payload is consumed; QUIT gets OK and
+ * the connection closes; a declared length over MAX_FRAME gets ERROR and the
+ * connection closes.  A reader that does not read stops being read from once
+ * OUT_HIGH bytes of replies are waiting (no unbounded buffering).
+ * SIGTERM/SIGINT: exit 0 at once (the kernel closes every socket).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { OP_ECHO = 1, OP_QUIT = 5, ST_OK = 0, ST_ERROR = 1, HDR = 5 };
+#define RECV_SIZE (64 * 1024)
+#define OUT_HIGH (1024 * 1024)
+
+struct conn {
+    int fd, hdr_len, in_frame, closing;
+    unsigned char hdr[HDR], op;
+    uint32_t left;  /* payload bytes of the current frame still to come */
+    uint32_t events;
+    char *out;
+    size_t out_off, out_len, out_cap;
+};
+
+static int ep, raw_mode;
+static unsigned long long max_frame;
+static unsigned char rbuf[RECV_SIZE];
+
+static void on_signal(int sig) { (void)sig; _exit(0); }
+
+static void die(const char *what) { perror(what); exit(1); }
+
+static void out_put(struct conn *c, const void *p, size_t n) {
+    if (c->out_off) {  /* keep pending bytes at the front: appends stay contiguous */
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap * 2 : 4096;
+        while (cap < c->out_len + n) cap *= 2;
+        if (!(c->out = realloc(c->out, cap))) die("realloc");
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+}
+
+static void out_frame(struct conn *c, unsigned char status, uint32_t len, const char *payload) {
+    unsigned char h[HDR] = {status, len >> 24, len >> 16, len >> 8, len};
+    out_put(c, h, HDR);
+    if (payload) out_put(c, payload, len);
+}
+
+static void out_error(struct conn *c, const char *msg) { out_frame(c, ST_ERROR, strlen(msg), msg); }
+
+/* The frame's payload has all arrived: answer what is not streamed. */
+static void end_frame(struct conn *c) {
+    c->in_frame = 0;
+    if (c->op == OP_QUIT) {
+        out_frame(c, ST_OK, 0, NULL);
+        c->closing = 1;
+    } else if (c->op != OP_ECHO) {
+        out_error(c, "native_epoll reference serves ECHO only");
+    }
+}
+
+static void feed(struct conn *c, const unsigned char *p, size_t n) {
+    if (raw_mode) {
+        out_put(c, p, n);
+        return;
+    }
+    /* A frame with no payload left is ended in the iteration that completes its header. */
+    while (!c->closing && n > 0) {
+        if (!c->in_frame) {
+            size_t take = n < (size_t)(HDR - c->hdr_len) ? n : (size_t)(HDR - c->hdr_len);
+            memcpy(c->hdr + c->hdr_len, p, take);
+            p += take, n -= take, c->hdr_len += take;
+            if (c->hdr_len < HDR) return;
+            c->hdr_len = 0;
+            c->op = c->hdr[0];
+            c->left = (uint32_t)c->hdr[1] << 24 | c->hdr[2] << 16 | c->hdr[3] << 8 | c->hdr[4];
+            if (c->left > max_frame) {  /* the stream cannot be resynchronised */
+                char msg[96];
+                snprintf(msg, sizeof msg, "frame of %u bytes is over the maximum of %llu",
+                         c->left, max_frame);
+                out_error(c, msg);
+                c->closing = 1;
+                return;
+            }
+            c->in_frame = 1;
+            if (c->op == OP_ECHO) out_frame(c, ST_OK, c->left, NULL);
+        }
+        size_t take = n < c->left ? n : c->left;
+        if (c->op == OP_ECHO) out_put(c, p, take);
+        p += take, n -= take, c->left -= take;
+        if (c->left == 0) end_frame(c);
+    }
+}
+
+static void drop(struct conn *c) {
+    close(c->fd);  /* also removes it from the epoll set */
+    free(c->out);
+    free(c);
+}
+
+/* Write what we can, then ask epoll for what we need next. */
+static void flush_and_rearm(struct conn *c) {
+    while (c->out_off < c->out_len) {
+        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (w < 0) {  /* reset or broken pipe: the client is gone */
+            drop(c);
+            return;
+        }
+        c->out_off += w;
+    }
+    size_t pending = c->out_len - c->out_off;
+    if (!pending) c->out_off = c->out_len = 0;
+    if (c->closing && !pending) {
+        drop(c);
+        return;
+    }
+    uint32_t want = (pending ? EPOLLOUT : 0) | (!c->closing && pending < OUT_HIGH ? EPOLLIN : 0);
+    if (want != c->events) {
+        struct epoll_event ev = {.events = want, .data.ptr = c};
+        if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0) die("epoll_ctl");
+        c->events = want;
+    }
+}
+
+static void on_readable(struct conn *c) {
+    ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) {  /* peer closed, or reset */
+        drop(c);
+        return;
+    }
+    feed(c, rbuf, n);
+    flush_and_rearm(c);
+}
+
+static void accept_all(int lfd, int *spare) {
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && *spare >= 0) {
+            /* Out of descriptors: accept and close one, or level-triggered epoll spins. */
+            close(*spare);
+            close(accept(lfd, NULL, NULL));
+            *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            continue;
+        }
+        if (fd < 0) return;  /* EAGAIN: backlog empty (or a transient error) */
+        struct conn *c = calloc(1, sizeof *c);
+        if (!c) die("calloc");
+        c->fd = fd;
+        c->events = EPOLLIN;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4 || (strcmp(argv[2], "framed") && strcmp(argv[2], "raw"))) {
+        fprintf(stderr, "usage: native_epoll LISTEN_FD framed|raw MAX_FRAME\n");
+        return 2;
+    }
+    int lfd = atoi(argv[1]);
+    raw_mode = !strcmp(argv[2], "raw");
+    max_frame = strtoull(argv[3], NULL, 10);
+
+    sigset_t none;  /* exec keeps the signal mask: start from a clean one */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;  /* thousands of connections: use the whole hard limit */
+    if (!getrlimit(RLIMIT_NOFILE, &rl)) rl.rlim_cur = rl.rlim_max, setrlimit(RLIMIT_NOFILE, &rl);
+
+    if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0) die("listener fd");
+    fcntl(lfd, F_SETFD, FD_CLOEXEC);
+    int spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0) die("epoll_create1");
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0) die("epoll_ctl listener");
+
+    struct epoll_event evs[256];
+    for (;;) {
+        int n = epoll_wait(ep, evs, 256, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) die("epoll_wait");
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            if (!c) accept_all(lfd, &spare);
+            else if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) && !c->closing) on_readable(c);
+            else flush_and_rearm(c);
+        }
+    }
+}
