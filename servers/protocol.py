@@ -28,11 +28,12 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 HEADER = struct.Struct("!BI")
 HEADER_SIZE = HEADER.size  # 5
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
 NAME_LENGTH = struct.Struct("!H")
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 MAX_PAYLOAD = 0xFFFFFFFF  # what the uint32 length field can say
@@ -55,17 +56,17 @@ class ProtocolError(Exception):
     """Malformed input.  The only exception the decoding functions raise."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+# NamedTuples rather than dataclasses: they are built once per request on
+# the hot path, and a tuple is the cheapest object Python can make.
+class Frame(NamedTuple):
     """One frame: ``code`` is an opcode (request) or a status (response)."""
 
     code: int
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: Status
+class Response(NamedTuple):
+    status: int  # a Status
     payload: bytes = b""
     close: bool = False  # QUIT: send this, then close the connection
 
@@ -177,16 +178,26 @@ class FramedSession:
     ignores anything the peer sent after.
     """
 
-    __slots__ = ("_decoder", "_handler", "closing")
+    __slots__ = ("_decoder", "_handler", "_max_frame", "closing")
 
     def __init__(self, handler: Handler, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._decoder = FrameDecoder(max_frame)
         self._handler = handler
+        self._max_frame = max_frame
         self.closing = False
 
     def receive_data(self, data: bytes) -> bytes:
         if self.closing:
             return b""
+        # Fast path, by far the common case: nothing buffered and ``data`` is
+        # exactly one whole frame -- answer it without copying into a buffer.
+        if not self._decoder.buffered and len(data) >= HEADER_SIZE:
+            code, length = _unpack_header(data)
+            if length <= self._max_frame and len(data) == HEADER_SIZE + length:
+                response = self._handler(Frame(code, data[HEADER_SIZE:]))
+                if response.close:
+                    self.closing = True
+                return _pack_header(response.status, len(response.payload)) + response.payload
         self._decoder.receive_data(data)
         out = []
         while True:

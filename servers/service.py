@@ -34,6 +34,7 @@ from servers.protocol import (
     ProtocolError,
     Request,
     Response,
+    Status,
     decode_put_payload,
 )
 
@@ -99,7 +100,7 @@ class FileService:
 
     @staticmethod
     def _echo(payload: bytes) -> Response:
-        return Response.ok(payload)
+        return Response(Status.OK, payload)
 
     def _list(self, payload: bytes) -> Response:
         if payload:
