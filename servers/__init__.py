@@ -136,6 +136,62 @@ _VARIANTS = [
         limit="one process, one core; anything that blocks without yielding stalls everyone",
         requires=_needs_module("gevent", "gevent is not installed"),
     ),
+    # -- the event family: one thread, non-blocking sockets, a readiness loop --
+    Variant(
+        "select_reactor",
+        "one thread, select.select() over non-blocking sockets",
+        concurrent=True,
+        family="event",
+        limit="select() cannot watch a descriptor >= FD_SETSIZE (1024): about 1020 clients,"
+        " the rest are closed on accept; O(n) scan of every socket per call",
+        max_clients=1020,
+    ),
+    Variant(
+        "poll_reactor",
+        "the same loop over select.poll()",
+        concurrent=True,
+        family="event",
+        limit="one thread, one core; poll() copies and scans every socket per call (O(n))",
+        requires=_needs_attr("select", "poll", "select.poll is not available on this platform"),
+    ),
+    Variant(
+        "epoll_reactor",
+        "the same loop over select.epoll(), level-triggered",
+        concurrent=True,
+        family="event",
+        limit="Linux only; one thread, one core",
+        requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+    ),
+    Variant(
+        "epoll_edge",
+        "select.epoll() with EPOLLET: read, write and accept until EAGAIN",
+        concurrent=True,
+        family="event",
+        limit="Linux only; one thread, one core",
+        requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+    ),
+    Variant(
+        "asyncio_streams",
+        "asyncio.start_server with StreamReader/StreamWriter: a task per connection",
+        concurrent=True,
+        family="event",
+        limit="one thread, one core; a blocking step stalls every client",
+    ),
+    Variant(
+        "asyncio_protocol",
+        "loop.create_server with an asyncio.Protocol: callbacks, no tasks",
+        concurrent=True,
+        family="event",
+        limit="one thread, one core; a blocking callback stalls every client",
+    ),
+    Variant(
+        "uvloop_protocol",
+        "the asyncio_protocol server on uvloop's event loop (libuv)",
+        concurrent=True,
+        family="event",
+        limit="one thread, one core; POSIX only",
+        requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
+    ),
     # -- the reference: a native ceiling, measured but not ranked -------------
     Variant(
         "native_epoll",

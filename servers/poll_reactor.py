@@ -1,0 +1,87 @@
+"""Poll reactor: one thread waits on ``select.poll()`` for every client at once.
+
+Where the concurrency comes from: no thread or process per client.  Every
+socket is non-blocking; one loop asks the kernel "which of these sockets can
+I read or write without waiting?" and serves each ready one a little --
+one ``recv``, whatever ``send`` takes -- before asking again.  Clients are
+interleaved at the granularity of a system call.  What happens on a ready
+socket (buffers, backpressure, closing) is shared with the other reactors in
+:mod:`servers._nonblocking`; this file is only the waiting.
+
+What it costs: ``poll()`` takes an array of every watched descriptor on
+each call, which the kernel copies in and scans, and which we scan again
+for the results: O(n) per wake-up in the number of *connected* clients,
+however few are active.  Unlike ``select()`` there is no FD_SETSIZE ceiling.
+Each interest change (start or stop watching for output) is a dict update
+here, not a system call.  One thread, so one core.
+
+How it fails: anything slow in the loop -- a big PUT's ``fsync``, a GET of a
+large file -- stalls every client; nothing pre-empts it.  With thousands of
+mostly idle clients the per-call scan dominates.  Out of descriptors
+(EMFILE), the listening socket stays readable and the loop spins until one
+is freed.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+
+from servers._nonblocking import ACCEPT_BATCH, Connection, accept_clients, close_all
+from servers.protocol import Session
+
+IN, OUT = select.POLLIN, select.POLLOUT
+HANGUP, FAILED = select.POLLHUP, select.POLLERR | select.POLLNVAL
+
+
+def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+    """Wait until some sockets are ready, serve each a little, repeat."""
+    listener.setblocking(False)
+    poller = select.poll()
+    poller.register(listener.fileno(), IN)
+    clients: dict[int, Connection] = {}
+    watching: dict[int, int] = {}  # fd -> the events we asked poll() about
+    try:
+        while True:
+            for fd, events in poller.poll():
+                if fd == listener.fileno():
+                    for sock in accept_clients(listener, ACCEPT_BATCH):
+                        conn = Connection(sock, new_session())
+                        clients[conn.fd] = conn
+                        watching[conn.fd] = interest(conn)
+                        poller.register(conn.fd, watching[conn.fd])
+                else:
+                    handle(clients[fd], events)
+                    update(poller, clients, watching, clients[fd])
+    finally:
+        close_all(clients.values())
+
+
+def handle(conn: Connection, events: int) -> None:
+    """Do what the poller says this socket is ready for."""
+    if events & FAILED:
+        conn.done = True
+        return
+    if events & (IN | HANGUP):  # a hang-up shows as a read of b"" or an error
+        conn.on_readable()
+    if events & OUT:
+        conn.on_writable()
+
+
+def interest(conn: Connection) -> int:
+    """What to wait for: input unless paused, output only while some is pending."""
+    return (IN if conn.wants_read else 0) | (OUT if conn.wants_write else 0)
+
+
+def update(
+    poller: select.poll, clients: dict[int, Connection], watching: dict[int, int], conn: Connection
+) -> None:
+    """Drop a finished connection, or tell the poller if what we wait for changed."""
+    if conn.done:
+        poller.unregister(conn.fd)  # before close: the number may be reused at once
+        del clients[conn.fd], watching[conn.fd]
+        conn.close()
+    elif interest(conn) != watching[conn.fd]:
+        watching[conn.fd] = interest(conn)
+        poller.modify(conn.fd, watching[conn.fd])
