@@ -190,12 +190,12 @@ int main(int argc, char **argv) {
     raw_mode = !strcmp(argv[2], "raw");
     max_frame = strtoull(argv[3], NULL, 10);
 
-    sigset_t none;  /* exec keeps the signal mask: start from a clean one */
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
+    sigset_t none;  /* the launcher blocked SIGTERM/SIGINT across exec: take them now */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     struct rlimit rl;  /* thousands of connections: use the whole hard limit */
     if (!getrlimit(RLIMIT_NOFILE, &rl)) rl.rlim_cur = rl.rlim_max, setrlimit(RLIMIT_NOFILE, &rl);
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +52,15 @@ def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
     os.set_inheritable(fd, True)  # the one descriptor the binary needs
     sys.stdout.flush()  # exec discards whatever Python still buffers
     sys.stderr.flush()
-    os.execv(binary, [binary, str(fd), mode, str(max_frame)])
+    # A SIGTERM between exec and the binary's handlers would kill it with the
+    # default action (status -15, not 0): block it across exec; the binary
+    # installs its handlers, then unblocks, and a pending signal lands then.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        os.execv(binary, [binary, str(fd), mode, str(max_frame)])
+    finally:  # only reached if exec failed
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
 
 
 def prepare() -> str:

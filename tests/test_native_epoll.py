@@ -1,0 +1,245 @@
+"""The native epoll reference: ECHO over protocol v1 and raw mode, framing edge cases, shutdown.
+
+Started through the real command line (which builds the C source on demand).
+Skipped, with the registry's reason, where there is no C compiler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import servers
+from loadgen.client import Client, ConnectionClosed, ServerError
+from loadgen.launch import RunningServer, start_server
+from servers.protocol import HEADER, Op, Status, encode_frame
+
+REASON = servers.get("native_epoll").unavailable_reason
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"native_epoll unavailable: {REASON}")
+
+MAX_FRAME = 2 * 1024 * 1024
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("native")
+    with start_server("native_epoll", root, max_frame=MAX_FRAME) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[Client]:
+    with Client(server.host, server.port, timeout=10) as c:
+        yield c
+
+
+def read_until_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
+    """Everything the server sends until it closes (fails the test if it does not)."""
+    sock.settimeout(limit)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_ready_line_pid_becomes_the_native_binary(server: RunningServer) -> None:
+    # serve() execs the binary: the pid in the ready line is the native server's
+    # (the exec follows the ready line, so give it a moment).
+    assert server.ready["pid"] == server.pid
+    if not os.path.exists(f"/proc/{server.pid}/exe"):
+        pytest.skip("no /proc here")
+    deadline = time.monotonic() + 10
+    while not os.readlink(f"/proc/{server.pid}/exe").endswith("native_epoll"):
+        assert time.monotonic() < deadline, os.readlink(f"/proc/{server.pid}/exe")
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("size", [0, 1, MiB], ids=["0B", "1B", "1MiB"])
+def test_echo_sizes(client: Client, size: int) -> None:
+    payload = os.urandom(size)
+    assert client.echo(payload) == payload
+
+
+def test_ten_frames_in_one_send(client: Client) -> None:
+    payloads = [bytes([i]) * (i * 100) for i in range(10)]
+    client.send(b"".join(encode_frame(Op.ECHO, p) for p in payloads))
+    replies = [client.read_frame() for _ in payloads]
+    assert [(f.code, f.payload) for f in replies] == [(Status.OK, p) for p in payloads]
+
+
+def test_byte_at_a_time(client: Client) -> None:
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = encode_frame(Op.ECHO, b"slowly") + encode_frame(Op.ECHO, b"")
+    for byte in data:
+        client.send(bytes([byte]))
+    assert client.read_frame().payload == b"slowly"
+    assert client.read_frame().payload == b""
+
+
+@pytest.mark.parametrize("op", [0x00, Op.LIST, Op.GET, Op.PUT, 0x7F])
+def test_other_opcodes_get_error_and_connection_stays_usable(client: Client, op: int) -> None:
+    client.send(encode_frame(op, b"some payload to skip"))
+    with pytest.raises(ServerError, match="native_epoll reference serves ECHO only"):
+        client.ok_payload(client.read_frame())
+    assert client.echo(b"after") == b"after"
+
+
+def test_over_max_frame_gets_error_then_close(server: RunningServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(HEADER.pack(Op.ECHO, MAX_FRAME + 1))
+        reply = read_until_closed(sock)
+    status, length = HEADER.unpack_from(reply)
+    assert status == Status.ERROR
+    assert b"over the maximum" in reply[HEADER.size :]
+    assert len(reply) == HEADER.size + length  # nothing after the ERROR frame
+
+
+def test_max_frame_itself_is_accepted(client: Client) -> None:
+    payload = b"m" * MAX_FRAME
+    assert client.echo(payload) == payload
+
+
+def test_quit_gets_ok_then_close(server: RunningServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(encode_frame(Op.QUIT) + encode_frame(Op.ECHO, b"ignored"))
+        assert read_until_closed(sock) == encode_frame(Status.OK)
+
+
+def test_client_that_never_reads_is_bounded_and_others_are_served(
+    server: RunningServer, client: Client
+) -> None:
+    # A client sends up to 64 MiB of ECHO and reads nothing.  The server must
+    # stop reading it once its replies pile up (so the sender blocks and the
+    # server's memory stays flat), and keep serving everyone else.
+    rss_before = psutil.Process(server.pid).memory_info().rss
+    data = memoryview(encode_frame(Op.ECHO, b"h" * 65531) * 1024)  # 64 MiB of whole frames
+    sent = stalls = 0
+    with socket.create_connection(server.address, timeout=5) as hog:
+        hog.setblocking(False)
+        deadline = time.monotonic() + 5
+        while sent < len(data) and stalls < 20 and time.monotonic() < deadline:
+            try:
+                sent += hog.send(data[sent : sent + 65536])
+            except BlockingIOError:
+                stalls += 1
+                time.sleep(0.02)
+        assert client.echo(b"still served") == b"still served"
+        growth = psutil.Process(server.pid).memory_info().rss - rss_before
+        assert sent < len(data), "the server kept reading a client that never reads"
+        assert growth < 16 * MiB
+    assert client.echo(b"after the hog") == b"after the hog"
+
+
+def test_many_connections(server: RunningServer) -> None:
+    from tests.conftest import raise_nofile
+
+    n = min(1000, raise_nofile(1200) - 100)
+    clients = [Client(server.host, server.port, timeout=10) for _ in range(n)]
+    try:
+        for i, c in enumerate(clients):
+            c.send(encode_frame(Op.ECHO, str(i).encode()))
+        for i, c in enumerate(clients):
+            assert c.read_frame().payload == str(i).encode()
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_raw_mode_echoes_every_byte(tmp_path: Path) -> None:
+    with start_server("native_epoll", tmp_path, protocol="raw") as running:
+        with socket.create_connection(running.address, timeout=5) as sock:
+            # Bytes that would be a QUIT or an oversize header in framed mode.
+            data = encode_frame(Op.QUIT) + HEADER.pack(Op.ECHO, 0xFFFFFFFF) + os.urandom(200_000)
+            sock.sendall(data)
+            got = b""
+            while len(got) < len(data):
+                chunk = sock.recv(65536)
+                assert chunk, "raw server closed early"
+                got += chunk
+            assert got == data
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signal_exits_zero_and_group_is_gone(tmp_path: Path, signum: int) -> None:
+    with start_server("native_epoll", tmp_path) as running:
+        with Client(running.host, running.port) as c:  # a live connection does not hold it up
+            assert c.echo(b"x") == b"x"
+            running.process.send_signal(signum)
+            assert running.process.wait(5) == 0
+            with pytest.raises((ConnectionClosed, ConnectionError, OSError)):
+                c.echo(b"y")
+        deadline = time.monotonic() + 5
+        while running.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not running.group_alive()
+
+
+def test_prepare_without_compiler_is_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from servers import native_epoll
+
+    monkeypatch.setattr(native_epoll.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match=r"no C compiler \(cc\) found"):
+        native_epoll.prepare()
+    assert servers.get("native_epoll").unavailable_reason == "no C compiler (cc) found"
+
+
+def test_prepare_caches_by_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from servers import native_epoll
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = native_epoll.prepare()
+    assert first.startswith(str(tmp_path)) and os.access(first, os.X_OK)
+    built = os.stat(first).st_mtime_ns
+    assert native_epoll.prepare() == first
+    assert os.stat(first).st_mtime_ns == built  # not rebuilt
+
+
+def test_build_failure_is_one_line_runtime_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servers import native_epoll
+
+    broken = tmp_path / "broken.c"
+    broken.write_text("int main(void) { return not_declared; }\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(native_epoll, "SOURCE", broken)
+    with pytest.raises(RuntimeError, match="native_epoll: .* failed") as info:
+        native_epoll.prepare()
+    assert "\n" not in str(info.value)
+    assert not list((tmp_path / "cache").rglob("native_epoll"))
+
+
+def test_cli_reports_build_failure_in_one_line(tmp_path: Path) -> None:
+    # No compiler on PATH: the CLI refuses before listening, with the reason, no traceback.
+    import subprocess
+    import sys
+
+    from loadgen.launch import suite_env
+
+    env = suite_env({"PATH": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, "-m", "servers", "native_epoll", "--port", "0", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "no C compiler (cc) found" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_struct_header_matches_protocol() -> None:
+    # The C server hard-codes the 5-byte "!BI" header and these codes.
+    assert HEADER.size == 5 and struct.calcsize("!BI") == 5
+    assert (Op.ECHO, Op.QUIT, Status.OK, Status.ERROR) == (1, 5, 0, 1)
