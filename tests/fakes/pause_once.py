@@ -1,0 +1,50 @@
+"""Broken on purpose: a thread-per-client server that stalls every reply once for 300 ms.
+
+``PAUSE_AFTER`` seconds after the first request it receives, every
+connection holds its replies until ``PAUSE`` seconds have passed (a GC
+pause, a disk stall).  An open-loop load generator must show the stall in
+its corrected latency; a closed-loop one hides it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from servers.protocol import Session
+
+PAUSE_AFTER = float(os.environ.get("FAKE_PAUSE_AFTER", "1.0"))
+PAUSE = float(os.environ.get("FAKE_PAUSE", "0.3"))
+_first: list[float] = []
+_lock = threading.Lock()
+
+
+def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=_client, args=(sock, new_session()), daemon=True).start()
+
+
+def _client(sock: socket.socket, session: Session) -> None:
+    with sock:
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with _lock:
+                if not _first:
+                    _first.append(time.monotonic())
+            start = _first[0] + PAUSE_AFTER
+            now = time.monotonic()
+            if start <= now < start + PAUSE:
+                time.sleep(start + PAUSE - now)
+            try:
+                sock.sendall(session.receive_data(data))
+            except OSError:
+                return

@@ -1,0 +1,305 @@
+"""The load generator against real and deliberately broken servers.
+
+Every run here is short (about a second of load) and bounded twice: by the
+engine's own deadline and by the subprocess timeout.  Nothing asserts a
+speed: only that the generator counts, checks and stops as it must.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from loadgen.engine import ERROR_KINDS, LoadError, run_load
+from loadgen.launch import MALLOC_ENV, RunningServer, start_server, suite_env
+
+FAKES = {
+    "fake_bad_echo": "tests.fakes.bad_echo",
+    "fake_pause_once": "tests.fakes.pause_once",
+    "fake_never_reply": "tests.fakes.never_reply",
+}
+FAKE_ENV = {"CONCURRENCY_BENCH_EXTRA": ",".join(f"{k}={v}" for k, v in FAKES.items())}
+
+LATENCY_KEYS = {"p50", "p90", "p99", "p999", "max", "mean"}
+TOP_KEYS = {
+    "schema", "config", "throughput_rps", "requests", "duration_s", "latency_kind", "latency_us",
+    "latency_us_uncorrected", "latency_out_of_range", "errors", "errors_total", "fairness",
+    "loadgen", "server", "slow_clients", "environment", "partial",
+}
+CONFIG_KEYS = {
+    "target", "workload", "size", "connections", "duration_s", "warmup_s", "rate", "pipeline",
+    "processes", "mode", "slow_clients", "cpus",
+}
+SERVER_KEYS = {
+    "pid", "cpu_s", "cpu_user_s", "cpu_system_s", "cpu_util", "cpu_us_per_request",
+    "cpu_user_us_per_request", "cpu_system_us_per_request", "memory_pss_bytes",
+    "memory_rss_bytes", "peak_threads", "peak_fds", "peak_children", "processes",
+}
+
+
+def loadgen_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadgen", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=suite_env(),
+    )
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+    with start_server(request.param, tmp_path, env=FAKE_ENV) as server:
+        yield server
+
+
+def no_children_left() -> bool:
+    return not psutil.Process().children(recursive=True)
+
+
+# -- the real thing ------------------------------------------------------------
+
+
+def test_two_second_run_against_thread_per_client(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    with start_server("thread_per_client", tmp_path) as server:
+        proc = loadgen_cli(
+            "--target", server.target, "--connections", "8", "--duration", "2",
+            "--warmup", "0.5", "--server-pid", str(server.pid), "--json", str(out), "--quiet",
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert server.process.poll() is None  # the server is still fine
+    r = json.loads(out.read_text())
+    assert TOP_KEYS <= set(r)
+    assert r["schema"] == 1
+    assert CONFIG_KEYS <= set(r["config"])
+    assert r["config"]["mode"] == "closed" and r["config"]["connections"] == 8
+    assert r["errors"] == dict.fromkeys(ERROR_KINDS, 0) and r["errors_total"] == 0
+    assert r["requests"] > 0 and r["throughput_rps"] > 0
+    assert r["partial"] is False
+    # measured elapsed time: close to the 2 s asked, and the rate is computed from it
+    assert 1.9 < r["duration_s"] < 2.5
+    assert r["throughput_rps"] == pytest.approx(r["requests"] / r["duration_s"])
+    assert r["latency_kind"] == "service_time"
+    lat = r["latency_us"]
+    assert set(lat) == LATENCY_KEYS
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    assert lat["p50"] <= lat["mean"] * 10
+    assert r["latency_us_uncorrected"] is None
+    assert r["latency_out_of_range"] == 0
+    f = r["fairness"]
+    assert f["connections"] == 8 and f["starved"] == 0
+    assert 0 < f["jain"] <= 1.0 and 0 < f["min_share"] <= 1.0 <= f["max_share"]
+    lg = r["loadgen"]
+    assert len(lg["workers"]) == 1
+    assert lg["workers"][0]["requests"] == r["requests"]
+    assert lg["cpu_util_max"] > 0 and lg["cpu_us_per_request"] > 0
+    assert isinstance(lg["saturated"], bool)
+    assert lg["achieved_rate_ratio"] is None
+    s = r["server"]
+    assert SERVER_KEYS <= set(s)
+    assert s["pid"] == server.pid
+    for key in ("cpu_s", "cpu_util", "cpu_us_per_request", "memory_pss_bytes", "memory_rss_bytes"):
+        assert s[key] > 0, key
+    assert s["cpu_s"] == pytest.approx(s["cpu_user_s"] + s["cpu_system_s"])
+    assert s["peak_threads"] >= 8  # a thread per client
+    assert s["peak_fds"] >= 8
+    assert r["slow_clients"] is None
+    assert r["environment"]["malloc"] == MALLOC_ENV
+    assert r["environment"]["engine"] == "epoll"
+
+
+def test_run_load_reaps_its_workers_and_splits_connections(tmp_path: Path) -> None:
+    with start_server("thread_per_client", tmp_path) as server:
+        r = run_load(server.target, connections=6, processes=2, duration=0.5, warmup=0.2)
+    assert no_children_left()
+    assert r["errors_total"] == 0
+    assert len(r["loadgen"]["workers"]) == 2
+    assert sum(w["requests"] for w in r["loadgen"]["workers"]) == r["requests"] > 0
+    assert r["fairness"]["connections"] == 6 and r["fairness"]["starved"] == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "protocol"),
+    [
+        ({"workload": "raw", "size": 100}, "raw"),
+        ({"workload": "get", "size": 3000}, "framed"),
+        ({"workload": "put", "size": 500}, "framed"),
+        ({"workload": "mixed", "size": 200}, "framed"),
+        ({"workload": "churn"}, "framed"),
+        ({"workload": "echo", "pipeline": 4, "size": 10}, "framed"),
+    ],
+    ids=["raw", "get", "put", "mixed", "churn", "pipeline"],
+)
+def test_workloads_complete_without_errors(
+    tmp_path: Path, options: dict[str, Any], protocol: str
+) -> None:
+    with start_server("thread_per_client", tmp_path, protocol=protocol) as server:
+        r = run_load(server.target, connections=4, duration=0.5, warmup=0.2, **options)
+    assert r["errors_total"] == 0, r["errors"]
+    assert r["requests"] > 0 and r["fairness"]["starved"] == 0
+    if options["workload"] == "put":
+        names = [p.name for p in tmp_path.iterdir() if "-put-" in p.name]
+        assert len(names) == 4  # one name per connection
+
+
+def test_idle_connections_are_served_once_then_held(tmp_path: Path) -> None:
+    with start_server("thread_per_client", tmp_path) as server:
+        r = run_load(
+            server.target, workload="idle", connections=20, duration=0.5, warmup=0.3,
+            server_pid=server.pid,
+        )
+    idle = r["idle"]
+    assert idle["served"] == 20 and idle["connections"] == 20
+    assert r["errors_total"] == 0 and r["requests"] == 0
+    assert r["fairness"]["starved"] == 0
+    assert r["server"]["peak_threads"] > 20  # the connections were held open
+    assert idle["memory_per_connection_bytes"] is not None
+
+
+def test_slow_clients_are_reported_apart(tmp_path: Path) -> None:
+    with start_server("thread_per_client", tmp_path) as server:
+        r = run_load(server.target, connections=6, slow_clients=2, duration=0.8, warmup=0.1)
+    assert r["errors_total"] == 0
+    slow = r["slow_clients"]
+    assert slow["connections"] == 2 and slow["requests"] >= 1
+    # 69 bytes one at a time, 5 ms apart: at least 0.34 s per request
+    assert slow["latency_us"]["p50"] >= 300_000
+    assert r["fairness"]["connections"] == 4  # the headline covers the normal ones only
+    assert r["latency_us"]["p99"] < slow["latency_us"]["p50"]
+
+
+def test_blocking_loop_starves_connections(tmp_path: Path) -> None:
+    with start_server("blocking_loop", tmp_path) as server:
+        r = run_load(server.target, connections=4, duration=0.5, warmup=0.1, timeout=5)
+    f = r["fairness"]
+    assert f["starved"] == 3 and f["jain"] == pytest.approx(0.25)
+
+
+# -- broken servers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fake", ["fake_bad_echo"], indirect=True)
+def test_wrong_echo_bytes_are_errors_never_successes(fake: RunningServer) -> None:
+    r = run_load(fake.target, connections=4, duration=0.5, warmup=0.1)
+    assert r["requests"] == 0 and r["throughput_rps"] == 0
+    assert r["errors"]["wrong_reply"] > 0
+    assert r["errors_total"] == r["errors"]["wrong_reply"]
+    assert r["reconnects"] >= r["errors"]["wrong_reply"] - 4  # each break is reopened
+
+
+@pytest.mark.parametrize("fake", ["fake_pause_once"], indirect=True)
+def test_open_loop_shows_a_server_stall_in_corrected_latency(fake: RunningServer) -> None:
+    # The fake stalls all replies for 300 ms, 1 s after the first request:
+    # inside the measured period (0.3 s warm-up, then 2 s).
+    r = run_load(fake.target, connections=8, rate=2000, duration=2.0, warmup=0.3, timeout=5)
+    assert r["errors_total"] == 0
+    assert r["config"]["mode"] == "open" and r["latency_kind"] == "response_time"
+    corrected, uncorrected = r["latency_us"], r["latency_us_uncorrected"]
+    assert set(uncorrected) == LATENCY_KEYS
+    assert corrected["p99"] >= uncorrected["p99"] + 100_000
+    assert corrected["max"] >= 250_000
+    assert r["loadgen"]["achieved_rate_ratio"] is not None
+
+
+@pytest.mark.parametrize("fake", ["fake_never_reply"], indirect=True)
+def test_exits_by_itself_when_the_server_never_answers(fake: RunningServer, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    duration, warmup = 1.0, 0.5
+    began = time.monotonic()
+    proc = loadgen_cli(
+        "--target", fake.target, "--connections", "4", "--duration", str(duration),
+        "--warmup", str(warmup), "--timeout", "0.5", "--json", str(out), "--quiet",
+        timeout=duration + warmup + 20,
+    )
+    took = time.monotonic() - began
+    assert took < duration + warmup + 5
+    assert "Traceback" not in proc.stderr
+    r = json.loads(out.read_text())
+    assert r["requests"] == 0
+    assert r["errors"]["timeout"] >= 4
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--target", "10.1.2.3:80"],  # not loopback
+        ["--target", "nonsense"],
+        ["--target", "127.0.0.1:1", "--connections", "0"],
+        ["--target", "127.0.0.1:1", "--workload", "nope"],
+        ["--target", "127.0.0.1:1", "--rate", "-5"],
+        ["--target", "127.0.0.1:1", "--slow-clients", "64"],
+    ],
+)
+def test_bad_arguments_one_line_no_traceback(args: list[str]) -> None:
+    proc = loadgen_cli(*args)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_target_one_line_no_traceback() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        proc = loadgen_cli("--target", f"127.0.0.1:{port}", "--duration", "1")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0]
+
+
+def test_run_load_raises_load_error_when_unreachable() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        with pytest.raises(LoadError):
+            run_load(f"127.0.0.1:{s.getsockname()[1]}", duration=0.5)
+
+
+def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with start_server("thread_per_client", tmp_path) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loadgen", "--target", server.target, "--connections", "4",
+             "--processes", "2", "--duration", "30", "--warmup", "0.2", "--json", str(out),
+             "--quiet"],
+            env=suite_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,  # its own group: Ctrl-C reaches the whole group
+        )
+        try:
+            time.sleep(1.5)
+            os.killpg(proc.pid, signal.SIGINT)
+            rc = proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("a worker of the interrupted load generator is still alive")
+    assert rc == 130
+    r = json.loads(out.read_text())
+    assert r["partial"] is True and r["requests"] > 0
