@@ -1,0 +1,196 @@
+"""``python -m loadgen.calibrate``: is the load generator fast enough, and are its figures stable?
+
+The three checks of the load generator's performance goals, measured side by
+side in one run, server pinned to one CPU and generator to another (default
+0 and 1), 64 connections, 64-byte ECHO, closed loop, pipeline 1:
+
+1. generator CPU per request vs ``native_epoll``'s server CPU per request in
+   the same run (user + system, divided by completed requests) -- goal <= 1.2;
+2. the fastest Python variant's requests/s as a percentage of
+   ``native_epoll``'s -- goal >= 85%;
+3. the coefficient of variation (stdev / mean) of one variant's server
+   ``cpu_us_per_request`` over 5 repeated 3-second runs -- goal <= 5%.
+
+Everything printed is measured in this run; nothing is a stored figure.  On
+a machine where other work competes for the two CPUs the figures move; the
+load average at the start is printed so the reader can judge.
+
+    python -m loadgen.calibrate [--variants a,b,...] [--cv-variant NAME]
+        [--repeats 5] [--duration 3] [--warmup 1] [--server-cpu 0]
+        [--loadgen-cpu 1] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+import servers
+from loadgen.engine import LoadError, run_load
+from loadgen.launch import ServerStartError, start_server
+
+REFERENCE = "native_epoll"
+GOAL_CPU_RATIO = 1.2
+GOAL_PERCENT = 85.0
+GOAL_CV = 5.0
+
+
+def default_variants() -> list[str]:
+    """Every available single-process event-driven variant, plus gevent: the fast ones."""
+    names = [
+        v.name
+        for v in servers.REGISTRY.values()
+        if (v.family == "event" or v.name == "gevent_server") and v.available
+    ]
+    return names
+
+
+def measure(
+    name: str, args: argparse.Namespace, root: str, duration: float | None = None
+) -> dict[str, Any]:
+    """One pinned run of one variant: the load generator's result dict."""
+    with start_server(name, root, cpus=[args.server_cpu]) as server:
+        return run_load(
+            server.target,
+            workload="echo",
+            size=64,
+            connections=args.connections,
+            duration=duration or args.duration,
+            warmup=args.warmup,
+            pipeline=1,
+            processes=1,
+            cpus=[args.loadgen_cpu],
+            server_pid=server.pid,
+        )
+
+
+def row(name: str, r: dict[str, Any], ref_rps: float | None) -> list[str]:
+    s = r["server"] or {}
+    lg = r["loadgen"]
+
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    pct = r["throughput_rps"] / ref_rps * 100 if ref_rps else None
+    return [
+        name,
+        f(r["throughput_rps"], ",.0f"),
+        f(pct, ".1f"),
+        f(s.get("cpu_us_per_request"), ".2f"),
+        f(s.get("cpu_user_us_per_request"), ".2f"),
+        f(s.get("cpu_util"), ".2f"),
+        f(lg["cpu_us_per_request"], ".2f"),
+        f(lg["cpu_util_max"], ".2f"),
+        str(r["errors_total"]),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m loadgen.calibrate", description=(__doc__ or "").split("\n")[0]
+    )
+    p.add_argument("--variants", default=None, help="comma-separated Python variants to compare")
+    p.add_argument("--cv-variant", default=None, help="variant for the CV check (default: fastest)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--loadgen-cpu", type=int, default=1)
+    p.add_argument("--json", default=None, metavar="FILE")
+    args = p.parse_args(argv)
+    console = Console() if sys.stdout.isatty() else Console(width=130)  # the table is wide
+    err = Console(stderr=True)
+    variants = args.variants.split(",") if args.variants else default_variants()
+    reason = servers.get(REFERENCE).unavailable_reason
+    if reason:
+        err.print(f"python -m loadgen.calibrate: error: {REFERENCE} unavailable: {reason}")
+        return 2
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    console.print(
+        f"server on CPU {args.server_cpu}, load generator on CPU {args.loadgen_cpu}; "
+        f"{args.connections} connections, 64-byte ECHO, closed loop, pipeline 1, "
+        f"{args.warmup:g} s warm-up + {args.duration:g} s measured"
+        + (f"; load average at start {load[0]:.2f}" if load else "")
+    )
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="cb-calibrate-") as root:
+        try:
+            for name in [REFERENCE, *variants]:
+                err.print(f"  measuring {name} ...")
+                results[name] = measure(name, args, root)
+            ref = results[REFERENCE]
+            python = {n: r for n, r in results.items() if n != REFERENCE}
+            fastest = max(python, key=lambda n: python[n]["throughput_rps"]) if python else None
+            cv_name = args.cv_variant or fastest
+            repeats: list[dict[str, Any]] = []
+            if cv_name:
+                for i in range(args.repeats):
+                    err.print(f"  CV run {i + 1}/{args.repeats}: {cv_name} ...")
+                    repeats.append(measure(cv_name, args, root, duration=3.0))
+        except (LoadError, ServerStartError, ValueError) as exc:
+            err.print(f"python -m loadgen.calibrate: error: {exc}")
+            return 2
+        except KeyboardInterrupt:
+            err.print("python -m loadgen.calibrate: interrupted")
+            return 130
+
+    ref_rps = ref["throughput_rps"]
+    table = Table(title="side by side (one run)")
+    for col in ("variant", "req/s", "% native", "server us/req", "server user us/req",
+                "server cores", "loadgen us/req", "loadgen cores", "errors"):
+        table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+    for name, r in results.items():
+        table.add_row(*row(name, r, ref_rps))
+    console.print(table)
+
+    summary: dict[str, Any] = {"results": results}
+    gen = ref["loadgen"]["cpu_us_per_request"]
+    srv = (ref["server"] or {}).get("cpu_us_per_request")
+    if gen and srv:
+        ratio = gen / srv
+        summary["cpu_ratio"] = ratio
+        console.print(
+            f"1. generator CPU/request {gen:.2f} us vs {REFERENCE} server CPU/request "
+            f"{srv:.2f} us: ratio {ratio:.2f} (goal <= {GOAL_CPU_RATIO}) "
+            + ("[green]met[/]" if ratio <= GOAL_CPU_RATIO else "[red]missed[/]")
+        )
+    if fastest:
+        pct = python[fastest]["throughput_rps"] / ref_rps * 100
+        summary["fastest"] = fastest
+        summary["fastest_percent"] = pct
+        console.print(
+            f"2. fastest Python variant {fastest}: {python[fastest]['throughput_rps']:,.0f} req/s "
+            f"= {pct:.1f}% of {REFERENCE}'s {ref_rps:,.0f} (goal >= {GOAL_PERCENT:g}%) "
+            + ("[green]met[/]" if pct >= GOAL_PERCENT else "[red]missed[/]")
+        )
+    if repeats:
+        per_req = [r["server"]["cpu_us_per_request"] for r in repeats]
+        user = [r["server"]["cpu_user_us_per_request"] for r in repeats]
+        cv = statistics.stdev(per_req) / statistics.mean(per_req) * 100
+        cv_user = statistics.stdev(user) / statistics.mean(user) * 100
+        summary.update(cv_variant=cv_name, cv_percent=cv, cv_user_percent=cv_user,
+                       cv_values=per_req)
+        console.print(
+            f"3. {cv_name} server cpu_us_per_request over {len(repeats)} x 3 s runs: "
+            + ", ".join(f"{v:.2f}" for v in per_req)
+            + f" us -> CV {cv:.1f}% (goal <= {GOAL_CV:g}%) "
+            + ("[green]met[/]" if cv <= GOAL_CV else "[red]missed[/]")
+            + f"; user part CV {cv_user:.1f}%"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
