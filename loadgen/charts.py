@@ -1,0 +1,252 @@
+"""Charts of a run (matplotlib, Agg backend): PNG for reading, SVG for scaling.
+
+* ``throughput-<case>``: requests/s per variant (mean ± sd), one chart per case;
+* ``latency-<case>``: p50 / p99 / p99.9 per variant, log scale;
+* ``connections``: requests/s and p99 against the number of connections;
+* ``memory-per-connection``: the idle-memory scenario.
+
+Bars are horizontal so that long variant names stay readable; colours are
+the family (blocking, event-driven, reference); failing rows are hatched
+and saturated rows are labelled as floors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
+
+from loadgen.summary import CaseSummary, Row  # noqa: E402
+
+FAMILY_COLOURS = {
+    "blocking": "#4C72B0",
+    "event": "#55A868",
+    "reference": "#8C8C8C",
+    "test": "#C44E52",
+}
+PERCENTILES = (
+    ("p50_us", "p50", "#9ecae1"),
+    ("p99_us", "p99", "#3182bd"),
+    ("p999_us", "p99.9", "#08519c"),
+)
+
+
+def write_charts(summaries: list[CaseSummary], out_dir: Path) -> list[Path]:
+    """Every chart that has data; returns the PNG paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for s in summaries:
+        if s.kind == "memory":
+            fig = memory_chart(s)
+            if fig:
+                written.append(_save(fig, out_dir / "memory-per-connection"))
+            continue
+        fig = throughput_chart(s)
+        if fig:
+            written.append(_save(fig, out_dir / f"throughput-{s.case}"))
+        fig = latency_chart(s)
+        if fig:
+            written.append(_save(fig, out_dir / f"latency-{s.case}"))
+    fig = connections_chart(summaries)
+    if fig:
+        written.append(_save(fig, out_dir / "connections"))
+    return written
+
+
+def _save(fig: Figure, base: Path) -> Path:
+    png = base.with_suffix(".png")
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    fig.savefig(base.with_suffix(".svg"), bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def _label(row: Row) -> str:
+    if row.reference:
+        return f"{row.variant} (reference)"
+    if row.status != "ok":
+        return f"{row.variant} (FAILED)"
+    return row.variant
+
+
+def _bar_rows(summary: CaseSummary, figure: str) -> list[Row]:
+    # top of the chart = first row; matplotlib draws y=0 at the bottom
+    return [r for r in summary.rows if r.figure(figure) is not None][::-1]
+
+
+def _family_legend(ax: Axes, rows: list[Row]) -> None:
+    families = list(dict.fromkeys(r.family for r in rows))
+    handles = [Patch(color=FAMILY_COLOURS.get(f, "#999999"), label=f) for f in families]
+    if any(r.status != "ok" for r in rows):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="failed"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+
+
+def _plain_log_axis(axis: object) -> None:
+    """Log-scale ticks as plain numbers (200, 1000), not 2x10^2."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))  # type: ignore[attr-defined]
+    axis.set_minor_formatter(FuncFormatter(_minor))  # type: ignore[attr-defined]
+
+
+def _minor(v: float, _: object = None) -> str:
+    # label 2x and 5x between decades, so a range under one decade still has numbers
+    lead = f"{v:.0e}"[0]
+    return f"{v:,.6g}" if lead in "25" else ""
+
+
+def _k(v: float, _: object = None) -> str:
+    return f"{v / 1000:,.0f}k" if v >= 1000 else f"{v:,.0f}"
+
+
+def throughput_chart(summary: CaseSummary) -> Figure | None:
+    rows = _bar_rows(summary, "throughput_rps")
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
+    y = range(len(rows))
+    means = [r.stats["throughput_rps"].mean for r in rows]
+    sds = [r.stats["throughput_rps"].sd for r in rows]
+    colours = [FAMILY_COLOURS.get(r.family, "#999999") for r in rows]
+    bars = ax.barh(list(y), means, xerr=sds, color=colours, capsize=3, error_kw={"elinewidth": 1})
+    for bar, r, sd in zip(bars, rows, sds, strict=True):
+        if r.status != "ok":
+            bar.set_hatch("//")
+            bar.set_edgecolor("black")
+        note = " floor (loadgen saturated)" if r.saturated else ""
+        ax.text(
+            bar.get_width() + sd,
+            bar.get_y() + bar.get_height() / 2,
+            f"  {bar.get_width():,.0f}{note}",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks(list(y), [_label(r) for r in rows], fontsize=9)
+    ax.set_xlabel("requests per second (mean ± sd over repeats)")
+    ax.set_xlim(0, max(m + s for m, s in zip(means, sds, strict=True)) * 1.5)
+    ax.xaxis.set_major_formatter(FuncFormatter(_k))
+    n = max(r.stats["throughput_rps"].n for r in rows)
+    ax.set_title(f"{summary.label}: throughput (n = {n} repeats)")
+    ax.grid(axis="x", alpha=0.3)
+    _family_legend(ax, rows)
+    return fig
+
+
+def latency_chart(summary: CaseSummary) -> Figure | None:
+    rows = _bar_rows(summary, "p50_us")
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.6))
+    height = 0.27
+    for i, (fig_name, label, colour) in enumerate(PERCENTILES):
+        vals = [r.figure(fig_name) or 0.0 for r in rows]
+        ax.barh(
+            [k + (1 - i) * height for k in range(len(rows))],
+            vals,
+            height=height,
+            color=colour,
+            label=label,
+        )
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(rows)), [_label(r) for r in rows], fontsize=9)
+    kind = "response time from the scheduled send" if summary.kind == "open" else "service time"
+    ax.set_xlabel(f"latency, µs (log scale; {kind}; mean of repeats)")
+    ax.set_title(f"{summary.label}: latency percentiles")
+    _plain_log_axis(ax.xaxis)
+    ax.grid(axis="x", alpha=0.3, which="both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return fig
+
+
+def connections_chart(summaries: list[CaseSummary]) -> Figure | None:
+    """One line per variant over the connection levels (echo-small is the 64 level)."""
+    points = [s for s in summaries if s.x is not None and s.kind == "throughput"]
+    if len({s.x for s in points}) < 2 or not any(s.scenario == "connections" for s in points):
+        return None
+    points.sort(key=lambda s: s.x or 0)
+    variants = list(dict.fromkeys(r.variant for s in points for r in s.rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.5))
+    cmap = plt.get_cmap("tab20")
+    for i, name in enumerate(variants):
+        xs, tps, p99s, bad_x, bad_tp, bad_p99 = [], [], [], [], [], []
+        for s in points:
+            row = next((r for r in s.rows if r.variant == name), None)
+            if row is None or row.figure("throughput_rps") is None:
+                continue
+            xs.append(s.x)
+            tps.append(row.figure("throughput_rps"))
+            p99s.append(row.figure("p99_us") or float("nan"))
+            if row.status != "ok":
+                bad_x.append(s.x)
+                bad_tp.append(tps[-1])
+                bad_p99.append(p99s[-1])
+        if not xs:
+            continue
+        colour = cmap((2 * i) % 20 + (2 * i // 20) % 2)  # dark hues first, then light
+        style = (
+            "--" if any(r.reference for s in points for r in s.rows if r.variant == name) else "-"
+        )
+        ax1.plot(xs, tps, style, marker="o", ms=4, color=colour, label=name)
+        ax2.plot(xs, [p / 1000 for p in p99s], style, marker="o", ms=4, color=colour)
+        ax1.plot(bad_x, bad_tp, "x", ms=10, mew=2, color="black")
+        ax2.plot(bad_x, [p / 1000 for p in bad_p99], "x", ms=10, mew=2, color="black")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("concurrent connections (log scale)")
+        ax.set_xticks([s.x for s in points], [str(s.x) for s in points])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(alpha=0.3, which="both")
+    ax1.set_ylabel("requests per second (mean of repeats)")
+    ax1.set_ylim(bottom=0)
+    ax1.yaxis.set_major_formatter(FuncFormatter(_k))
+    ax1.set_title("throughput vs connections")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("p99 latency, ms (log scale)")
+    _plain_log_axis(ax2.yaxis)
+    ax2.set_title("p99 vs connections  (black x: failed at that level)")
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def memory_chart(summary: CaseSummary) -> Figure | None:
+    rows = _bar_rows(summary, "memory_per_connection_bytes")
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
+    kib = [r.stats["memory_per_connection_bytes"].mean / 1024 for r in rows]
+    sds = [r.stats["memory_per_connection_bytes"].sd / 1024 for r in rows]
+    bars = ax.barh(
+        range(len(rows)),
+        kib,
+        xerr=sds,
+        capsize=3,
+        color=[FAMILY_COLOURS.get(r.family, "#999999") for r in rows],
+    )
+    for bar, r, sd in zip(bars, rows, sds, strict=True):
+        if r.status != "ok":
+            bar.set_hatch("//")
+            bar.set_edgecolor("black")
+        ax.text(
+            max(bar.get_width(), 0) + sd,
+            bar.get_y() + bar.get_height() / 2,
+            f"  {bar.get_width():,.1f}",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks(range(len(rows)), [_label(r) for r in rows], fontsize=9)
+    ax.set_xlabel("server memory per idle connection, KiB (PSS, mean ± sd)")
+    ax.set_xlim(
+        min(0, min(kib) * 1.2), max(max(k + d for k, d in zip(kib, sds, strict=True)) * 1.3, 1)
+    )
+    ax.set_title(f"{summary.label}: memory per connection")
+    ax.grid(axis="x", alpha=0.3)
+    _family_legend(ax, rows)
+    return fig

@@ -1,0 +1,450 @@
+"""One measurement at a time, leaving nothing behind: verify a variant, then time it.
+
+``run_all.py`` (and the CI benchmarks) use two functions:
+
+* :func:`verify` starts a variant and runs a short conformance smoke with
+  :class:`~loadgen.client.Client`: ECHO returns the same bytes, PUT then GET
+  returns the file, LIST shows it, an invalid name is an ERROR (and the
+  connection still works after it).  A variant that fails is reported as
+  failed and never timed: a fast wrong answer is not a result.
+* :func:`measure` starts the server fresh (``python -m servers``, its own
+  process group, pinned to the server CPU), runs ``python -m loadgen`` as a
+  subprocess in *its* own process group pinned to the other CPU with
+  ``--server-pid``, then stops the server and checks its group is gone.
+
+Every process started here is in :data:`LIVE_GROUPS` until it is stopped,
+so :func:`kill_all` (called on Ctrl-C) can reach it whatever line was
+running.  Every process gets :func:`loadgen.launch.suite_env`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from loadgen.client import Client, ServerError
+from loadgen.launch import RunningServer, ServerStartError, start_server, suite_env
+from loadgen.scenarios import Case
+
+LIVE_GROUPS: set[int] = set()  # process-group ids started here and not yet stopped
+
+VERIFY_TIMEOUT = 10.0  # seconds per client operation in the smoke test
+LOADGEN_GRACE = 20.0  # seconds past warm-up + duration before a loadgen is declared hung
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the server and the load generator may use (None: no pinning)."""
+
+    server: tuple[int, ...]
+    loadgen: tuple[int, ...]
+
+    @classmethod
+    def choose(cls, enabled: bool = True) -> Pinning | None:
+        """Server on the first CPU we may use, loadgen on the second; None with < 2 CPUs."""
+        if not enabled or not hasattr(os, "sched_getaffinity"):
+            return None
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None
+        return cls(server=(cpus[0],), loadgen=(cpus[1],))
+
+
+@dataclass
+class VerifyResult:
+    variant: str
+    ok: bool
+    reason: str | None
+    seconds: float
+
+
+@dataclass
+class RunOutcome:
+    """One measurement: the loadgen's result dict plus what the harness saw."""
+
+    variant: str
+    case: str
+    scenario: str
+    round: int
+    status: str  # "ok" | "failed" | "interrupted"
+    error: str | None = None
+    result: dict[str, Any] | None = None  # the loadgen JSON (schema 1)
+    rate: float | None = None  # open loop: requests/s asked for
+    baseline_pss_bytes: int | None = None  # memory kind: server PSS before any client
+    memory_per_connection_bytes: float | None = None
+    leftover: bool = False  # the server's group outlived stop()
+    started_at: float = field(default_factory=time.time)
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- process-group bookkeeping --------------------------------------------
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_all() -> None:
+    """SIGKILL every group still listed (Ctrl-C path); idempotent."""
+    for pgid in list(LIVE_GROUPS):
+        _killpg(pgid, signal.SIGKILL)
+        LIVE_GROUPS.discard(pgid)
+
+
+def _start_tracked(name: str, root: str, **kwargs: Any) -> RunningServer:
+    server = start_server(name, root, **kwargs)
+    LIVE_GROUPS.add(server.pid)
+    return server
+
+
+def _stop_tracked(server: RunningServer) -> bool:
+    """Stop the server's group; True if something of it is still alive afterwards."""
+    try:
+        server.stop()
+    finally:
+        LIVE_GROUPS.discard(server.pid)
+    if server.group_alive():
+        _killpg(server.pid, signal.SIGKILL)
+        return True
+    return False
+
+
+# -- verify -----------------------------------------------------------------
+
+
+def verify(
+    name: str,
+    *,
+    reference: bool = False,
+    cpus: tuple[int, ...] | None = None,
+    env: dict[str, str] | None = None,
+) -> VerifyResult:
+    """Start ``name`` and check it answers correctly; never raises for a bad server."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"cb-verify-{name}-") as root:
+        try:
+            server = _start_tracked(name, root, cpus=cpus, env=env)
+        except (ServerStartError, OSError, ValueError) as exc:
+            return VerifyResult(name, False, f"did not start: {exc}", time.perf_counter() - t0)
+        try:
+            reason = _smoke(server, reference=reference)
+            if reason is None and server.process.poll() is not None:
+                reason = f"server exited with status {server.process.returncode}"
+        finally:
+            if _stop_tracked(server):
+                reason = reason or "processes left behind after stop"
+    return VerifyResult(name, reason is None, reason, time.perf_counter() - t0)
+
+
+def _smoke(server: RunningServer, *, reference: bool) -> str | None:
+    """The conformance smoke; returns what went wrong, or None."""
+    payload = bytes(range(256)) * 4 + b"end"
+    try:
+        with Client(server.host, server.port, timeout=VERIFY_TIMEOUT) as c:
+            got = c.echo(payload)
+            if got != payload:
+                return f"ECHO returned wrong bytes ({len(got)} bytes for {len(payload)} sent)"
+            if c.echo(b"") != b"":
+                return "ECHO of an empty payload did not return an empty payload"
+            if reference:  # the native ceiling serves ECHO only
+                return None
+            data = os.urandom(3000)
+            c.put("verify.bin", data)
+            if c.get("verify.bin") != data:
+                return "GET did not return what PUT stored"
+            if "verify.bin" not in c.list():
+                return "LIST does not show the file PUT stored"
+            try:
+                c.get("../escape")
+            except ServerError:
+                pass
+            else:
+                return "GET of an invalid name ('../escape') did not answer ERROR"
+            if c.echo(b"still there") != b"still there":
+                return "ECHO after an ERROR returned wrong bytes"
+    except ServerError as exc:
+        return f"unexpected ERROR from the server: {exc}"
+    except (OSError, ConnectionError) as exc:
+        return f"connection failed: {exc.__class__.__name__}: {exc}"
+    except Exception as exc:  # a malformed reply is the variant's failure, not ours
+        return f"bad reply: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+# -- measure ----------------------------------------------------------------
+
+
+def loadgen_argv(
+    target: str,
+    case: Case,
+    *,
+    duration: float,
+    warmup: float,
+    json_path: str,
+    server_pid: int | None = None,
+    rate: float | None = None,
+    cpus: tuple[int, ...] | None = None,
+) -> list[str]:
+    """The ``python -m loadgen`` command line for one case."""
+    argv = [sys.executable, "-m", "loadgen", "--target", target]
+    argv += ["--workload", case.workload, "--connections", str(case.connections)]
+    if case.size:
+        argv += ["--size", str(case.size)]
+    argv += ["--duration", f"{duration:g}", "--warmup", f"{warmup:g}"]
+    if case.pipeline != 1:
+        argv += ["--pipeline", str(case.pipeline)]
+    if case.slow_clients:
+        argv += ["--slow-clients", str(case.slow_clients)]
+    if rate is not None:
+        argv += ["--rate", f"{rate:.0f}"]
+    if server_pid is not None:
+        argv += ["--server-pid", str(server_pid)]
+    if cpus:
+        argv += ["--cpus", ",".join(map(str, cpus))]
+    argv += ["--json", json_path, "--quiet"]
+    return argv
+
+
+def expected_seconds(case: Case, duration: float, warmup: float) -> float:
+    """Rough wall time of one measurement, for progress bars and the plan."""
+    warmup = max(warmup, case.min_warmup)
+    ramp = case.connections / 1000  # batches of connects, forks in fork-per-client
+    return warmup + duration + ramp + 0.6  # + start, stop and interpreter start-up
+
+
+def run_loadgen(
+    argv: list[str],
+    *,
+    cpus: tuple[int, ...] | None,
+    timeout: float,
+    on_tick: Callable[[float], None] | None = None,
+) -> tuple[int | None, str]:
+    """Run the load generator in its own group; return (exit status or None if hung, stderr)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=suite_env(),
+            start_new_session=True,
+        )
+        LIVE_GROUPS.add(proc.pid)
+        try:
+            if cpus and hasattr(os, "sched_setaffinity"):
+                try:  # also passed as --cpus; this covers the interpreter start-up
+                    os.sched_setaffinity(proc.pid, set(cpus))
+                except OSError:
+                    pass
+            t0 = time.monotonic()
+            status: int | None = None
+            while (status := proc.poll()) is None:
+                elapsed = time.monotonic() - t0
+                if elapsed > timeout:
+                    break
+                if on_tick:
+                    on_tick(elapsed)
+                try:
+                    proc.wait(0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            _killpg(proc.pid, signal.SIGKILL)  # hung, interrupted, or stray workers
+            proc.wait()
+            LIVE_GROUPS.discard(proc.pid)
+        err.seek(0)
+        return status, err.read().decode(errors="replace")
+
+
+def tree_pss(pid: int) -> int:
+    """Sum of PSS (bytes) over the process and its descendants; 0 where unreadable."""
+    try:
+        leader = psutil.Process(pid)
+        procs = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.Error, AttributeError):
+            pass
+    return total
+
+
+def measure(
+    name: str,
+    case: Case,
+    *,
+    round_no: int = 1,
+    duration: float,
+    warmup: float,
+    rate: float | None = None,
+    pinning: Pinning | None = None,
+    env: dict[str, str] | None = None,
+    on_tick: Callable[[float], None] | None = None,
+) -> RunOutcome:
+    """Start ``name`` fresh, run the load, stop it; never raises for a failing variant.
+
+    KeyboardInterrupt propagates after the server and loadgen are stopped.
+    """
+    out = RunOutcome(name, case.key, case.scenario, round_no, "failed", rate=rate)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"cb-{name}-") as root:
+        try:
+            server = _start_tracked(
+                name,
+                root,
+                protocol=case.protocol,
+                cpus=pinning.server if pinning else None,
+                env=env,
+            )
+        except (ServerStartError, OSError, ValueError) as exc:
+            out.error = f"server did not start: {exc}"
+            out.wall_s = time.perf_counter() - t0
+            return out
+        try:
+            _measure_with(server, case, out, duration, warmup, rate, pinning, on_tick)
+        except KeyboardInterrupt:
+            out.status = "interrupted"
+            out.error = "interrupted"
+            raise
+        finally:
+            if _stop_tracked(server):
+                out.leftover = True
+                out.status = "failed" if out.status == "ok" else out.status
+                out.error = out.error or "the server left processes behind after stop"
+            out.wall_s = time.perf_counter() - t0
+    return out
+
+
+def run_load(
+    server: RunningServer,
+    case: Case,
+    *,
+    duration: float,
+    warmup: float,
+    rate: float | None = None,
+    pinning: Pinning | None = None,
+    on_tick: Callable[[float], None] | None = None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Run ``python -m loadgen`` once against a running server.
+
+    Returns (the loadgen's result dict or None, why the loadgen failed or None).
+    Whether the *server* failed is :func:`run_failure`'s business.
+    """
+    fd, json_path = tempfile.mkstemp(prefix="cb-loadgen-", suffix=".json")
+    os.close(fd)
+    cpus = pinning.loadgen if pinning else None
+    try:
+        argv = loadgen_argv(
+            server.target,
+            case,
+            duration=duration,
+            warmup=max(warmup, case.min_warmup),
+            json_path=json_path,
+            server_pid=server.pid,
+            rate=rate,
+            cpus=cpus,
+        )
+        timeout = expected_seconds(case, duration, warmup) + LOADGEN_GRACE
+        status, stderr = run_loadgen(argv, cpus=cpus, timeout=timeout, on_tick=on_tick)
+        text = Path(json_path).read_text() if os.path.getsize(json_path) else ""
+    finally:
+        os.unlink(json_path)
+    result = None
+    if text:
+        try:
+            result = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return None, f"loadgen wrote unreadable JSON: {exc}"
+    if status is None:
+        return result, f"loadgen did not finish within {timeout:.0f} s (killed)"
+    if result is None:
+        last = stderr.strip().splitlines()[-1:] or [f"exit status {status}"]
+        return None, f"loadgen failed: {last[0]}"
+    return result, None
+
+
+def _measure_with(
+    server: RunningServer,
+    case: Case,
+    out: RunOutcome,
+    duration: float,
+    warmup: float,
+    rate: float | None,
+    pinning: Pinning | None,
+    on_tick: Callable[[float], None] | None,
+) -> None:
+    if case.kind == "memory":
+        out.baseline_pss_bytes = tree_pss(server.pid)
+    out.result, out.error = run_load(
+        server, case, duration=duration, warmup=warmup, rate=rate, pinning=pinning,
+        on_tick=on_tick,
+    )  # fmt: skip
+    died = server.process.poll()
+    if out.error is None and died is not None:
+        tail = server.stderr_text().strip().splitlines()[-1:] or ["(no message)"]
+        out.error = f"server exited with status {died} during the run: {tail[0]}"
+    elif out.error is None and out.result is not None:
+        out.error = run_failure(out.result, case)
+    if out.result is not None and case.kind == "memory":
+        srv = out.result.get("server") or {}
+        pss = srv.get("memory_pss_bytes")
+        held = _idle_served(out.result, case)
+        if pss and out.baseline_pss_bytes and held:
+            out.memory_per_connection_bytes = (pss - out.baseline_pss_bytes) / held
+    out.status = "ok" if out.error is None else "failed"
+
+
+def run_failure(result: dict[str, Any], case: Case) -> str | None:
+    """Why a completed loadgen result means the variant failed at this level, or None.
+
+    Errors of any kind, starved connections (a closed-loop connection that
+    completed nothing: the variant could not hold that many clients), or an
+    interrupted run.
+    """
+    if result.get("partial"):
+        return "the load generator's run was interrupted"
+    errors = result.get("errors") or {}
+    total = result.get("errors_total") or sum(errors.values())
+    if total:
+        kinds = ", ".join(f"{k} {v}" for k, v in errors.items() if v)
+        return f"{total} errors ({kinds})"
+    if case.kind == "memory":
+        held = _idle_served(result, case)
+        if held < case.connections:
+            return f"only {held} of {case.connections} idle connections were accepted and served"
+        return None
+    fairness = result.get("fairness") or {}
+    starved = fairness.get("starved") or 0
+    if starved:
+        conns = fairness.get("connections") or case.connections
+        return f"{starved} of {conns} connections starved (completed no request)"
+    if not result.get("requests"):
+        return "no request completed"
+    return None
+
+
+def _idle_served(result: dict[str, Any], case: Case) -> int:
+    """Idle connections that answered their one ECHO (all of them if not reported)."""
+    idle = result.get("idle") or {}
+    served = idle.get("served")
+    return int(served) if isinstance(served, int) else case.connections

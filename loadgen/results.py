@@ -1,0 +1,306 @@
+"""What a run leaves on disk: ``results/<UTC timestamp>/`` and ``results/latest``.
+
+    results/2026-11-28T04-10-00Z/
+        results.json     every raw run, the summaries, the plan, environment metadata
+        report.md        the tables in Markdown (readable on GitHub) and the charts
+        charts/*.png|svg matplotlib charts (loadgen.charts)
+    results/latest -> 2026-11-28T04-10-00Z
+
+``results.json`` is written again after every measurement, so a run that is
+interrupted (Ctrl-C, a crash of the harness) keeps what it measured, with
+``"partial": true``.  The same tables are rendered for the terminal (rich)
+and for report.md from :func:`loadgen.summary.cells`, so they cannot differ.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from loadgen import summary as sm
+from loadgen.launch import MALLOC_ENV
+
+SCHEMA = 1
+PACKAGES = (
+    "concurrency-bench",
+    "rich",
+    "gevent",
+    "greenlet",
+    "uvloop",
+    "hdrhistogram",
+    "psutil",
+    "matplotlib",
+    "pytest-benchmark",
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def utc_stamp(now: _dt.datetime | None = None) -> str:
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
+def new_run_dir(output: Path) -> Path:
+    """A fresh ``output/<UTC timestamp>`` (suffixed if two runs start in one second)."""
+    output.mkdir(parents=True, exist_ok=True)
+    base = utc_stamp()
+    path, n = output / base, 1
+    while path.exists():
+        n += 1
+        path = output / f"{base}-{n}"
+    path.mkdir()
+    return path
+
+
+def environment(pinning: dict[str, list[int]] | None) -> dict[str, Any]:
+    """The machine and software a run was measured on."""
+    uname = platform.uname()
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+        "packages": {name: _version(name) for name in PACKAGES},
+        "kernel": f"{uname.system} {uname.release}",
+        "machine": uname.machine,
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "pinning": pinning,  # {"server": [0], "loadgen": [1]} or None (--no-pin, < 2 CPUs)
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "malloc_env": dict(MALLOC_ENV),
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# -- writing ------------------------------------------------------------------
+
+
+def write(run_dir: Path, data: dict[str, Any], *, charts: bool = True) -> list[sm.CaseSummary]:
+    """(Re)write results.json, report.md and (optionally) the charts; point latest here."""
+    summaries = sm.summarize(data)
+    data = dict(data, schema=SCHEMA, summaries=[s.to_json() for s in summaries])
+    _atomic_write(run_dir / "results.json", json.dumps(data, indent=1, default=str))
+    chart_paths = []
+    if charts:
+        from loadgen.charts import write_charts  # matplotlib is slow to import
+
+        chart_paths = write_charts(summaries, run_dir / "charts")
+    _atomic_write(run_dir / "report.md", report_markdown(data, summaries, chart_paths, run_dir))
+    update_latest(run_dir)
+    return summaries
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def update_latest(run_dir: Path) -> None:
+    """``<output>/latest`` -> this run (relative link, replaced atomically)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest-{os.getpid()}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, link)
+    except OSError:  # no symlinks here (some filesystems): not worth failing a run
+        pass
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A results.json, given its file or its directory (``results/latest`` works)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    return json.loads(p.read_text())
+
+
+def run_dirs(output: Path) -> list[Path]:
+    """Result directories under ``output``, oldest first (by name: UTC timestamps sort)."""
+    if not output.is_dir():
+        return []
+    return sorted(
+        d
+        for d in output.iterdir()
+        if d.is_dir() and not d.is_symlink() and (d / "results.json").is_file()
+    )
+
+
+# -- rendering ----------------------------------------------------------------
+
+
+def rich_table(s: sm.CaseSummary, question: str = "") -> Table:
+    title = f"{s.label}" + (f" — {question}" if question else "")
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption="\n".join(sm.notes(s)),
+        caption_justify="left",
+        show_lines=False,
+    )
+    for col in sm.columns(s.kind):
+        if col == "flags":
+            table.add_column(col, justify="left", overflow="fold", min_width=10)
+        elif col == "variant":
+            table.add_column(col, justify="left", no_wrap=True)
+        else:
+            table.add_column(col, justify="right", overflow="fold")
+    for row in s.rows:
+        style = "dim" if row.reference else ("red" if row.status != "ok" else None)
+        table.add_row(*sm.cells(row, s.kind), style=style)
+    return table
+
+
+def markdown_table(s: sm.CaseSummary) -> str:
+    cols = sm.columns(s.kind)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in s.rows:
+        cells = [c.replace("|", "\\|") for c in sm.cells(row, s.kind)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(
+    data: dict[str, Any],
+    summaries: list[sm.CaseSummary],
+    chart_paths: list[Path],
+    run_dir: Path,
+) -> str:
+    env = data.get("environment", {})
+    plan = data.get("plan", {})
+    status = "PARTIAL (interrupted; only what was measured)" if data.get("partial") else "complete"
+    pin = env.get("pinning")
+    pin_text = (
+        f"server on CPU {pin['server']}, load generator on CPU {pin['loadgen']}" if pin else "none"
+    )
+    load_avg = env.get("load_average_start")
+    out = [
+        f"# concurrency-bench report — {env.get('date', '?')}",
+        "",
+        f"Status: **{status}**. Profile `{plan.get('profile')}`, {plan.get('repeat')} repeats of "
+        f"{plan.get('warmup')} s warm-up + {plan.get('duration')} s measured per run, "
+        f"shuffled variant order each round. Wall time {data.get('wall_s', 0):.0f} s.",
+        "",
+        f"Command: `{data.get('command', '')}`",
+        "",
+        f"Machine: {env.get('cpu_model')}, {env.get('cpu_count')} CPUs, {env.get('kernel')}; "
+        f"Python {env.get('python_version')} ({env.get('python_implementation')}); "
+        f"pinning: {pin_text}; load average at start: "
+        + (", ".join(f"{x:.2f}" for x in load_avg) if load_avg else "?")
+        + f"; git {str(env.get('git_commit'))[:12]}{' (dirty)' if env.get('git_dirty') else ''}.",
+        "",
+        "How to read this: [results/README.md](../README.md) (every column and flag).",
+        "",
+    ]
+    failed = {k: v for k, v in data.get("verify", {}).items() if not v.get("ok")}
+    if failed:
+        out.append(
+            "Failed verification (not timed): "
+            + "; ".join(f"`{k}`: {v.get('reason')}" for k, v in failed.items())
+            + "."
+        )
+        out.append("")
+    skipped = data.get("skipped", {})
+    if skipped:
+        out.append("Not run here: " + "; ".join(f"`{k}`: {v}" for k, v in skipped.items()) + ".")
+        out.append("")
+    questions = {c["key"]: c.get("question", "") for c in data.get("cases", [])}
+    for s in summaries:
+        out += [f"## {s.label}", "", questions.get(s.case, ""), "", markdown_table(s), ""]
+        out += [f"_{n}_" for n in sm.notes(s)]
+        out.append("")
+        for name in (
+            (f"throughput-{s.case}", f"latency-{s.case}")
+            if s.kind != "memory"
+            else ("memory-per-connection",)
+        ):
+            png = run_dir / "charts" / f"{name}.png"
+            if png in chart_paths:
+                out += [f"![{name}](charts/{name}.png)", ""]
+    if (run_dir / "charts" / "connections.png") in chart_paths:
+        out += [
+            "## Requests/s and p99 against connections",
+            "",
+            "![connections](charts/connections.png)",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def compare_table(changes: list[sm.Change], title: str) -> Table:
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption="* = change larger than the combined spread (sd A + sd B); "
+        "no mark = within noise; 'n<2' = a side has one run, no spread known",
+        caption_justify="left",
+    )
+    for col in ("case", "variant", "figure", "A mean ± sd", "B mean ± sd", "change", ""):
+        table.add_column(col, justify="left" if col in ("case", "variant", "figure") else "right")
+    for c in changes:
+        fmt = _fmt_for(c.figure)
+        pct = "–" if c.pct is None else f"{c.pct:+.1f}%"
+        mark = "n<2" if c.spread is None else ("*" if c.significant else "")
+        style = None
+        if c.significant:
+            style = "green" if c.better else "red"
+        table.add_row(
+            c.case,
+            c.variant,
+            sm.SHORT_NAMES.get(c.figure, c.figure),
+            f"{fmt(c.a.mean)} ± {fmt(c.a.sd)}",
+            f"{fmt(c.b.mean)} ± {fmt(c.b.sd)}",
+            pct,
+            mark,
+            style=style,
+        )
+    return table
+
+
+def _fmt_for(figure: str):  # type: ignore[no-untyped-def]
+    if figure.endswith("_bytes"):
+        return sm.fmt_bytes
+    if figure == "throughput_rps":
+        return sm.fmt_rate
+    if figure.startswith("cpu"):
+        return lambda x: f"{x:.2f} µs"
+    return sm.fmt_us

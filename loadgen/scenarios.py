@@ -1,0 +1,245 @@
+"""The scenarios ``run_all.py`` measures: each one a named question and the load that answers it.
+
+A :class:`Scenario` is documentation as much as configuration: its
+``question`` is printed by ``run_all.py --help`` and in every report, and
+its :class:`Case` entries are the exact load-generator settings.  Most
+scenarios have one case; ``connections`` has one per connection level and
+``files`` one for GET and one for PUT.  Every case is measured on a freshly
+started server, for every variant the scenario applies to.
+
+Durations are not here: they belong to the profile (:data:`PROFILES`) or
+``--duration``, so the same scenario can run short in CI and long on a quiet
+machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from servers import Variant
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Case:
+    """One load-generator setting: one table in the report, one point on a curve."""
+
+    key: str  # unique in a run: the results key, e.g. "connections-256"
+    scenario: str
+    label: str  # for humans: "256 connections"
+    workload: str  # python -m loadgen --workload
+    size: int  # payload bytes (ECHO, file size); 0 for idle
+    connections: int
+    protocol: str = "framed"  # the server's --protocol
+    pipeline: int = 1
+    slow_clients: int = 0
+    rate_fraction: float | None = None  # open loop: fraction of this variant's echo-small capacity
+    kind: str = "throughput"  # "throughput" | "open" | "memory": which table and figures apply
+    x: int | None = None  # the value on a chart's x axis (connections scenario)
+    min_warmup: float = 0.0  # seconds: ramping up many connections (1,000 forks) takes time
+
+    def describe(self) -> str:
+        """The settings in one line, as ``python -m loadgen`` options."""
+        parts = [f"--workload {self.workload}"]
+        if self.size:
+            parts.append(f"--size {self.size}")
+        parts.append(f"--connections {self.connections}")
+        if self.pipeline != 1:
+            parts.append(f"--pipeline {self.pipeline}")
+        if self.slow_clients:
+            parts.append(f"--slow-clients {self.slow_clients}")
+        if self.rate_fraction is not None:
+            parts.append(f"--rate <{self.rate_fraction:g} x echo-small req/s>")
+        if self.protocol != "framed":
+            parts.append(f"(server --protocol {self.protocol})")
+        return " ".join(parts)
+
+
+def _all(variant: Variant) -> str | None:
+    return None
+
+
+def _serves_files(variant: Variant) -> str | None:
+    # The native reference implements ECHO only (it is a ceiling for the
+    # protocol's cost, not a file server).
+    if variant.is_reference:
+        return f"{variant.name} serves ECHO only"
+    return None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    question: str
+    cases: tuple[Case, ...]
+    applies: Callable[[Variant], str | None] = field(default=_all, compare=False)
+    needs: tuple[str, ...] = ()  # scenarios whose results this one uses (run first)
+
+
+def _one(name: str, **settings: object) -> tuple[Case, ...]:
+    return (Case(key=name, scenario=name, label=name, **settings),)  # type: ignore[arg-type]
+
+
+CONNECTION_LEVELS = (1, 16, 64, 256, 1000)
+IDLE_CONNECTIONS = 1000
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "echo-small",
+            "throughput and latency for 64-byte ECHO at 64 connections (closed loop)",
+            _one("echo-small", workload="echo", size=64, connections=64, x=64),
+        ),
+        Scenario(
+            "echo-large",
+            "64 KiB ECHO at 16 connections: what copying big payloads costs each model",
+            _one("echo-large", workload="echo", size=64 * KIB, connections=16),
+        ),
+        Scenario(
+            "connections",
+            "64-byte ECHO at 1, 16, 64, 256 and 1,000 connections: how each model scales "
+            "with clients (a level a variant cannot hold is reported as failing, not hidden; "
+            "the 64 level is echo-small's measurement)",
+            tuple(
+                Case(
+                    key=f"connections-{n}",
+                    scenario="connections",
+                    label=f"{n} connections",
+                    workload="echo",
+                    size=64,
+                    connections=n,
+                    x=n,
+                    min_warmup=1.5 if n >= 1000 else 0.0,
+                )
+                for n in CONNECTION_LEVELS
+                if n != 64  # identical to echo-small: measured once, used by both
+            ),
+            needs=("echo-small",),
+        ),
+        Scenario(
+            "files",
+            "GET and PUT of 1 MiB files at 16 connections: disk and large-transfer cost",
+            (
+                Case("files-get", "files", "GET 1 MiB", workload="get", size=MIB, connections=16),
+                Case("files-put", "files", "PUT 1 MiB", workload="put", size=MIB, connections=16),
+            ),
+            applies=_serves_files,
+        ),
+        Scenario(
+            "churn",
+            "a new connection for every request (connect, one ECHO, close) at 16 concurrent "
+            "clients: the cost of accepting (fork per client pays here)",
+            _one("churn", workload="churn", size=64, connections=16),
+        ),
+        Scenario(
+            "slow-client",
+            "one client sending its requests a byte at a time beside 16 normal clients: "
+            "who starves (fairness and p99 of the normal clients)",
+            _one("slow-client", workload="echo", size=64, connections=16, slow_clients=1),
+        ),
+        Scenario(
+            "idle-memory",
+            f"memory with {IDLE_CONNECTIONS:,} idle connections open, per connection: "
+            "threads vs greenlets vs coroutines vs processes "
+            "((PSS with N idle - PSS before) / N)",
+            _one(
+                "idle-memory",
+                workload="idle",
+                size=0,
+                connections=IDLE_CONNECTIONS,
+                kind="memory",
+                min_warmup=2.0,
+            ),
+        ),
+        Scenario(
+            "open-loop",
+            "latency at a fixed rate of half the variant's own echo-small capacity in this "
+            "run, measured from the scheduled send time (corrected for coordinated omission)",
+            _one(
+                "open-loop",
+                workload="echo",
+                size=64,
+                connections=64,
+                rate_fraction=0.5,
+                kind="open",
+            ),
+            needs=("echo-small",),
+        ),
+        Scenario(
+            "raw-echo",
+            "1 KiB unframed echo at 10 connections: the setting of uvloop's published "
+            "vmbench figures, so this table can be set beside theirs",
+            _one("raw-echo", workload="raw", size=KIB, connections=10, protocol="raw"),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    scenarios: tuple[str, ...]
+    repeat: int
+    duration: float  # measured seconds per run
+    warmup: float  # discarded seconds per run
+    rest: float  # pause between runs, so one run's aftermath does not tax the next
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            "quick",
+            "every variant, the core scenarios, 3 short repeats (a few minutes on 2 cores)",
+            ("echo-small", "echo-large"),
+            repeat=3,
+            duration=1.0,
+            warmup=0.3,
+            rest=0.1,
+        ),
+        Profile(
+            "full",
+            "every variant, every scenario, 5 repeats (under 30 minutes on 2 cores)",
+            tuple(SCENARIOS),
+            repeat=5,
+            duration=1.0,
+            warmup=0.3,
+            rest=0.1,
+        ),
+    )
+}
+
+
+def resolve(names: list[str]) -> list[Scenario]:
+    """The scenarios to run, in a valid order: each one after those it needs.
+
+    A scenario named in ``needs`` is added when missing (open-loop cannot
+    know a variant's capacity without echo-small).  Raises KeyError on an
+    unknown name.
+    """
+    wanted: list[str] = []
+    for name in names:
+        if name not in SCENARIOS:
+            raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+        for dep in SCENARIOS[name].needs:
+            if dep not in wanted:
+                wanted.append(dep)
+        if name not in wanted:
+            wanted.append(name)
+    order = list(SCENARIOS)
+    return [SCENARIOS[n] for n in sorted(wanted, key=order.index)]
+
+
+def help_text() -> str:
+    """Every scenario with its question and settings, for ``--help``."""
+    lines = []
+    for s in SCENARIOS.values():
+        lines.append(f"  {s.name}: {s.question}")
+        for case in s.cases:
+            lines.append(f"      {case.key}: {case.describe()}")
+    return "\n".join(lines)
