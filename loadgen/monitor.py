@@ -203,18 +203,19 @@ def _cpu_figures(
         keys = ("cpu_s", "cpu_user_s", "cpu_system_s", "cpu_util")
         keys += ("cpu_us_per_request", "cpu_user_us_per_request", "cpu_system_us_per_request")
         return dict.fromkeys(keys)
-    user = cpu1[0] - cpu0[0]
-    system = cpu1[1] - cpu0[1]
-    total = user + system
+    # /proc counts in clock ticks: round off the float noise of the sums.
+    user = round(cpu1[0] - cpu0[0], 6)
+    system = round(cpu1[1] - cpu0[1], 6)
+    total = round(user + system, 6)
 
     def per_request(seconds: float) -> float | None:
-        return seconds * 1e6 / requests if requests > 0 else None
+        return round(seconds * 1e6 / requests, 4) if requests > 0 else None
 
     return {
         "cpu_s": total,
         "cpu_user_s": user,
         "cpu_system_s": system,
-        "cpu_util": total / wall if wall > 0 else None,
+        "cpu_util": round(total / wall, 6) if wall > 0 else None,
         "cpu_us_per_request": per_request(total),
         "cpu_user_us_per_request": per_request(user),
         "cpu_system_us_per_request": per_request(system),

@@ -218,7 +218,7 @@ def test_build_failure_is_one_line_runtime_error(
     assert not list((tmp_path / "cache").rglob("native_epoll"))
 
 
-def test_cli_reports_build_failure_in_one_line(tmp_path: Path) -> None:
+def test_cli_without_compiler_is_a_one_line_error(tmp_path: Path) -> None:
     # No compiler on PATH: the CLI refuses before listening, with the reason, no traceback.
     import subprocess
     import sys
