@@ -28,7 +28,7 @@ counted twice (descendants are read before ancestors so that the race can
 only over-count by one short-lived child, never drop it).
 
 Peaks (threads, descriptors, descendants) come from a daemon thread that
-samples every ``interval`` seconds, plus one sample at start and one at
+samples at once, then every ``interval`` seconds, plus one last sample at
 stop.  A sample walks ``/proc`` for the tree and reads two files per
 process, so its cost grows with the tree; to keep the sampler from eating a
 core (a fork server with a thousand children), the thread stretches its
