@@ -287,6 +287,11 @@ class Worker:
         self.done = [0] * n  # completions in the measured period
         self.pos = [0] * n  # position in the cycle / open-loop requests sent
         self.is_slow = [slot < cfg.slow_clients for slot in range(n)]
+        # slots whose every request can take the hot path (see go_fast)
+        simple = cfg.rate is None and cfg.pipeline == 1 and cfg.workload not in ("churn", "idle")
+        self.fast_slot = [
+            simple and not self.is_slow[slot] and len(plan.cycles[slot]) == 1 for slot in range(n)
+        ]
         self.interval_ns = 0
         self.phase_ns = [0] * n
         if self.open_loop:
@@ -309,6 +314,12 @@ class Worker:
         self.drip: list[bytes] = []
         self.drip_pos: list[int] = []
         self.sched_at: list[int] = []  # open loop: when the pending schedule timer fires
+        self.fast: list[bool] = []  # see go_fast()
+        self.sent_at: list[int] = []
+        self.req_of: list[bytes] = []
+        self.exp_of: list[bytes] = []
+        self.recv_of: list[Any] = []  # bound sock.recv_into / sock.send: no lookups
+        self.send_of: list[Any] = []
         self.live: set[int] = set()
         self.open_sent = [0] * n  # open loop: requests sent so far per slot (credit counter)
         self.stop_requested = False
@@ -391,6 +402,12 @@ class Worker:
         self.drip += [b""] * extra
         self.drip_pos += [0] * extra
         self.sched_at += [0] * extra
+        self.fast += [False] * extra
+        self.sent_at += [0] * extra
+        self.req_of += [b""] * extra
+        self.exp_of += [b""] * extra
+        self.recv_of += [None] * extra
+        self.send_of += [None] * extra
 
     def open_conn(self, slot: int) -> None:
         """Start a non-blocking connect for ``slot``; completion arrives as EPOLLOUT."""
@@ -455,6 +472,8 @@ class Worker:
         sock.close()
         self.socks[fd] = None
         self.state[fd] = 0
+        self.fast[fd] = False
+        self.recv_of[fd] = self.send_of[fd] = None
         self.gen[fd] += 1
         self.times[fd].clear()
         self.actual[fd].clear()
@@ -506,7 +525,7 @@ class Worker:
             self.on_schedule(fd, now)
         elif self.churn:
             self.send_next(fd, self.opened_at[fd])
-        else:
+        elif not self.go_fast(fd, now):
             for _ in range(1 if self.idle else self.cfg.pipeline):
                 self.send_next(fd, now)
 
@@ -691,7 +710,7 @@ class Worker:
         elif self.idle:
             self.idle_served += 1
             self.idle_ok[slot] = 1
-        else:
+        elif not self.go_fast(fd, now):
             self.send_next(fd, now)
 
     def on_event(self, fd: int, ev: int) -> None:
@@ -733,14 +752,18 @@ class Worker:
         self.next_housekeeping = now
         self.wake_ns = now
         ctl_fd = self.ctl.fileno()
+        self._grow(ctl_fd)  # every fd epoll returns indexes the lists
         poll = self.ep.poll
         socks, exps, times, slot_of = self.socks, self.exps, self.times, self.slot_of
         fastok, acc, done, pos = self.fastok, self.acc, self.done, self.pos
+        fast, sent_at, recv_of, send_of = self.fast, self.sent_at, self.recv_of, self.send_of
+        req_of, exp_of = self.req_of, self.exp_of
         cycles = self.plan.cycles
         lat_append = self.lat.append
         outq = self.outq
         on_event, on_data = self.on_event, self.on_data
         perf = time.perf_counter_ns
+        epollin = _EPOLLIN
         buf = bytearray(RECV_SIZE)
         mv = memoryview(buf)
         measuring = False
@@ -753,17 +776,47 @@ class Worker:
                 if not self.tick(now):
                     break
                 measuring = self.measuring
-                socks = self.socks  # _grow may have replaced nothing, but lists may be longer
             timeout = (self.wake_ns - now) / 1e9
             events = poll(timeout if timeout > 0 else 0)
             for fd, ev in events:
-                s = socks[fd] if fd < len(socks) else None
+                if ev == epollin and fast[fd]:
+                    # The hot path: one request in flight, its state in plain lists.
+                    try:
+                        n = recv_of[fd](buf)
+                    except OSError as exc:
+                        self.fast_failed(fd, exc)
+                        continue
+                    exp = exp_of[fd]
+                    if n == len(exp) and mv[:n] == exp:  # exactly the whole, correct reply
+                        t = perf()
+                        completed += 1
+                        if measuring:
+                            lat_append(t - sent_at[fd])
+                            done[slot_of[fd]] += 1
+                        sent_at[fd] = t
+                        req = req_of[fd]
+                        try:
+                            sent = send_of[fd](req)
+                        except OSError as exc:
+                            self.fast_failed(fd, exc, req)
+                            continue
+                        if sent != len(req):
+                            self.fast_failed(fd, None, req[sent:])
+                    elif n == 0:
+                        self.break_conn(fd, "reset")
+                    else:
+                        self.unfast(fd)
+                        on_data(fd, mv[:n])
+                    continue
+                s = socks[fd]
                 if s is None:
                     if fd == ctl_fd:
                         self.finishing = True
                         self.stop_requested = True
                     continue
-                if ev != _EPOLLIN:
+                if fast[fd]:
+                    self.unfast(fd)
+                if ev != epollin:
                     on_event(fd, ev)
                     continue
                 try:
@@ -778,23 +831,20 @@ class Worker:
                     continue
                 ex = exps[fd]
                 if fastok[fd] and ex and not acc[fd] and mv[:n] == ex[0]:
-                    # the common case: exactly one whole, correct reply
+                    # one whole, correct reply; pipelined or cycling requests
                     t = perf()
                     ex.popleft()
                     tq = times[fd]
-                    sent_at = tq.popleft()
+                    started = tq.popleft()
                     slot = slot_of[fd]
                     completed += 1
                     if measuring:
-                        lat_append(t - sent_at)
+                        lat_append(t - started)
                         done[slot] += 1
                     cycle = cycles[slot]
-                    if len(cycle) == 1:
-                        req, exp = cycle[0]
-                    else:
-                        i = pos[slot]
-                        pos[slot] = i + 1 if i + 1 < len(cycle) else 0
-                        req, exp = cycle[i]
+                    i = pos[slot]
+                    pos[slot] = i + 1 if i + 1 < len(cycle) else 0
+                    req, exp = cycle[i]
                     ex.append(exp)
                     tq.append(t)
                     if outq[fd]:
@@ -819,6 +869,50 @@ class Worker:
                 self.ru1 = resource.getrusage(resource.RUSAGE_SELF)
                 self.measuring = False
                 break
+
+    # -- the hot path's state: fast[fd] means "one request in flight, sent at
+    # sent_at[fd], expecting exp_of[fd]"; anything unusual moves it to the deques.
+
+    def go_fast(self, fd: int, now: int) -> bool:
+        """Send the next request the fast way if this connection allows it."""
+        slot = self.slot_of[fd]
+        if not self.fast_slot[slot] or self.exps[fd] or self.outq[fd] or self.acc[fd]:
+            return False
+        req, exp = self.plan.cycles[slot][0]
+        sock = self.socks[fd]
+        assert sock is not None
+        self.req_of[fd] = req
+        self.exp_of[fd] = exp
+        self.recv_of[fd] = sock.recv_into
+        self.send_of[fd] = sock.send
+        self.sent_at[fd] = now
+        self.fast[fd] = True
+        try:
+            sent = sock.send(req)
+        except OSError as exc:
+            self.fast_failed(fd, exc, req)
+            return True
+        if sent != len(req):
+            self.fast_failed(fd, None, req[sent:])
+        return True
+
+    def unfast(self, fd: int) -> None:
+        """Move the request in flight from the fast lists to the general deques."""
+        if self.fast[fd]:
+            self.fast[fd] = False
+            self.times[fd].append(self.sent_at[fd])
+            self.exps[fd].append(self.exp_of[fd])
+
+    def fast_failed(self, fd: int, exc: OSError | None, unsent: bytes = b"") -> None:
+        """A fast-path recv/send did not go as usual: hand over to the general path."""
+        if isinstance(exc, BlockingIOError) and not unsent:
+            return  # spurious wake-up: nothing to read yet
+        self.unfast(fd)
+        if exc is not None and not isinstance(exc, BlockingIOError):
+            self.break_conn(fd, _error_kind(exc))
+            return
+        self.outq[fd] += unsent  # the socket took part of it (or none): wait for room
+        self.ep.modify(fd, _EPOLLIN | _EPOLLOUT)
 
     def tick(self, now: int) -> bool:
         """Phase changes, timers, housekeeping.  False when the loop must end."""
@@ -851,6 +945,11 @@ class Worker:
                 continue
             if self.state[fd] == 1:
                 if self.opened_at[fd] < limit:
+                    self.break_conn(fd, "timeout")
+                continue
+            if self.fast[fd]:
+                if self.sent_at[fd] < limit:
+                    self.unfast(fd)
                     self.break_conn(fd, "timeout")
                 continue
             paced = self.open_loop and not self.is_slow[self.slot_of[fd]]
@@ -1106,7 +1205,8 @@ class _Run:
             self.uss_after = _tree_uss(cfg.server_pid)  # type: ignore[arg-type]
         if self.monitor is not None:
             self.server = self.monitor.stop(sum(m[1] for m in done.values()))
-        self.collect("result", time.monotonic() + 5.0, phase="collecting")
+        # workers record their latencies into histograms now: allow for long runs
+        self.collect("result", time.monotonic() + 5.0 + cfg.duration, phase="collecting")
 
     def wait_until(self, t: float, phase: str, length: float) -> None:
         """Sleep until perf_counter() reaches ``t``, updating the live line."""
@@ -1307,6 +1407,7 @@ class _Run:
             "environment": {
                 "malloc": dict(MALLOC_ENV),
                 "malloc_applied": "+".join(malloc_how),
+                "malloc_env_at_start": all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()),
                 "python": platform.python_version(),
                 "engine": "epoll",
             },

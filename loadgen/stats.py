@@ -17,6 +17,7 @@ the number of starved connections (zero completions).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from hdrh.histogram import HdrHistogram
@@ -34,27 +35,38 @@ def new_histogram() -> HdrHistogram:
 
 
 def record_ns(histogram: HdrHistogram, values_ns: Iterable[int]) -> int:
-    """Record nanosecond latencies in microseconds; return how many were clamped.
+    """Record nanosecond latencies, rounded to microseconds; return how many were clamped.
 
     Values below 1 us count as 1 us and above 60 s as 60 s; the return value
     says how many values needed it.
     """
-    return record_us(histogram, (v / 1000.0 for v in values_ns))
+    return _record_counts(histogram, Counter((v + 500) // 1000 for v in values_ns))
 
 
 def record_us(histogram: HdrHistogram, values_us: Iterable[float]) -> int:
     """Record microsecond latencies, clamped into range; return how many were clamped."""
+    return _record_counts(histogram, Counter(round(v) for v in values_us))
+
+
+def _record_counts(histogram: HdrHistogram, counts: Counter[int]) -> int:
+    # Equal values are recorded once with their count: record_value costs
+    # ~0.6 us in pure Python, and half a million latencies hold a few
+    # thousand distinct microsecond values.
     clamped = 0
-    record = histogram.record_value
-    for value in values_us:
-        v = round(value)
-        if v < LOWEST_US:
-            v = LOWEST_US
-            clamped += 1
-        elif v > HIGHEST_US:
-            v = HIGHEST_US
-            clamped += 1
-        record(v)
+    low = high = 0
+    for value, count in counts.items():
+        if value < LOWEST_US:
+            low += count
+        elif value > HIGHEST_US:
+            high += count
+        else:
+            histogram.record_value(value, count)
+    if low:
+        histogram.record_value(LOWEST_US, low)
+        clamped += low
+    if high:
+        histogram.record_value(HIGHEST_US, high)
+        clamped += high
     return clamped
 
 

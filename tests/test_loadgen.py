@@ -303,3 +303,28 @@ def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
     assert rc == 130
     r = json.loads(out.read_text())
     assert r["partial"] is True and r["requests"] > 0
+
+
+def test_progress_callback_sees_each_phase_and_table_renders(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from loadgen.report import LiveLine, result_table
+
+    seen = []
+    with start_server("thread_per_client", tmp_path) as server:
+        r = run_load(server.target, connections=2, duration=0.6, warmup=0.3, progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert "warm-up" in phases and "measuring" in phases
+    assert max(p.completed for p in seen) > 0
+    console = Console(record=True, width=120)
+    console.print(LiveLine.render(seen[-1]))
+    console.print(result_table(r))
+    text = console.export_text()
+    assert "throughput" in text and "req/s" in text and "errors" in text
+
+
+def test_cli_prints_the_table(tmp_path: Path) -> None:
+    with start_server("thread_per_client", tmp_path) as server:
+        proc = loadgen_cli("--target", server.target, "-c", "2", "-d", "0.5", "--warmup", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    assert "throughput" in proc.stdout and "fairness" in proc.stdout
