@@ -315,6 +315,7 @@ class Worker:
         self.drip_pos: list[int] = []
         self.sched_at: list[int] = []  # open loop: when the pending schedule timer fires
         self.fast: list[bool] = []  # see go_fast()
+        self.drip_last: list[int] = []  # slow clients: when the last byte went
         self.sent_at: list[int] = []
         self.req_of: list[bytes] = []
         self.exp_of: list[bytes] = []
@@ -402,6 +403,7 @@ class Worker:
         self.drip += [b""] * extra
         self.drip_pos += [0] * extra
         self.sched_at += [0] * extra
+        self.drip_last += [0] * extra
         self.fast += [False] * extra
         self.sent_at += [0] * extra
         self.req_of += [b""] * extra
@@ -589,6 +591,7 @@ class Worker:
         if i >= len(req):
             return
         self.drip_pos[fd] = i + 1
+        self.drip_last[fd] = now
         self.write(fd, req[i : i + 1])
         if i + 1 < len(req) and self.socks[fd] is not None:
             self.push_timer(now + self.slow_gap_ns, 1, fd, self.gen[fd])
@@ -952,8 +955,13 @@ class Worker:
                     self.unfast(fd)
                     self.break_conn(fd, "timeout")
                 continue
-            paced = self.open_loop and not self.is_slow[self.slot_of[fd]]
-            q = self.actual[fd] if paced else self.times[fd]  # since the request left
+            if self.is_slow[self.slot_of[fd]]:
+                # a slow request's clock for the timeout starts at its last byte
+                dripping = self.drip_pos[fd] < len(self.drip[fd])
+                if self.times[fd] and not dripping and self.drip_last[fd] < limit:
+                    self.break_conn(fd, "timeout")
+                continue
+            q = self.actual[fd] if self.open_loop else self.times[fd]  # since the request left
             if q and q[0] < limit:
                 self.break_conn(fd, "timeout")
         p = self.progress
@@ -1063,6 +1071,19 @@ def _check_reachable(cfg: LoadConfig) -> None:
         raise LoadError(f"cannot connect to {cfg.target}: {reason}") from None
 
 
+def _raise_nofile(needed: int) -> None:
+    """Raise the soft descriptor limit (the workers inherit it), or fail in one line."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise LoadError(
+            f"{needed} file descriptors needed per worker, the hard limit is {hard}: "
+            "use more --processes or raise the limit (ulimit -Hn)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def _tree_uss(pid: int) -> int | None:
     """Sum of USS (memory private to the process) over the server's tree now.
 
@@ -1131,6 +1152,7 @@ class _Run:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
+        _raise_nofile(cfg.connections // cfg.processes + 1 + 64)
         _check_reachable(cfg)
         token = f"{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         plan = build_plan(cfg, token)
