@@ -306,7 +306,7 @@ class Worker:
         self.times: list[deque[int]] = []  # scheduled send times of requests in flight
         self.actual: list[deque[int]] = []  # actual send times (open loop)
         self.exps: list[deque[bytes]] = []  # expected replies of requests in flight
-        self.acc: list[bytearray] = []  # bytes of a reply received so far
+        self.got: list[int] = []  # bytes of the current reply received (and matched) so far
         self.outq: list[bytearray] = []  # bytes the socket would not take yet
         self.gen: list[int] = []  # bumped when the fd is closed: stale timers
         self.fastok: list[bool] = []
@@ -395,7 +395,7 @@ class Worker:
         self.times += [deque() for _ in range(extra)]
         self.actual += [deque() for _ in range(extra)]
         self.exps += [deque() for _ in range(extra)]
-        self.acc += [bytearray() for _ in range(extra)]
+        self.got += [0] * extra
         self.outq += [bytearray() for _ in range(extra)]
         self.gen += [0] * extra
         self.fastok += [False] * extra
@@ -480,7 +480,7 @@ class Worker:
         self.times[fd].clear()
         self.actual[fd].clear()
         self.exps[fd].clear()
-        del self.acc[fd][:]
+        self.got[fd] = 0
         del self.outq[fd][:]
         self.drip[fd] = b""
         self.live.discard(fd)
@@ -659,31 +659,40 @@ class Worker:
     # -- replies ---------------------------------------------------------------
 
     def on_data(self, fd: int, data: bytes | memoryview) -> None:
-        """The general path: replies split or joined in any way; check every byte."""
-        acc = self.acc[fd]
-        acc += data
+        """The general path: replies split or joined in any way; check every byte.
+
+        Each chunk is compared with the matching part of the expected reply as
+        it arrives (``got[fd]`` bytes of the current reply already matched), so
+        a large reply costs linear time and nothing is buffered.
+        """
         exps = self.exps[fd]
-        while acc:
+        got = self.got[fd]
+        i, n = 0, len(data)
+        while i < n:
             if not exps:
                 self.break_conn(fd, "protocol")  # bytes nobody asked for
                 return
             exp = exps[0]
-            n = len(exp)
-            if len(acc) < n:
-                if acc != exp[: len(acc)]:
-                    self.break_conn(fd, self.classify(acc, exp))
+            take = min(len(exp) - got, n - i)
+            if not exp.startswith(data[i : i + take], got):
+                self.break_conn(fd, self.classify(data[i] if got == 0 else 0))
                 return
-            if acc[:n] != exp:
-                self.break_conn(fd, self.classify(acc, exp))
-                return
-            del acc[:n]
-            self.complete(fd, time.perf_counter_ns())
-            if self.socks[fd] is None:
-                return  # churn closed it
+            got += take
+            i += take
+            if got == len(exp):
+                got = 0
+                self.got[fd] = 0
+                self.complete(fd, time.perf_counter_ns())
+                if self.socks[fd] is None:
+                    return  # churn closed it
+        self.got[fd] = got
 
-    def classify(self, got: bytearray, exp: bytes) -> str:
-        """A reply that differs: a malformed frame is "protocol", a wrong one "wrong_reply"."""
-        if self.framed and got and got[0] not in (0, 1):
+    def classify(self, first_byte: int) -> str:
+        """A reply that differs: a malformed frame is "protocol", a wrong one "wrong_reply".
+
+        ``first_byte`` is the reply's status byte (0 if it was already matched).
+        """
+        if self.framed and first_byte not in (0, 1):
             return "protocol"
         return "wrong_reply"
 
@@ -758,7 +767,7 @@ class Worker:
         self._grow(ctl_fd)  # every fd epoll returns indexes the lists
         poll = self.ep.poll
         socks, exps, times, slot_of = self.socks, self.exps, self.times, self.slot_of
-        fastok, acc, done, pos = self.fastok, self.acc, self.done, self.pos
+        fastok, got, done, pos = self.fastok, self.got, self.done, self.pos
         fast, sent_at, recv_of, send_of = self.fast, self.sent_at, self.recv_of, self.send_of
         req_of, exp_of = self.req_of, self.exp_of
         cycles = self.plan.cycles
@@ -790,7 +799,8 @@ class Worker:
                         self.fast_failed(fd, exc)
                         continue
                     exp = exp_of[fd]
-                    if n == len(exp) and mv[:n] == exp:  # exactly the whole, correct reply
+                    # exactly the whole, correct reply (startswith: a memcmp, no slice object)
+                    if n == len(exp) and buf.startswith(exp):
                         t = perf()
                         completed += 1
                         if measuring:
@@ -833,7 +843,7 @@ class Worker:
                     self.break_conn(fd, "reset")
                     continue
                 ex = exps[fd]
-                if fastok[fd] and ex and not acc[fd] and mv[:n] == ex[0]:
+                if fastok[fd] and ex and not got[fd] and n == len(ex[0]) and buf.startswith(ex[0]):
                     # one whole, correct reply; pipelined or cycling requests
                     t = perf()
                     ex.popleft()
@@ -879,7 +889,7 @@ class Worker:
     def go_fast(self, fd: int, now: int) -> bool:
         """Send the next request the fast way if this connection allows it."""
         slot = self.slot_of[fd]
-        if not self.fast_slot[slot] or self.exps[fd] or self.outq[fd] or self.acc[fd]:
+        if not self.fast_slot[slot] or self.exps[fd] or self.outq[fd] or self.got[fd]:
             return False
         req, exp = self.plan.cycles[slot][0]
         sock = self.socks[fd]

@@ -27,6 +27,8 @@ FAKES = {
     "fake_bad_echo": "tests.fakes.bad_echo",
     "fake_pause_once": "tests.fakes.pause_once",
     "fake_never_reply": "tests.fakes.never_reply",
+    "fake_bad_status": "tests.fakes.bad_status",
+    "fake_close_after_one": "tests.fakes.close_after_one",
 }
 FAKE_ENV = {"CONCURRENCY_BENCH_EXTRA": ",".join(f"{k}={v}" for k, v in FAKES.items())}
 
@@ -196,6 +198,21 @@ def test_wrong_echo_bytes_are_errors_never_successes(fake: RunningServer) -> Non
     assert r["errors"]["wrong_reply"] > 0
     assert r["errors_total"] == r["errors"]["wrong_reply"]
     assert r["reconnects"] >= r["errors"]["wrong_reply"] - 4  # each break is reopened
+
+
+@pytest.mark.parametrize("fake", ["fake_bad_status"], indirect=True)
+def test_malformed_status_is_a_protocol_error(fake: RunningServer) -> None:
+    r = run_load(fake.target, connections=2, duration=0.4, warmup=0.1)
+    assert r["requests"] == 0
+    assert r["errors"]["protocol"] > 0 and r["errors"]["wrong_reply"] == 0
+
+
+@pytest.mark.parametrize("fake", ["fake_close_after_one"], indirect=True)
+def test_closed_connections_are_resets_and_reopened(fake: RunningServer) -> None:
+    r = run_load(fake.target, connections=2, duration=0.5, warmup=0.1)
+    assert r["errors"]["reset"] > 0 and r["reconnects"] > 0
+    assert r["requests"] > 0  # each reopened connection gets its one reply
+    assert r["errors"]["wrong_reply"] == r["errors"]["protocol"] == 0
 
 
 @pytest.mark.parametrize("fake", ["fake_pause_once"], indirect=True)
