@@ -79,15 +79,10 @@ def parse_cpus(text: str) -> list[int]:
 
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
     host, port = parse_target(args.target, loopback_only=True)
-    workload = args.workload
-    slow = args.slow_clients
-    if workload == "slow":  # echo where some connections are slow
-        workload = "echo"
-        slow = slow if slow is not None else max(1, args.connections // 8)
     return LoadConfig(
         host=host,
         port=port,
-        workload=workload,
+        workload=args.workload,
         size=args.size,
         connections=args.connections,
         duration=args.duration,
@@ -95,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         rate=args.rate,
         pipeline=args.pipeline,
         processes=args.processes,
-        slow_clients=slow or 0,
+        slow_clients=args.slow_clients or 0,
         cpus=parse_cpus(args.cpus) if args.cpus else None,
         server_pid=args.server_pid,
         timeout=args.timeout,

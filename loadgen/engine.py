@@ -103,6 +103,12 @@ class LoadConfig:
     server_pid: int | None = None
     timeout: float = 2.0  # a reply later than this breaks the connection ("timeout")
 
+    def __post_init__(self) -> None:
+        if self.workload == "slow":  # ECHO where some connections are slow
+            self.workload = "echo"
+            if not self.slow_clients:
+                self.slow_clients = max(1, self.connections // 8)
+
     @property
     def mode(self) -> str:
         return "open" if self.rate else "closed"
