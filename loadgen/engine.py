@@ -190,10 +190,11 @@ def build_plan(cfg: LoadConfig, token: str) -> Plan:
         name = get_names[slot % GET_FILES]
         return encode_frame(Op.GET, name.encode()), encode_frame(0, get_files[name])
 
+    put_data = _payload(cfg.size, 2) if cfg.workload in ("put", "mixed") else b""
+
     def put(slot: int) -> tuple[bytes, bytes]:
         name = f"loadgen-{token}-put-{slot}.bin"  # unique per connection
-        data = _payload(cfg.size, 10_000 + slot)
-        return encode_frame(Op.PUT, encode_put_payload(name, data)), OK_EMPTY
+        return encode_frame(Op.PUT, encode_put_payload(name, put_data)), OK_EMPTY
 
     cycles: list[list[tuple[bytes, bytes]]] = []
     for slot in range(cfg.connections):
