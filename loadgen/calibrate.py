@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--variants", default=None, help="comma-separated Python variants to compare")
     p.add_argument("--cv-variant", default=None, help="variant for the CV check (default: fastest)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="runs for the CV check (5)")
+    p.add_argument(
+        "--rounds", type=int, default=1,
+        help="side-by-side rounds; each variant's median round is shown (default 1)",
+    )
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--connections", type=int, default=64)
@@ -124,9 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="cb-calibrate-") as root:
         try:
-            for name in [REFERENCE, *variants]:
-                err.print(f"  measuring {name} ...")
-                results[name] = measure(name, args, root)
+            rounds: dict[str, list[dict[str, Any]]] = {}
+            for i in range(args.rounds):
+                for name in [REFERENCE, *variants]:
+                    err.print(f"  round {i + 1}/{args.rounds}: {name} ...")
+                    rounds.setdefault(name, []).append(measure(name, args, root))
+            for name, runs in rounds.items():  # the median run by throughput
+                runs.sort(key=lambda r: r["throughput_rps"])
+                results[name] = runs[len(runs) // 2]
             ref = results[REFERENCE]
             python = {n: r for n, r in results.items() if n != REFERENCE}
             fastest = max(python, key=lambda n: python[n]["throughput_rps"]) if python else None
