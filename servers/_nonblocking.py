@@ -57,7 +57,10 @@ class Connection:
         sock.setblocking(False)
         # Replies are small and latency matters: don't let Nagle hold the tail
         # of a partly-sent reply back for an ACK (asyncio and uvloop do the same).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # already reset (macOS says EINVAL): the first recv will tell
+            pass
         self.sock = sock
         self.fd = sock.fileno()
         self.session = session
