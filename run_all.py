@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="results",
         help="where result directories go (default: results)",
     )
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="write this run into exactly DIR (replacing its report, JSON and charts; no "
+        "timestamp, no latest link), e.g. results/reference-2core",
+    )
     p.add_argument("--no-charts", action="store_true", help="skip the matplotlib charts")
     p.add_argument(
         "--compare",
@@ -220,7 +226,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def execute(plan: dict[str, Any], args: argparse.Namespace) -> int:
     pinning = harness.Pinning.choose(plan["pin"])
     data: dict[str, Any] = {
-        "command": "python run_all.py " + shlex.join(sys.argv[1:] if args else []),
+        "command": "python run_all.py " + shlex.join(sys.argv[1:]),
         "partial": True,
         "plan": {k: v for k, v in plan.items() if k != "cases"},
         "environment": results.environment(
@@ -240,13 +246,16 @@ def execute(plan: dict[str, Any], args: argparse.Namespace) -> int:
         "runs": [],
         "wall_s": 0.0,
     }
-    run_dir = results.new_run_dir(Path(args.output))
+    if args.run_dir:
+        run_dir = results.reuse_run_dir(Path(args.run_dir))
+    else:
+        run_dir = results.new_run_dir(Path(args.output))
     _print_plan(plan, data, run_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.perf_counter()
     interrupted = False
     try:
-        _run_plan(plan, data, run_dir, pinning, t0)
+        _run_plan(plan, data, run_dir, pinning)
         data["partial"] = False
     except KeyboardInterrupt:
         interrupted = True
@@ -254,7 +263,7 @@ def execute(plan: dict[str, Any], args: argparse.Namespace) -> int:
         harness.kill_all()  # whatever line was interrupted, nothing stays running
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the partial results be written
         data["wall_s"] = time.perf_counter() - t0
-        summaries = results.write(run_dir, data, charts=not args.no_charts)
+        summaries = results.write(run_dir, data, charts=not args.no_charts, latest=not args.run_dir)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     _print_tables(summaries, data)
     state = "PARTIAL results (interrupted)" if interrupted else "Results"
@@ -292,7 +301,6 @@ def _run_plan(
     data: dict[str, Any],
     run_dir: Path,
     pinning: harness.Pinning | None,
-    t0: float,
 ) -> None:
     cases = _cases_by_key()
     rng = random.Random(plan["seed"])
@@ -309,8 +317,10 @@ def _run_plan(
         current = progress.add_task("", total=1.0)
 
         def save() -> None:
-            data["wall_s"] = time.perf_counter() - t0
-            results.write(run_dir, data, charts=False)
+            # Cheap: one line per measurement.  The summaries, report and charts
+            # are written once at the end (or on Ctrl-C), so a long plan does
+            # not spend its rests re-summarising everything.
+            results.append_progress(run_dir, data)
 
         for name in plan["variants"]:
             progress.update(current, description=f"verify {name}", completed=0, total=1)

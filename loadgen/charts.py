@@ -49,7 +49,9 @@ def write_charts(summaries: list[CaseSummary], out_dir: Path) -> list[Path]:
             if fig:
                 written.append(_save(fig, out_dir / "memory-per-connection"))
             continue
-        fig = throughput_chart(s)
+        if s.scenario == "connections":
+            continue  # one chart for all levels: connections_chart
+        fig = throughput_chart(s) if s.kind != "open" else None  # open loop: the rate is set
         if fig:
             written.append(_save(fig, out_dir / f"throughput-{s.case}"))
         fig = latency_chart(s)

@@ -6,10 +6,13 @@
         charts/*.png|svg matplotlib charts (loadgen.charts)
     results/latest -> 2026-11-28T04-10-00Z
 
-``results.json`` is written again after every measurement, so a run that is
-interrupted (Ctrl-C, a crash of the harness) keeps what it measured, with
-``"partial": true``.  The same tables are rendered for the terminal (rich)
-and for report.md from :func:`loadgen.summary.cells`, so they cannot differ.
+Each measurement is appended to ``progress.jsonl`` as soon as it is done;
+at the end -- or on Ctrl-C, then with ``"partial": true`` -- results.json,
+report.md and the charts are written and progress.jsonl is removed.  (If
+the harness itself is killed, progress.jsonl keeps what was measured.)
+
+The same tables are rendered for the terminal (rich) and for report.md
+from :func:`loadgen.summary.cells`, so they cannot differ.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -42,6 +46,7 @@ PACKAGES = (
     "pytest-benchmark",
 )
 ROOT = Path(__file__).resolve().parent.parent
+PROGRESS = "progress.jsonl"
 
 
 def utc_stamp(now: _dt.datetime | None = None) -> str:
@@ -112,7 +117,29 @@ def _cpu_model() -> str:
 # -- writing ------------------------------------------------------------------
 
 
-def write(run_dir: Path, data: dict[str, Any], *, charts: bool = True) -> list[sm.CaseSummary]:
+def reuse_run_dir(path: Path) -> Path:
+    """``--run-dir``: this exact directory, emptied of a previous run's files."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "report.md", PROGRESS):
+        (path / name).unlink(missing_ok=True)
+    shutil.rmtree(path / "charts", ignore_errors=True)
+    return path
+
+
+def append_progress(run_dir: Path, data: dict[str, Any]) -> None:
+    """After each measurement: append the newest run (and the verify results) to
+    ``progress.jsonl``, so even a killed harness leaves its measurements on disk.
+    :func:`write` replaces it with results.json."""
+    with open(run_dir / PROGRESS, "a") as f:
+        if data["runs"]:
+            f.write(json.dumps({"run": data["runs"][-1]}, default=str) + "\n")
+        else:
+            f.write(json.dumps({"verify": data["verify"]}, default=str) + "\n")
+
+
+def write(
+    run_dir: Path, data: dict[str, Any], *, charts: bool = True, latest: bool = True
+) -> list[sm.CaseSummary]:
     """(Re)write results.json, report.md and (optionally) the charts; point latest here."""
     summaries = sm.summarize(data)
     data = dict(data, schema=SCHEMA, summaries=[s.to_json() for s in summaries])
@@ -123,7 +150,9 @@ def write(run_dir: Path, data: dict[str, Any], *, charts: bool = True) -> list[s
 
         chart_paths = write_charts(summaries, run_dir / "charts")
     _atomic_write(run_dir / "report.md", report_markdown(data, summaries, chart_paths, run_dir))
-    update_latest(run_dir)
+    (run_dir / PROGRESS).unlink(missing_ok=True)
+    if latest:
+        update_latest(run_dir)
     return summaries
 
 
@@ -246,7 +275,7 @@ def report_markdown(
     questions = {c["key"]: c.get("question", "") for c in data.get("cases", [])}
     for s in summaries:
         out += [f"## {s.label}", "", questions.get(s.case, ""), "", markdown_table(s), ""]
-        out += [f"_{n}_" for n in sm.notes(s)]
+        out += [f"- {n}" for n in sm.notes(s)]
         out.append("")
         for name in (
             (f"throughput-{s.case}", f"latency-{s.case}")

@@ -113,7 +113,7 @@ SCENARIOS: dict[str, Scenario] = {
                     size=64,
                     connections=n,
                     x=n,
-                    min_warmup=1.5 if n >= 1000 else 0.0,
+                    min_warmup=1.0 if n >= 1000 else 0.0,
                 )
                 for n in CONNECTION_LEVELS
                 if n != 64  # identical to echo-small: measured once, used by both
@@ -152,7 +152,7 @@ SCENARIOS: dict[str, Scenario] = {
                 size=0,
                 connections=IDLE_CONNECTIONS,
                 kind="memory",
-                min_warmup=2.0,
+                min_warmup=1.5,
             ),
         ),
         Scenario(
@@ -207,9 +207,9 @@ PROFILES: dict[str, Profile] = {
             "every variant, every scenario, 5 repeats (under 30 minutes on 2 cores)",
             tuple(SCENARIOS),
             repeat=5,
-            duration=1.0,
-            warmup=0.3,
-            rest=0.1,
+            duration=0.75,
+            warmup=0.25,
+            rest=0.05,
         ),
     )
 }

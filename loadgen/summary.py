@@ -445,6 +445,7 @@ def columns(kind: str) -> list[str]:
     ]
     if kind == "open":
         cols[2] = "req/s achieved"
+        cols[3] = "rate asked"  # each variant's own: % of best would compare nothing
         cols.insert(5, "p99 uncorr.")
     return cols
 
@@ -486,6 +487,7 @@ def cells(row: Row, kind: str) -> list[str]:
         row.short_flags(),
     ]
     if kind == "open":
+        out[3] = fmt_rate(row.figure("rate"))
         out.insert(5, fmt_us(row.figure("p99_uncorrected_us")))
     return out
 
