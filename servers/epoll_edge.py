@@ -16,10 +16,12 @@ This loop keeps the rule without letting one fast client starve the rest
 chunks per socket per turn, and a socket that has not yet said ``EAGAIN`` is
 kept on a *ready list* and served again on the next turn, while epoll is
 polled without blocking.  A connection paused by backpressure stays on the
-ready list too: when its output drains there will be no new edge for the
-input already waiting, so the loop must remember it.  What happens on a
-ready socket (buffers, backpressure, closing) is shared with the other
-reactors in :mod:`servers._nonblocking`.
+ready list too, so reading resumes as soon as its output drains.  (Here that
+is belt and braces: when any edge wakes a socket, epoll reports its whole
+readiness, so the output edge that drains a paused connection also says
+"readable" if input is waiting.  A loop that registered input alone would
+have no such luck.)  What happens on a ready socket (buffers, backpressure,
+closing) is shared with the other reactors in :mod:`servers._nonblocking`.
 
 What it costs: no ``epoll_ctl`` after ``register`` -- no system call to
 start or stop watching for output around partial writes, or to pause input
