@@ -165,10 +165,14 @@ static void accept_all(int lfd, int *spare) {
     for (;;) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0 && (errno == EMFILE || errno == ENFILE) && *spare >= 0) {
-            /* Out of descriptors: accept and close one, or level-triggered epoll spins. */
+            /* Out of descriptors: accept and close the waiting client, or
+             * level-triggered epoll spins.  (EMFILE comes before the queue is
+             * looked at, so an empty queue shows only with the spare freed.) */
             close(*spare);
-            close(accept(lfd, NULL, NULL));
+            int extra = accept(lfd, NULL, NULL);
+            if (extra >= 0) close(extra);
             *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (extra < 0) return;
             continue;
         }
         if (fd < 0) return;  /* EAGAIN: backlog empty (or a transient error) */

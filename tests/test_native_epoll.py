@@ -51,16 +51,18 @@ def read_until_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
-def test_ready_line_pid_becomes_the_native_binary(server: RunningServer) -> None:
-    # serve() execs the binary: the pid in the ready line is the native server's
-    # (the exec follows the ready line, so give it a moment).
-    assert server.ready["pid"] == server.pid
-    if not os.path.exists(f"/proc/{server.pid}/exe"):
-        pytest.skip("no /proc here")
+def wait_for_exec(pid: int) -> None:
+    """The exec follows the ready line: wait until the pid runs the native binary."""
     deadline = time.monotonic() + 10
-    while not os.readlink(f"/proc/{server.pid}/exe").endswith("native_epoll"):
-        assert time.monotonic() < deadline, os.readlink(f"/proc/{server.pid}/exe")
+    while not os.readlink(f"/proc/{pid}/exe").endswith("native_epoll"):
+        assert time.monotonic() < deadline, os.readlink(f"/proc/{pid}/exe")
         time.sleep(0.01)
+
+
+def test_ready_line_pid_becomes_the_native_binary(server: RunningServer) -> None:
+    # serve() execs the binary: the pid in the ready line is the native server's.
+    assert server.ready["pid"] == server.pid
+    wait_for_exec(server.pid)
 
 
 @pytest.mark.parametrize("size", [0, 1, MiB], ids=["0B", "1B", "1MiB"])
@@ -152,6 +154,39 @@ def test_many_connections(server: RunningServer) -> None:
     finally:
         for c in clients:
             c.close()
+
+
+def test_out_of_descriptors_refuses_extra_clients_and_keeps_serving(tmp_path: Path) -> None:
+    with start_server("native_epoll", tmp_path) as running:
+        wait_for_exec(running.pid)
+        psutil.Process(running.pid).rlimit(psutil.RLIMIT_NOFILE, (16, 16))
+        socks = [socket.create_connection(running.address, timeout=5) for _ in range(30)]
+        served = refused = 0
+        try:
+            for sock in socks:
+                try:
+                    sock.sendall(encode_frame(Op.ECHO, b"x"))
+                    reply = sock.recv(100)
+                except ConnectionError:
+                    reply = b""
+                if reply == encode_frame(Status.OK, b"x"):
+                    served += 1
+                else:
+                    assert reply == b"", reply
+                    refused += 1
+        finally:
+            for sock in socks:
+                sock.close()
+        assert served >= 1 and refused >= 1 and served + refused == len(socks)
+        deadline = time.monotonic() + 5
+        while True:  # the server notices the closed clients and has descriptors again
+            with Client(running.host, running.port, timeout=5) as c:
+                try:
+                    assert c.echo(b"again") == b"again"
+                    break
+                except ConnectionError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
 
 
 def test_raw_mode_echoes_every_byte(tmp_path: Path) -> None:
