@@ -84,6 +84,12 @@ def session_factory(protocol: str, root: str, max_frame: int) -> Callable[[], Se
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
+    # Ignore any further SIGTERM/SIGINT: a second one must not interrupt the
+    # cleanup (reaping children) that this first one starts, and Python
+    # resets handlers to the default during interpreter shutdown, where a
+    # late signal would kill the process with -15 instead of exit 0.
+    for other in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)
     raise SystemExit(0)
 
 
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SystemExit, KeyboardInterrupt):
         pass
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):  # serve() may have returned on its own
+            signal.signal(signum, signal.SIG_IGN)
         listener.close()
     return 0
 

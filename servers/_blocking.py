@@ -36,9 +36,12 @@ def serve_stream(
     """
     try:
         while not session.closing:
-            data = recv(RECV_SIZE)
-            if not data:  # the peer closed its side
-                return
+            if session.pending:  # requests held back by the reply budget come first
+                data = b""
+            else:
+                data = recv(RECV_SIZE)
+                if not data:  # the peer closed its side
+                    return
             reply = session.receive_data(data)
             if reply:
                 send(reply)

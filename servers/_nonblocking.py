@@ -73,7 +73,9 @@ class Connection:
 
     @property
     def wants_read(self) -> bool:
-        return not (self.done or self.eof or self.paused)
+        # While the session holds whole requests back (its reply budget),
+        # reading more would only grow its input buffer.
+        return not (self.done or self.eof or self.paused or self.session.pending)
 
     @property
     def wants_write(self) -> bool:
@@ -107,17 +109,13 @@ class Connection:
 
     def on_writable(self) -> None:
         """Send what the socket takes, until the buffer is empty or ``EAGAIN``."""
-        while self.output:
-            try:
-                sent = self.sock.send(self.output)
-            except BlockingIOError:  # the kernel's send buffer is full: wait for POLLOUT
-                break
-            except OSError:  # reset or broken pipe: nobody to send to
-                self.done = True
-                self.output.clear()
-                return
-            del self.output[:sent]  # cheap: bytearray deletes from the front in O(1)
-        self._settle()
+        self._send()
+        if self.done:
+            return
+        if self.session.pending and len(self.output) <= LOW_WATER:
+            self._answer(b"")  # requests held back by the reply budget
+        else:
+            self._settle()
 
     def close(self) -> None:
         self.done = True
@@ -128,17 +126,37 @@ class Connection:
             self.discarded += len(data)
             self.done = self.discarded > LINGER_LIMIT
             return
-        try:
-            reply = self.session.receive_data(data)
-        except Exception:  # a bug in the session must cost one client, not the server
-            traceback.print_exc(file=sys.stderr)
-            self.done = True
-            return
-        if reply:
-            self.output += reply
-            self.on_writable()  # optimistic: most replies fit in the socket at once
-        else:
-            self._settle()
+        self._answer(data)
+
+    def _answer(self, data: bytes) -> None:
+        """Feed the session and send; go on answering held-back requests while output is low."""
+        while True:
+            try:
+                reply = self.session.receive_data(data)
+            except Exception:  # a bug in the session must cost one client, not the server
+                traceback.print_exc(file=sys.stderr)
+                self.done = True
+                return
+            if reply:
+                self.output += reply
+                self._send()  # optimistic: most replies fit in the socket at once
+            if self.done or not self.session.pending or len(self.output) > LOW_WATER:
+                break
+            data = b""
+        self._settle()
+
+    def _send(self) -> None:
+        """Send what the socket takes now; stop at EAGAIN."""
+        while self.output:
+            try:
+                sent = self.sock.send(self.output)
+            except BlockingIOError:  # the kernel's send buffer is full: wait for POLLOUT
+                return
+            except OSError:  # reset or broken pipe: nobody to send to
+                self.done = True
+                self.output.clear()
+                return
+            del self.output[:sent]  # cheap: bytearray deletes from the front in O(1)
 
     def _settle(self) -> None:
         """After any I/O: apply backpressure, and finish closing when it is time."""

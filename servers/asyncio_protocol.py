@@ -84,6 +84,7 @@ class SessionProtocol(asyncio.Protocol):
         self.live = live
         self.transport: asyncio.Transport | None = None
         self.discarded = 0  # bytes read and thrown away after closing
+        self.writing_paused = False  # the transport holds over HIGH_WATER unsent bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
@@ -98,22 +99,37 @@ class SessionProtocol(asyncio.Protocol):
             if self.discarded > LINGER_LIMIT:
                 self.transport.abort()
             return
+        self.answer(data)
+
+    def answer(self, data: bytes) -> None:
+        """Feed the session; answer held-back requests until the transport pushes back."""
+        assert self.transport is not None
         reply = self.session.receive_data(data)
-        if reply:
-            self.transport.write(reply)  # the transport sends what it can, buffers the rest
-        if self.session.closing:
-            self.transport.write_eof()  # FIN once the buffer is flushed
+        while True:
+            if reply:
+                self.transport.write(reply)  # sends what it can, buffers the rest
+            if self.session.closing:
+                self.transport.write_eof()  # FIN once the buffer is flushed
+                return
+            if not self.session.pending or self.writing_paused:
+                return  # resume_writing() comes back for the rest
+            reply = self.session.receive_data(b"")
 
     def eof_received(self) -> bool:
         return False  # the peer is done: close once our replies are flushed
 
     def pause_writing(self) -> None:
         assert self.transport is not None
+        self.writing_paused = True
         self.transport.pause_reading()  # backpressure: the client is over 1 MiB behind
 
     def resume_writing(self) -> None:
         assert self.transport is not None
-        self.transport.resume_reading()
+        self.writing_paused = False
+        if self.session.pending:
+            self.answer(b"")  # requests held back by the reply budget
+        if not self.writing_paused and not self.session.pending:
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.live.discard(self)

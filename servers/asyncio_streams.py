@@ -89,9 +89,12 @@ async def converse(
 ) -> None:
     """Read, feed the session, write and drain; after QUIT, FIN and linger."""
     while not session.closing:
-        data = await reader.read(RECV_SIZE)
-        if not data:  # the peer closed its side
-            return
+        if session.pending:  # requests held back by the reply budget come first
+            data = b""
+        else:
+            data = await reader.read(RECV_SIZE)
+            if not data:  # the peer closed its side
+                return
         reply = session.receive_data(data)
         if reply:
             writer.write(reply)

@@ -36,6 +36,7 @@ _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
 NAME_LENGTH = struct.Struct("!H")
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+REPLY_BUDGET = 1024 * 1024  # replies built by one receive_data call, about
 MAX_PAYLOAD = 0xFFFFFFFF  # what the uint32 length field can say
 
 
@@ -161,9 +162,20 @@ class FrameDecoder:
 
 
 class Session(Protocol):
-    """What every server drives, one per connection."""
+    """What every server drives, one per connection.
+
+    ``receive_data(data)`` returns the bytes to send.  ``pending`` is true
+    while whole requests wait unanswered because the reply budget of one
+    call was spent: the server calls ``receive_data(b"")`` to answer more
+    once the replies it has are on their way (and reads no more input
+    meanwhile).  ``closing`` is true after QUIT or a fatal framing error:
+    send what was returned, then close.
+    """
 
     closing: bool
+
+    @property
+    def pending(self) -> bool: ...
 
     def receive_data(self, data: bytes) -> bytes: ...
 
@@ -171,20 +183,30 @@ class Session(Protocol):
 class FramedSession:
     """Protocol v1 for one connection: request frames in, response bytes out.
 
-    ``receive_data`` returns the encoded responses to every request completed
+    ``receive_data`` returns the encoded responses to the requests completed
     by ``data``, in request order (pipelining works because requests are
-    answered strictly in turn).  After a QUIT or a fatal framing error it
-    sets ``closing``; the server writes what was returned, then closes, and
-    ignores anything the peer sent after.
+    answered strictly in turn).  One call builds at most about
+    :data:`REPLY_BUDGET` bytes of replies: 64 KiB of pipelined 6-byte GET
+    requests for a large file would otherwise build gigabytes before the
+    server's backpressure could act.  Requests beyond the budget stay
+    buffered and ``pending`` says so.  After a QUIT or a fatal framing error
+    it sets ``closing``; the server writes what was returned, then closes,
+    and ignores anything the peer sent after.
     """
 
-    __slots__ = ("_decoder", "_handler", "_max_frame", "closing")
+    __slots__ = ("_decoder", "_handler", "_max_frame", "_held", "closing")
 
     def __init__(self, handler: Handler, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._decoder = FrameDecoder(max_frame)
         self._handler = handler
         self._max_frame = max_frame
+        self._held = False  # the last call stopped at the reply budget
         self.closing = False
+
+    @property
+    def pending(self) -> bool:
+        """Requests are buffered that the reply budget held back."""
+        return self._held and not self.closing
 
     def receive_data(self, data: bytes) -> bytes:
         if self.closing:
@@ -200,7 +222,12 @@ class FramedSession:
                 return _pack_header(response.status, len(response.payload)) + response.payload
         self._decoder.receive_data(data)
         out = []
+        size = 0
+        self._held = False
         while True:
+            if size >= REPLY_BUDGET:
+                self._held = self._decoder.buffered >= HEADER_SIZE
+                break
             try:
                 frame = self._decoder.next_frame()
             except ProtocolError as exc:
@@ -211,6 +238,7 @@ class FramedSession:
                 break
             response = self._handler(frame)
             out.append(encode_frame(response.status, response.payload))
+            size += HEADER_SIZE + len(response.payload)
             if response.close:
                 self.closing = True
                 break
@@ -221,6 +249,7 @@ class RawSession:
     """Raw mode: every byte read is written back, no framing (uvloop's vmbench)."""
 
     __slots__ = ("closing",)
+    pending = False  # output is input: nothing is ever held back
 
     def __init__(self) -> None:
         self.closing = False

@@ -12,6 +12,7 @@ for them, saying so.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 import time
@@ -214,6 +215,31 @@ def test_pipelined_requests_are_answered_in_order(server: RunningServer, files_o
     assert (replies[4].code, replies[4].payload) == (Status.OK, b"three")
 
 
+def test_pipelined_big_gets_do_not_balloon_memory(server: RunningServer, files_ok: None) -> None:
+    """200 GETs of a 1 MiB file in one 3 KiB send, replies unread: memory stays bounded."""
+    data = os.urandom(1024 * 1024)
+    count = 200
+    with client(server, timeout=30) as c:
+        c.put("big.bin", data)
+        c.send(encode_frame(Op.GET, b"big.bin") * count)
+        time.sleep(1.0)  # let the server do its worst while nobody reads
+        rss = _tree_rss(server.pid)
+        for _ in range(count):
+            assert c.ok_payload(c.read_frame()) == data
+    assert rss < 128 * 1024 * 1024, f"server tree RSS {rss / 2**20:.0f} MiB with replies unread"
+
+
+def _tree_rss(pid: int) -> int:
+    leader = psutil.Process(pid)
+    total = 0
+    for proc in [leader, *leader.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
 # -- the model's semantics --------------------------------------------------
 
 
@@ -247,6 +273,15 @@ def test_sigterm_exits_zero_and_leaves_nothing(fresh_server: RunningServer) -> N
     while fresh_server.group_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not fresh_server.group_alive(), "a process of the server's group outlived it"
+
+
+def test_two_quick_sigterms_still_exit_zero(fresh_server: RunningServer) -> None:
+    with client(fresh_server) as idle:
+        assert idle.echo(b"hold me") == b"hold me"
+        os.kill(fresh_server.pid, signal.SIGTERM)
+        os.kill(fresh_server.pid, signal.SIGTERM)  # impatient supervisors send two
+        status = fresh_server.terminate(timeout=5.0)
+    assert status == 0, f"exit status {status}, stderr: {fresh_server.stderr_text()[-500:]}"
 
 
 @pytest.mark.parametrize("name", FORKING_VARIANTS)

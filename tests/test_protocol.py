@@ -11,6 +11,7 @@ from servers.protocol import (
     Frame,
     FrameDecoder,
     FramedSession,
+    REPLY_BUDGET,
     Op,
     ProtocolError,
     RawSession,
@@ -151,6 +152,32 @@ def test_session_oversized_frame_answers_error_then_closes() -> None:
     assert first == Frame(Status.OK, b"ok")
     assert second.code == Status.ERROR and b"99" in second.payload
     assert closing
+
+
+def test_reply_budget_holds_requests_back() -> None:
+    """64 KiB of pipelined requests for big replies must not build them all at once."""
+    big = b"x" * (300 * 1024)
+
+    def big_replies(request: Request) -> Response:
+        return Response.ok(big + request.payload)
+
+    session = FramedSession(big_replies)
+    stream = b"".join(encode_frame(Op.GET, b"%03d" % i) for i in range(40))
+    first = session.receive_data(stream)
+    assert REPLY_BUDGET <= len(first) < REPLY_BUDGET + len(big) + 100
+    assert session.pending
+    out = first
+    calls = 1
+    while session.pending:
+        more = session.receive_data(b"")
+        assert len(more) < REPLY_BUDGET + len(big) + 100
+        out += more
+        calls += 1
+    assert calls > 5
+    decoder = FrameDecoder(1 << 30)
+    decoder.receive_data(out)
+    assert [f.payload[-3:] for f in decoder.frames()] == [b"%03d" % i for i in range(40)]
+    assert session.receive_data(b"") == b""
 
 
 def test_raw_session_echoes_bytes() -> None:

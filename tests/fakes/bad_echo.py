@@ -34,6 +34,10 @@ class BadEchoSession:
     def closing(self) -> bool:
         return self.inner.closing
 
+    @property
+    def pending(self) -> bool:
+        return self.inner.pending
+
     def receive_data(self, data: bytes) -> bytes:
         self.decoder.receive_data(data)
         out = bytearray()
