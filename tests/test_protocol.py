@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 from servers.protocol import (
     HEADER,
+    REPLY_BUDGET,
     Frame,
     FrameDecoder,
     FramedSession,
-    REPLY_BUDGET,
     Op,
     ProtocolError,
     RawSession,
