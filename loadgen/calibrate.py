@@ -154,12 +154,20 @@ def main(argv: list[str] | None = None) -> int:
 
     ref_rps = ref["throughput_rps"]
     table = Table(title="side by side (one run)")
-    for col in ("variant", "req/s", "% native", "server us/req", "server user us/req",
-                "server cores", "loadgen us/req", "loadgen cores", "errors"):
+    for col in ("variant", "req/s", "% native", "srv us/req", "srv user us/req",
+                "srv cores", "gen us/req", "gen cores", "errors"):
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for name, r in results.items():
         table.add_row(*row(name, r, ref_rps))
     console.print(table)
+    console.print("srv = the server's whole process tree, gen = the load generator's worker")
+    busiest = max(ref["loadgen"]["cpu_util_max"], (ref["server"] or {}).get("cpu_util") or 0.0)
+    if busiest < 0.8:
+        console.print(
+            f"[yellow]note: in the {REFERENCE} run neither side used more than {busiest:.2f} of "
+            "its core: other processes are competing for these CPUs, so these figures "
+            "measure the machine's load as much as the code.[/]"
+        )
 
     summary: dict[str, Any] = {"results": results}
     gen = ref["loadgen"]["cpu_us_per_request"]
