@@ -35,7 +35,7 @@ class LiveLine:
         text = Text()
         text.append(f"{p.phase:<10} ", style="bold cyan")
         if p.phase_s:
-            text.append(f"{p.elapsed_s:5.1f}/{p.phase_s:.1f} s  ")
+            text.append(f"{max(0.0, p.elapsed_s):5.1f}/{p.phase_s:.1f} s  ")
         text.append(f"conns {p.connections}  ")
         text.append(f"replies {p.completed:,}  ")
         if p.phase == "measuring":
