@@ -153,11 +153,12 @@ static void flush_and_rearm(struct conn *c) {
 static void on_readable(struct conn *c) {
     ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    if (n <= 0) {  /* peer closed, or reset */
+    if (n < 0) {  /* reset */
         drop(c);
         return;
     }
-    feed(c, rbuf, n);
+    if (n == 0) c->closing = 1;  /* peer done sending: finish our replies, then close */
+    else feed(c, rbuf, n);
     flush_and_rearm(c);
 }
 

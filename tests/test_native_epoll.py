@@ -116,6 +116,18 @@ def test_quit_gets_ok_then_close(server: RunningServer) -> None:
         assert read_until_closed(sock) == encode_frame(Status.OK)
 
 
+def test_replies_are_finished_after_the_client_half_closes(server: RunningServer) -> None:
+    # The reply is bigger than the socket buffers and we do not read it until
+    # the server has seen our end of stream: it must still send all of it.
+    payloads = [os.urandom(MAX_FRAME) for _ in range(3)] + [b"last"]
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"".join(encode_frame(Op.ECHO, p) for p in payloads))
+        sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)
+        got = read_until_closed(sock, limit=10)
+    assert got == b"".join(encode_frame(Status.OK, p) for p in payloads)
+
+
 def test_client_that_never_reads_is_bounded_and_others_are_served(
     server: RunningServer, client: Client
 ) -> None:
