@@ -126,8 +126,7 @@ def session_mode(new_session: Callable[[], Session]) -> tuple[str, int]:
     session = new_session()
     if isinstance(session, RawSession):
         return "raw", 0
-    decoder = getattr(session, "_decoder", None)
-    max_frame = getattr(decoder, "max_frame", None)
+    max_frame = getattr(session, "max_frame", None)
     if not isinstance(max_frame, int):
         raise RuntimeError("native_epoll: cannot tell the session's maximum frame")
     return "framed", max_frame

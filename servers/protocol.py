@@ -204,6 +204,11 @@ class FramedSession:
         self.closing = False
 
     @property
+    def max_frame(self) -> int:
+        """The largest payload this session accepts (``--max-frame``)."""
+        return self._max_frame
+
+    @property
     def pending(self) -> bool:
         """Requests are buffered that the reply budget held back."""
         return self._held and not self.closing
