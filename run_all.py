@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-charts", action="store_true", help="skip the matplotlib charts")
     p.add_argument(
+        "--render",
+        metavar="RUN",
+        help="rewrite the tables, report.md and charts of a saved run from its results.json "
+        "(no measuring), e.g. after upgrading the suite",
+    )
+    p.add_argument(
         "--compare",
         nargs="*",
         metavar="RUN",
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compare is not None:
         return compare_runs(args, parser)
+    if args.render:
+        return render(Path(args.render), parser)
     try:
         plan = make_plan(args)
     except (KeyError, ValueError) as exc:
@@ -260,8 +268,8 @@ def execute(plan: dict[str, Any], args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
         harness.kill_all()  # whatever line was interrupted, nothing stays running
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the partial results be written
         data["wall_s"] = time.perf_counter() - t0
         summaries = results.write(run_dir, data, charts=not args.no_charts, latest=not args.run_dir)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -407,6 +415,18 @@ def _print_tables(summaries: list[sm.CaseSummary], data: dict[str, Any]) -> None
         console.print(results.rich_table(s, questions.get(s.case, "")))
         for name, reason in na.get(s.case, {}).items():
             console.print(f"  [dim]{name}: not applicable ({reason})[/]")
+
+
+def render(run_dir: Path, parser: argparse.ArgumentParser) -> int:
+    try:
+        data = results.load(run_dir)
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot read {run_dir}: {exc}")
+    run_dir = run_dir.resolve()
+    summaries = results.write(run_dir, data, latest=False)
+    _print_tables(summaries, data)
+    console.print(f"\nRewrote {run_dir}/report.md and charts/ from results.json.")
+    return 0
 
 
 # -- compare ------------------------------------------------------------------------

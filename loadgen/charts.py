@@ -42,6 +42,8 @@ PERCENTILES = (
 def write_charts(summaries: list[CaseSummary], out_dir: Path) -> list[Path]:
     """Every chart that has data; returns the PNG paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*out_dir.glob("*.png"), *out_dir.glob("*.svg")]:
+        old.unlink()  # a re-render must not keep charts of cases that are gone
     written = []
     for s in summaries:
         if s.kind == "memory":
@@ -92,10 +94,15 @@ def _family_legend(ax: Axes, rows: list[Row]) -> None:
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
 
-def _plain_log_axis(axis: object) -> None:
-    """Log-scale ticks as plain numbers (200, 1000), not 2x10^2."""
+def _plain_log_axis(axis: object, values: list[float]) -> None:
+    """Log-scale ticks as plain numbers (200, 1000), not 2x10^2.
+
+    Between decades, 2x and 5x are labelled too when the data span under two
+    decades (otherwise the labels would collide)."""
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))  # type: ignore[attr-defined]
-    axis.set_minor_formatter(FuncFormatter(_minor))  # type: ignore[attr-defined]
+    positive = [v for v in values if v and v > 0]
+    narrow = bool(positive) and max(positive) / min(positive) < 100
+    axis.set_minor_formatter(FuncFormatter(_minor if narrow else lambda v, _: ""))  # type: ignore[attr-defined]
 
 
 def _minor(v: float, _: object = None) -> str:
@@ -105,7 +112,7 @@ def _minor(v: float, _: object = None) -> str:
 
 
 def _k(v: float, _: object = None) -> str:
-    return f"{v / 1000:,.0f}k" if v >= 1000 else f"{v:,.0f}"
+    return f"{v / 1000:,.6g}k" if v >= 1000 else f"{v:,.6g}"
 
 
 def throughput_chart(summary: CaseSummary) -> Figure | None:
@@ -161,7 +168,7 @@ def latency_chart(summary: CaseSummary) -> Figure | None:
     kind = "response time from the scheduled send" if summary.kind == "open" else "service time"
     ax.set_xlabel(f"latency, µs (log scale; {kind}; mean of repeats)")
     ax.set_title(f"{summary.label}: latency percentiles")
-    _plain_log_axis(ax.xaxis)
+    _plain_log_axis(ax.xaxis, [r.figure(f) or 0.0 for r in rows for f, _, _ in PERCENTILES])
     ax.grid(axis="x", alpha=0.3, which="both")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return fig
@@ -211,7 +218,7 @@ def connections_chart(summaries: list[CaseSummary]) -> Figure | None:
     ax1.set_title("throughput vs connections")
     ax2.set_yscale("log")
     ax2.set_ylabel("p99 latency, ms (log scale)")
-    _plain_log_axis(ax2.yaxis)
+    _plain_log_axis(ax2.yaxis, [v for line in ax2.get_lines() for v in line.get_ydata()])
     ax2.set_title("p99 vs connections  (black x: failed at that level)")
     fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
@@ -219,23 +226,25 @@ def connections_chart(summaries: list[CaseSummary]) -> Figure | None:
 
 
 def memory_chart(summary: CaseSummary) -> Figure | None:
-    rows = _bar_rows(summary, "memory_per_connection_bytes")
-    if not rows:
+    """USS per idle connection (PSS if no USS); failed rows are listed, not drawn:
+    their figures (a part of the connections never served) would set the scale."""
+    rows = [r for r in summary.rows if r.memory_stat() is not None][::-1]
+    shown = [r for r in rows if r.status == "ok"]
+    left_out = [r.variant for r in rows if r.status != "ok"][::-1]
+    if not shown:
         return None
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
-    kib = [r.stats["memory_per_connection_bytes"].mean / 1024 for r in rows]
-    sds = [r.stats["memory_per_connection_bytes"].sd / 1024 for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.9))
+    stats = [r.memory_stat() for r in shown]
+    kib = [s.mean / 1024 for s in stats]  # type: ignore[union-attr]
+    sds = [s.sd / 1024 for s in stats]  # type: ignore[union-attr]
     bars = ax.barh(
-        range(len(rows)),
+        range(len(shown)),
         kib,
         xerr=sds,
         capsize=3,
-        color=[FAMILY_COLOURS.get(r.family, "#999999") for r in rows],
+        color=[FAMILY_COLOURS.get(r.family, "#999999") for r in shown],
     )
-    for bar, r, sd in zip(bars, rows, sds, strict=True):
-        if r.status != "ok":
-            bar.set_hatch("//")
-            bar.set_edgecolor("black")
+    for bar, sd in zip(bars, sds, strict=True):
         ax.text(
             max(bar.get_width(), 0) + sd,
             bar.get_y() + bar.get_height() / 2,
@@ -243,12 +252,14 @@ def memory_chart(summary: CaseSummary) -> Figure | None:
             va="center",
             fontsize=8,
         )
-    ax.set_yticks(range(len(rows)), [_label(r) for r in rows], fontsize=9)
-    ax.set_xlabel("server memory per idle connection, KiB (PSS, mean ± sd)")
-    ax.set_xlim(
-        min(0, min(kib) * 1.2), max(max(k + d for k, d in zip(kib, sds, strict=True)) * 1.3, 1)
-    )
+    ax.set_yticks(range(len(shown)), [_label(r) for r in shown], fontsize=9)
+    ax.set_xlabel("server memory per idle connection, KiB (USS, mean ± sd)")
+    top = max(k + d for k, d in zip(kib, sds, strict=True))
+    ax.set_xlim(min(0, min(kib) * 1.2), max(top * 1.3, 1))
     ax.set_title(f"{summary.label}: memory per connection")
     ax.grid(axis="x", alpha=0.3)
-    _family_legend(ax, rows)
+    if left_out:
+        note = "not shown, failed at this level (see the table): " + ", ".join(left_out)
+        fig.text(0.01, 0.0, note, fontsize=8, va="top")
+    _family_legend(ax, shown)
     return fig

@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ PACKAGES = (
 )
 ROOT = Path(__file__).resolve().parent.parent
 PROGRESS = "progress.jsonl"
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ(-\d+)?$")
 
 
 def utc_stamp(now: _dt.datetime | None = None) -> str:
@@ -190,7 +192,10 @@ def run_dirs(output: Path) -> list[Path]:
     return sorted(
         d
         for d in output.iterdir()
-        if d.is_dir() and not d.is_symlink() and (d / "results.json").is_file()
+        if STAMPED.match(d.name)  # not latest, not reference-2core
+        and d.is_dir()
+        and not d.is_symlink()
+        and (d / "results.json").is_file()
     )
 
 
@@ -273,9 +278,13 @@ def report_markdown(
         out.append("Not run here: " + "; ".join(f"`{k}`: {v}" for k, v in skipped.items()) + ".")
         out.append("")
     questions = {c["key"]: c.get("question", "") for c in data.get("cases", [])}
+    not_applicable = {c["key"]: c.get("not_applicable", {}) for c in data.get("cases", [])}
     for s in summaries:
         out += [f"## {s.label}", "", questions.get(s.case, ""), "", markdown_table(s), ""]
         out += [f"- {n}" for n in sm.notes(s)]
+        out += [
+            f"- {k}: not applicable ({why})." for k, why in not_applicable.get(s.case, {}).items()
+        ]
         out.append("")
         for name in (
             (f"throughput-{s.case}", f"latency-{s.case}")

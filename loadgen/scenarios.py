@@ -145,7 +145,7 @@ SCENARIOS: dict[str, Scenario] = {
             "idle-memory",
             f"memory with {IDLE_CONNECTIONS:,} idle connections open, per connection: "
             "threads vs greenlets vs coroutines vs processes "
-            "((PSS with N idle - PSS before) / N)",
+            "((memory with N idle - memory before) / N, USS and PSS)",
             _one(
                 "idle-memory",
                 workload="idle",

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 UNSTABLE_CV = 0.10
+# memory per idle connection, in order of preference (see Row.memory_stat)
+MEMORY_FIGURES = ("memory_per_connection_uss_bytes", "memory_per_connection_bytes")
 
 
 def _dig(*path: str) -> Callable[[dict[str, Any]], float | None]:
@@ -78,7 +80,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 STABILITY_FIGURES = {
     "throughput": ("throughput_rps", "cpu_user_us_per_request"),
     "open": ("p99_us", "cpu_user_us_per_request"),
-    "memory": ("memory_per_connection_bytes",),
+    "memory": ("memory_per_connection_uss_bytes", "memory_per_connection_bytes"),
 }
 
 COMPARED_FIGURES = (
@@ -89,6 +91,7 @@ COMPARED_FIGURES = (
     "cpu_user_us_per_request",
     "memory_pss_bytes",
     "memory_per_connection_bytes",
+    "memory_per_connection_uss_bytes",
 )
 LOWER_IS_BETTER = {f for f in COMPARED_FIGURES if f != "throughput_rps"}
 
@@ -141,6 +144,14 @@ class Row:
     def figure(self, name: str) -> float | None:
         s = self.stats.get(name)
         return s.mean if s else None
+
+    def memory_stat(self) -> Stat | None:
+        """Memory per idle connection: USS when measured (steady on a busy machine), else PSS."""
+        return self.stats.get(MEMORY_FIGURES[0]) or self.stats.get(MEMORY_FIGURES[1])
+
+    def memory_per_connection(self) -> float | None:
+        stat = self.memory_stat()
+        return stat.mean if stat else None
 
     def flags(self) -> list[str]:
         out = []
@@ -203,7 +214,8 @@ SHORT_NAMES = {
     "p50_us": "p50",
     "p99_us": "p99",
     "memory_pss_bytes": "memory",
-    "memory_per_connection_bytes": "memory/conn",
+    "memory_per_connection_bytes": "memory/conn PSS",
+    "memory_per_connection_uss_bytes": "memory/conn USS",
 }
 
 
@@ -267,7 +279,10 @@ def summarize_case(
         row.saturated = any(
             ((r.get("result") or {}).get("loadgen") or {}).get("saturated") for r in measured
         )
-        for fig in STABILITY_FIGURES.get(case["kind"], ()):
+        figures = STABILITY_FIGURES.get(case["kind"], ())
+        if case["kind"] == "memory":  # only the figure the table is ranked by
+            figures = tuple(f for f in MEMORY_FIGURES if f in row.stats)[:1]
+        for fig in figures:
             s = row.stats.get(fig)
             if s is not None and s.cv is not None and s.cv > UNSTABLE_CV:
                 row.unstable.append(fig)
@@ -283,8 +298,8 @@ def _rank(summary: CaseSummary) -> None:
     rows = summary.rows
     if summary.kind == "memory":
         ranked = sorted(
-            (r for r in rows if r.ranked and r.figure("memory_per_connection_bytes") is not None),
-            key=lambda r: r.figure("memory_per_connection_bytes"),  # type: ignore[arg-type,return-value]
+            (r for r in rows if r.ranked and r.memory_per_connection() is not None),
+            key=lambda r: r.memory_per_connection(),  # type: ignore[arg-type,return-value]
         )
     else:
         best = max((r.figure("throughput_rps") or 0.0 for r in rows if r.ranked), default=0.0)
@@ -422,8 +437,8 @@ def columns(kind: str) -> list[str]:
         return [
             "#",
             "variant",
-            "memory/conn PSS",
             "memory/conn USS",
+            "memory/conn PSS",
             "PSS before",
             "PSS with N",
             "threads",
@@ -459,8 +474,8 @@ def cells(row: Row, kind: str) -> list[str]:
         return [
             rank,
             row.variant,
-            _pm(s.get("memory_per_connection_bytes"), fmt_bytes),
             _pm(s.get("memory_per_connection_uss_bytes"), fmt_bytes),
+            _pm(s.get("memory_per_connection_bytes"), fmt_bytes),
             fmt_bytes(row.figure("baseline_pss_bytes")),
             fmt_bytes(row.figure("memory_pss_bytes")),
             _num(row.figure("peak_threads")),
@@ -500,7 +515,10 @@ def notes(summary: CaseSummary) -> list[str]:
     """Sentences printed under a table: how it is ranked, what is a floor."""
     out = []
     if summary.kind == "memory":
-        out.append("Ranked by memory per connection (less is better).")
+        out.append(
+            "Ranked by memory per connection, USS (memory private to the server's processes; "
+            "PSS where USS was not measured); less is better."
+        )
     elif summary.kind == "open":
         out.append(
             "Fixed rate (half of each variant's echo-small req/s); latency is measured from the "
