@@ -226,7 +226,7 @@ def expected_seconds(case: Case, duration: float, warmup: float) -> float:
     """Rough wall time of one measurement, for progress bars and the plan."""
     warmup = max(warmup, case.min_warmup)
     ramp = case.connections / 1000  # batches of connects, forks in fork-per-client
-    return warmup + duration + ramp + 0.6  # + start, stop and interpreter start-up
+    return warmup + duration + ramp + 0.4  # + start, stop and interpreter start-up (measured)
 
 
 def run_loadgen(

@@ -113,7 +113,7 @@ SCENARIOS: dict[str, Scenario] = {
                     size=64,
                     connections=n,
                     x=n,
-                    min_warmup=1.0 if n >= 1000 else 0.0,
+                    min_warmup={256: 0.75, 1000: 1.5}.get(n, 0.0),  # forks/threads ramp up first
                 )
                 for n in CONNECTION_LEVELS
                 if n != 64  # identical to echo-small: measured once, used by both
