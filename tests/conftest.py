@@ -49,6 +49,12 @@ def raise_nofile(wanted: int) -> int:
     return soft
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Benchmarks last: tests first say the servers are right, then they are measured."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/benchmarks/"))
+
+
 @pytest.fixture(scope="module", params=ALL_VARIANTS)
 def variant(request: pytest.FixtureRequest) -> servers.Variant:
     return servers.get(request.param)
