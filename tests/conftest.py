@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +19,14 @@ import servers
 from loadgen.launch import RunningServer, start_server
 
 
-def _variant_params(family: str | None = None, *, forks: bool | None = None) -> list[object]:
+def variant_params(keep: Callable[[servers.Variant], bool] = lambda v: True) -> list[object]:
+    """pytest params for the registered variants that ``keep`` accepts (test-only fakes never).
+
+    An unavailable variant stays in the list, skipped with the registry's reason.
+    """
     params = []
     for variant in servers.REGISTRY.values():
-        if variant.family == "test" or (family and variant.family != family):
-            continue
-        if forks is not None and variant.forks != forks:
+        if variant.family == "test" or not keep(variant):
             continue
         reason = variant.unavailable_reason
         marks = [pytest.mark.skip(reason=f"{variant.name} unavailable: {reason}")] if reason else []
@@ -32,8 +34,8 @@ def _variant_params(family: str | None = None, *, forks: bool | None = None) -> 
     return params
 
 
-ALL_VARIANTS = _variant_params()
-FORKING_VARIANTS = _variant_params(forks=True)
+ALL_VARIANTS = variant_params()
+FORKING_VARIANTS = variant_params(lambda v: v.forks)
 
 
 def raise_nofile(wanted: int) -> int:

@@ -37,7 +37,7 @@ import servers
 from loadgen.client import Client
 from loadgen.launch import RunningServer, start_server
 from servers.protocol import MAX_PAYLOAD, FrameDecoder, Op, Status, encode_frame
-from tests.conftest import raise_nofile
+from tests.conftest import raise_nofile, variant_params
 
 MANY = 1000  # simultaneous clients every unlimited event variant must serve
 ROUNDS = 10  # ECHOs per client, one at a time
@@ -51,23 +51,9 @@ IDLE = 0.5  # seconds a connection is left idle to see that the server does noth
 DEADLINE = 60.0  # seconds: every load loop here stops by itself within this
 
 
-def _event_params(*, limited: bool | None = None) -> list[object]:
-    """Event variants from the registry; ``limited``: only those with (without) a client cap."""
-    params = []
-    for variant in servers.REGISTRY.values():
-        if variant.family != "event":
-            continue
-        if limited is not None and (variant.max_clients is not None) != limited:
-            continue
-        reason = variant.unavailable_reason
-        marks = [pytest.mark.skip(reason=f"{variant.name} unavailable: {reason}")] if reason else []
-        params.append(pytest.param(variant.name, id=variant.name, marks=marks))
-    return params
-
-
-EVENT = _event_params()
-UNLIMITED = _event_params(limited=False)
-LIMITED = _event_params(limited=True)
+EVENT = variant_params(lambda v: v.family == "event")
+UNLIMITED = variant_params(lambda v: v.family == "event" and v.max_clients is None)
+LIMITED = variant_params(lambda v: v.family == "event" and v.max_clients is not None)
 
 
 @pytest.fixture

@@ -28,24 +28,14 @@ import servers
 from loadgen import harness
 from loadgen.launch import RunningServer, start_server
 from loadgen.scenarios import SCENARIOS
+from tests.conftest import ALL_VARIANTS
 
 ECHO_SMALL = SCENARIOS["echo-small"].cases[0]
 WARMUP_S = 0.3
 DURATION_S = 1.0
 
 
-def _params() -> list[object]:
-    params = []
-    for name, variant in servers.REGISTRY.items():
-        if variant.family == "test":
-            continue
-        reason = variant.unavailable_reason
-        marks = [pytest.mark.skip(reason=f"{name} unavailable: {reason}")] if reason else []
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
-
-
-@pytest.fixture(scope="module", params=_params())
+@pytest.fixture(scope="module", params=ALL_VARIANTS)
 def bench_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[servers.Variant, RunningServer, harness.Pinning | None]]:
