@@ -81,6 +81,7 @@ class Response(NamedTuple):
 
 
 Request = Frame  # a request is a frame whose code is an opcode
+_new_frame = tuple.__new__  # Frame(...) without the Python-level __new__: hot path only
 Handler = Callable[[Request], Response]
 
 
@@ -218,10 +219,10 @@ class FramedSession:
             return b""
         # Fast path, by far the common case: nothing buffered and ``data`` is
         # exactly one whole frame -- answer it without copying into a buffer.
-        if not self._decoder.buffered and len(data) >= HEADER_SIZE:
+        if not self._decoder._buffer and len(data) >= HEADER_SIZE:
             code, length = _unpack_header(data)
             if length <= self._max_frame and len(data) == HEADER_SIZE + length:
-                response = self._handler(Frame(code, data[HEADER_SIZE:]))
+                response = self._handler(_new_frame(Frame, (code, data[HEADER_SIZE:])))
                 if response.close:
                     self.closing = True
                 return _pack_header(response.status, len(response.payload)) + response.payload
