@@ -174,9 +174,7 @@ class Session(Protocol):
     """
 
     closing: bool
-
-    @property
-    def pending(self) -> bool: ...
+    pending: bool
 
     def receive_data(self, data: bytes) -> bytes: ...
 
@@ -195,24 +193,19 @@ class FramedSession:
     and ignores anything the peer sent after.
     """
 
-    __slots__ = ("_decoder", "_handler", "_max_frame", "_held", "closing")
+    __slots__ = ("_decoder", "_handler", "_max_frame", "pending", "closing")
 
     def __init__(self, handler: Handler, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._decoder = FrameDecoder(max_frame)
         self._handler = handler
         self._max_frame = max_frame
-        self._held = False  # the last call stopped at the reply budget
+        self.pending = False  # whole requests wait, held back by the reply budget
         self.closing = False
 
     @property
     def max_frame(self) -> int:
         """The largest payload this session accepts (``--max-frame``)."""
         return self._max_frame
-
-    @property
-    def pending(self) -> bool:
-        """Requests are buffered that the reply budget held back."""
-        return self._held and not self.closing
 
     def receive_data(self, data: bytes) -> bytes:
         if self.closing:
@@ -229,10 +222,10 @@ class FramedSession:
         self._decoder.receive_data(data)
         out = []
         size = 0
-        self._held = False
+        self.pending = False
         while True:
             if size >= REPLY_BUDGET:
-                self._held = self._decoder.buffered >= HEADER_SIZE
+                self.pending = self._decoder.buffered >= HEADER_SIZE
                 break
             try:
                 frame = self._decoder.next_frame()
