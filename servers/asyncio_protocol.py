@@ -93,27 +93,34 @@ class SessionProtocol(asyncio.Protocol):
         self.live.add(self)
 
     def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        if self.session.closing:  # lingering after QUIT: read only to avoid a RST
-            self.discarded += len(data)
-            if self.discarded > LINGER_LIMIT:
-                self.transport.abort()
+        session = self.session
+        if session.closing:  # lingering after QUIT: read only to avoid a RST
+            self.linger(len(data))
             return
-        self.answer(data)
+        reply = session.receive_data(data)
+        if reply:
+            self.transport.write(reply)  # type: ignore[union-attr]  # sends what it can
+        if session.closing or session.pending:  # rare: QUIT, or the reply budget was spent
+            self.answer_held_back()
 
-    def answer(self, data: bytes) -> None:
-        """Feed the session; answer held-back requests until the transport pushes back."""
+    def answer_held_back(self) -> None:
+        """After QUIT, send the FIN; else answer held-back requests until pushed back."""
         assert self.transport is not None
-        reply = self.session.receive_data(data)
         while True:
-            if reply:
-                self.transport.write(reply)  # sends what it can, buffers the rest
             if self.session.closing:
                 self.transport.write_eof()  # FIN once the buffer is flushed
                 return
             if not self.session.pending or self.writing_paused:
                 return  # resume_writing() comes back for the rest
             reply = self.session.receive_data(b"")
+            if reply:
+                self.transport.write(reply)  # may call pause_writing() at once
+
+    def linger(self, size: int) -> None:
+        assert self.transport is not None
+        self.discarded += size
+        if self.discarded > LINGER_LIMIT:
+            self.transport.abort()
 
     def eof_received(self) -> bool:
         return False  # the peer is done: close once our replies are flushed
@@ -126,8 +133,7 @@ class SessionProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         assert self.transport is not None
         self.writing_paused = False
-        if self.session.pending:
-            self.answer(b"")  # requests held back by the reply budget
+        self.answer_held_back()
         if not self.writing_paused and not self.session.pending:
             self.transport.resume_reading()
 
