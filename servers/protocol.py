@@ -215,10 +215,11 @@ class FramedSession:
         if not self._decoder._buffer and len(data) >= HEADER_SIZE:
             code, length = _unpack_header(data)
             if length <= self._max_frame and len(data) == HEADER_SIZE + length:
-                response = self._handler(_new_frame(Frame, (code, data[HEADER_SIZE:])))
-                if response.close:
+                request = _new_frame(Frame, (code, data[HEADER_SIZE:]))
+                status, payload, close = self._handler(request)
+                if close:
                     self.closing = True
-                return _pack_header(response.status, len(response.payload)) + response.payload
+                return _pack_header(status, len(payload)) + payload
         self._decoder.receive_data(data)
         out = []
         size = 0
