@@ -102,10 +102,23 @@ def _killpg(pgid: int, signum: int) -> None:
 
 
 def kill_all() -> None:
-    """SIGKILL every group still listed (Ctrl-C path); idempotent."""
+    """SIGKILL every group still listed, and every child left (Ctrl-C path); idempotent.
+
+    A Ctrl-C can land between a ``Popen`` returning and its group being listed;
+    the servers and load generators are still this process's children (a new
+    session does not change the parent), so they are found and reaped anyway.
+    """
     for pgid in list(LIVE_GROUPS):
         _killpg(pgid, signal.SIGKILL)
         LIVE_GROUPS.discard(pgid)
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        _killpg(child.pid, signal.SIGKILL)  # a group leader takes its workers with it
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(children, timeout=5)
 
 
 def _start_tracked(name: str, root: str, **kwargs: Any) -> RunningServer:
