@@ -75,6 +75,7 @@ GET_FILES = 4  # distinct files read by the get/mixed workloads
 # mixed: per 20 requests, 16 ECHO, 3 GET, 1 PUT (80% / 15% / 5%)
 MIXED_CYCLE = ("echo",) * 16 + ("get",) * 3 + ("put",)
 BATCH_SENDS = True  # hot path: send the next requests after the whole epoll batch
+RELEASE_TIMEOUT = 5.0  # s a worker holds its connections after "done", waiting for "release"
 SATURATED_CORE = 0.9  # a worker above this fraction of a core may be the bottleneck
 RATE_SHORTFALL = 0.97  # open loop: achieved below this fraction of the asked rate
 
@@ -395,6 +396,14 @@ class Worker:
         self.deadline = self.t_end + int(1.5e9)
         self.loop()
         self.ctl.send(("done", sum(self.done), self.measuring_elapsed_ns()))
+        # Hold the connections until the parent has read the server's figures:
+        # a forking server's children exit with their clients, and would leave
+        # the tree before its memory is measured (bounded: the parent may be gone).
+        try:
+            if self.ctl.poll(RELEASE_TIMEOUT):
+                self.ctl.recv()
+        except (EOFError, OSError):
+            pass
         self.close_all()
         self.ctl.send(("result", self.result(malloc, cpu)))
 
@@ -1281,6 +1290,11 @@ class _Run:
             self.uss_after = _tree_uss(cfg.server_pid)  # type: ignore[arg-type]
         if self.monitor is not None:
             self.server = self.monitor.stop(sum(m[1] for m in done.values()))
+        for ctl in self.ctls:  # the workers may close their connections now
+            try:
+                ctl.send(("release",))
+            except OSError:
+                pass
         # workers record their latencies into histograms now: allow for long runs
         self.collect("result", time.monotonic() + 5.0 + cfg.duration, phase="collecting")
 
