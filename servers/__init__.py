@@ -28,7 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-__all__ = ["Variant", "REGISTRY", "get", "load", "names"]
+__all__ = ["Variant", "REGISTRY", "LISTEN_BACKLOG", "get", "load", "names"]
+
+# listen() backlog for every variant; the kernel caps it at net.core.somaxconn.
+# asyncio and uvloop call listen() again on a socket they are given (with 100
+# unless told), so the asyncio variants pass this too.
+LISTEN_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -245,4 +250,3 @@ def _register_extra(spec: str) -> None:
 
 
 _register_extra(os.environ.get("CONCURRENCY_BENCH_EXTRA", ""))
-

@@ -28,8 +28,6 @@ from typing import NoReturn
 import servers
 from servers.protocol import DEFAULT_MAX_FRAME, FramedSession, RawSession, Session
 
-DEFAULT_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -54,7 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help=f"largest payload accepted (default {DEFAULT_MAX_FRAME})",
     )
-    p.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG, help=argparse.SUPPRESS)
     return p
 
 
@@ -118,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             fail(str(exc))
     new_session = session_factory(args.protocol, args.root, args.max_frame)
     try:
-        listener = socket.create_server((args.host, args.port), backlog=args.backlog)
+        listener = socket.create_server((args.host, args.port), backlog=servers.LISTEN_BACKLOG)
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
 

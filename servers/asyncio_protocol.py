@@ -36,6 +36,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
+from servers import LISTEN_BACKLOG
 from servers._nonblocking import HIGH_WATER, LINGER_LIMIT, LOW_WATER
 from servers.protocol import Session
 
@@ -51,7 +52,9 @@ async def serve_until_stopped(listener: socket.socket, new_session: Callable[[],
     """Serve with :class:`SessionProtocol` on the running loop (asyncio's or uvloop's)."""
     loop = asyncio.get_running_loop()
     live: set[SessionProtocol] = set()
-    server = await loop.create_server(lambda: SessionProtocol(new_session(), live), sock=listener)
+    server = await loop.create_server(
+        lambda: SessionProtocol(new_session(), live), sock=listener, backlog=LISTEN_BACKLOG
+    )
     try:
         await stop_signal()
     finally:

@@ -34,6 +34,7 @@ import socket
 from collections.abc import Callable
 from functools import partial
 
+from servers import LISTEN_BACKLOG
 from servers._nonblocking import HIGH_WATER, LINGER_LIMIT, LOW_WATER, RECV_SIZE
 from servers.asyncio_protocol import stop_signal
 from servers.protocol import Session
@@ -50,7 +51,10 @@ async def serve_until_stopped(listener: socket.socket, new_session: Callable[[],
     """Start the stream server; on a stop signal, close it and abort every client."""
     live: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
     server = await asyncio.start_server(
-        partial(handle_client, new_session, live), sock=listener, limit=RECV_SIZE
+        partial(handle_client, new_session, live),
+        sock=listener,
+        limit=RECV_SIZE,
+        backlog=LISTEN_BACKLOG,  # asyncio listen()s again, with 100 unless told
     )
     try:
         await stop_signal()
