@@ -39,6 +39,7 @@ from servers.protocol import (
 )
 
 _OK = int(Status.OK)  # a plain int packs faster than an IntEnum member
+_new_response = tuple.__new__
 MAX_NAME_BYTES = 255
 TEMP_PREFIX = ".put-"
 _FORBIDDEN = frozenset("/\\:")
@@ -101,7 +102,9 @@ class FileService:
 
     @staticmethod
     def _echo(payload: bytes) -> Response:
-        return Response(_OK, payload)
+        # The hot path of every benchmark: tuple.__new__ builds the same
+        # Response as Response(_OK, payload) without its Python-level __new__.
+        return _new_response(Response, (_OK, payload, False))
 
     def _list(self, payload: bytes) -> Response:
         if payload:
