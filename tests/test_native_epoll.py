@@ -59,32 +59,15 @@ def wait_for_exec(pid: int) -> None:
         time.sleep(0.01)
 
 
+# ECHO sizes, ten frames in one send, a frame a byte at a time and raw mode are
+# the conformance suite's (tests/test_conformance.py runs them on native_epoll
+# too); the tests here are the reference's own.
+
+
 def test_ready_line_pid_becomes_the_native_binary(server: RunningServer) -> None:
     # serve() execs the binary: the pid in the ready line is the native server's.
     assert server.ready["pid"] == server.pid
     wait_for_exec(server.pid)
-
-
-@pytest.mark.parametrize("size", [0, 1, MiB], ids=["0B", "1B", "1MiB"])
-def test_echo_sizes(client: Client, size: int) -> None:
-    payload = os.urandom(size)
-    assert client.echo(payload) == payload
-
-
-def test_ten_frames_in_one_send(client: Client) -> None:
-    payloads = [bytes([i]) * (i * 100) for i in range(10)]
-    client.send(b"".join(encode_frame(Op.ECHO, p) for p in payloads))
-    replies = [client.read_frame() for _ in payloads]
-    assert [(f.code, f.payload) for f in replies] == [(Status.OK, p) for p in payloads]
-
-
-def test_byte_at_a_time(client: Client) -> None:
-    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    data = encode_frame(Op.ECHO, b"slowly") + encode_frame(Op.ECHO, b"")
-    for byte in data:
-        client.send(bytes([byte]))
-    assert client.read_frame().payload == b"slowly"
-    assert client.read_frame().payload == b""
 
 
 @pytest.mark.parametrize("op", [0x00, Op.LIST, Op.GET, Op.PUT, 0x7F])
@@ -199,20 +182,6 @@ def test_out_of_descriptors_refuses_extra_clients_and_keeps_serving(tmp_path: Pa
                 except ConnectionError:
                     assert time.monotonic() < deadline
                     time.sleep(0.05)
-
-
-def test_raw_mode_echoes_every_byte(tmp_path: Path) -> None:
-    with start_server("native_epoll", tmp_path, protocol="raw") as running:
-        with socket.create_connection(running.address, timeout=5) as sock:
-            # Bytes that would be a QUIT or an oversize header in framed mode.
-            data = encode_frame(Op.QUIT) + HEADER.pack(Op.ECHO, 0xFFFFFFFF) + os.urandom(200_000)
-            sock.sendall(data)
-            got = b""
-            while len(got) < len(data):
-                chunk = sock.recv(65536)
-                assert chunk, "raw server closed early"
-                got += chunk
-            assert got == data
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
