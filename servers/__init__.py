@@ -1,10 +1,13 @@
 """The registry of server variants: one entry per concurrency model.
 
 A variant's name is its file name in this package, its registry key, its
-pytest id, its key in results and its ``--server`` value.  Importing this
-module imports no variant -- gevent's monkey-patching and uvloop must stay
-out of processes that do not run them -- so each entry is plain data, and
-:func:`load` imports the module only when a server is about to run.
+pytest id, its key in results and what ``python -m servers NAME`` and
+``run_all.py --servers`` take.  Importing this module imports no variant --
+gevent's monkey-patching and uvloop must stay out of processes that do not
+run them -- so each entry is plain data, and :func:`load` imports the module
+only when a server is about to run.  Each entry's ``summary`` is the one
+line that describes the model; the module's docstring opens with it and the
+README's table repeats it (``tests/test_registry.py`` checks both).
 
 Every variant module has the same entry point::
 
@@ -12,10 +15,21 @@ Every variant module has the same entry point::
 
 ``listener`` is already bound and listening (``python -m servers`` made it
 and printed the ready line); ``new_session()`` returns a fresh sans-I/O
-session (:mod:`servers.protocol`) for each accepted connection.  ``serve``
-runs until SIGTERM/SIGINT (the command line turns both into
-:class:`SystemExit`), then returns having closed its clients and reaped any
-child process.
+session (:mod:`servers.protocol`) for each accepted connection -- it is a
+:class:`servers.protocol.SessionFactory`, whose ``protocol`` and
+``max_frame`` say what the sessions speak.  ``serve`` runs until
+SIGTERM/SIGINT (the command line turns both into :class:`SystemExit`), then
+returns having closed its clients and reaped any child process.
+
+A variant module may also define ``prepare() -> object`` (optional): the
+command line calls it once the module is imported and before it listens, so
+that slow or failing set-up (``native_epoll`` compiles its binary here)
+happens before the ready line.  It raises :class:`RuntimeError` with a
+one-line message to refuse to start; its return value is ignored.
+
+A variant module imports the shared code (``protocol``, ``service``,
+``tuning``, ``_blocking``, ``_nonblocking``, ``_asyncio_shared``,
+``native_build``), never another variant (``tests/test_registry.py``).
 """
 
 from __future__ import annotations
@@ -23,30 +37,82 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-__all__ = ["Variant", "REGISTRY", "LISTEN_BACKLOG", "get", "load", "names"]
+from servers.tuning import LISTEN_BACKLOG
 
-# listen() backlog for every variant; the kernel caps it at net.core.somaxconn.
-# asyncio and uvloop call listen() again on a socket they are given (with 100
-# unless told), so the asyncio variants pass this too.
-LISTEN_BACKLOG = 1024
+__all__ = [
+    "CODE",
+    "LISTEN_BACKLOG",
+    "REGISTRY",
+    "SCHEDULING",
+    "Variant",
+    "get",
+    "load",
+    "names",
+    "register",
+]
+
+# What a variant shares code with: Variant.code.
+CODE = {
+    "blocking": "a blocking read-answer-write loop per client (servers/_blocking.py)",
+    "nonblocking": "a non-blocking Connection driven by a readiness loop (servers/_nonblocking.py)",
+    "asyncio": "asyncio's streams or protocols, on asyncio's loop or uvloop's",
+    "reference": "native code: the ceiling, measured but not ranked",
+    "test": "deliberately broken, started by the tests only (tests/fakes)",
+}
+
+# Who decides which client is served next: Variant.scheduling.
+SCHEDULING = {
+    "one at a time": "nobody: one client is served to the end, the others wait",
+    "processes": "the kernel, one process per client, on every core",
+    "threads": "the kernel, one thread per client (the GIL lets one run Python at a time)",
+    "greenlets": "one thread; each client's greenlet yields to the hub when it would block",
+    "event loop": "one thread; a loop serves whichever sockets are ready",
+}
+
+# ``family``, the grouping results and charts have always used, follows ``code``.
+_FAMILY_OF_CODE = {
+    "blocking": "blocking",
+    "nonblocking": "event",
+    "asyncio": "event",
+    "reference": "reference",
+    "test": "test",
+}
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    summary: str
+    summary: str  # the one line; the module docstring and README repeat it
     concurrent: bool  # serves a second client while a first one is connected
-    family: str  # "blocking", "event" or "reference"
+    code: str  # what it shares code with: a key of CODE
+    scheduling: str  # who picks the next client to serve: a key of SCHEDULING
     limit: str | None = None  # platform or descriptor limit, for humans
     max_clients: int | None = None  # hard cap on simultaneous clients, if any
     requires: Callable[[], str | None] | None = None  # returns why unavailable
     forks: bool = False  # serves clients in child processes (zombie and orphan checks apply)
     module: str = ""  # import path; default servers.<name>
+
+    def __post_init__(self) -> None:
+        if self.code not in CODE:
+            raise ValueError(f"{self.name}: code {self.code!r} is not one of {list(CODE)}")
+        if self.scheduling not in SCHEDULING:
+            raise ValueError(
+                f"{self.name}: scheduling {self.scheduling!r} is not one of {list(SCHEDULING)}"
+            )
+
+    @property
+    def family(self) -> str:
+        """``blocking``, ``event``, ``reference`` (or ``test``): follows :attr:`code`."""
+        return _FAMILY_OF_CODE[self.code]
+
+    @property
+    def module_name(self) -> str:
+        """The import path :func:`load` imports."""
+        return self.module or f"{__name__}.{self.name}"
 
     @property
     def unavailable_reason(self) -> str | None:
@@ -60,7 +126,7 @@ class Variant:
     @property
     def is_reference(self) -> bool:
         """A reference (native ceiling) is measured but not ranked as a model."""
-        return self.family == "reference"
+        return self.code == "reference"
 
 
 def _needs_fork() -> str | None:
@@ -86,17 +152,19 @@ def _needs_attr(module: str, attr: str, why: str) -> Callable[[], str | None]:
 
 
 def _needs_c_compiler() -> str | None:
-    found = any(shutil.which(cc) for cc in ("cc", "gcc", "clang"))
-    return None if found else "no C compiler (cc) found"
+    from servers.native_build import find_c_compiler  # only when asked: it imports subprocess
+
+    return None if find_c_compiler() else "no C compiler (cc) found"
 
 
 _VARIANTS = [
-    # -- the blocking family: one shared blocking connection routine ---------
+    # -- one blocking routine per client (servers/_blocking.py); who runs it differs --
     Variant(
         "blocking_loop",
         "one client at a time: accept, serve until it leaves, accept the next",
         concurrent=False,
-        family="blocking",
+        code="blocking",
+        scheduling="one at a time",
         limit="serves one client at a time; every other client waits in the listen backlog",
         max_clients=1,
     ),
@@ -104,7 +172,8 @@ _VARIANTS = [
         "fork_per_client",
         "os.fork() per connection; the parent reaps children on SIGCHLD",
         concurrent=True,
-        family="blocking",
+        code="blocking",
+        scheduling="processes",
         limit="one process per client (memory, fork cost, the process limit)",
         forks=True,
         requires=_needs_fork,
@@ -113,14 +182,16 @@ _VARIANTS = [
         "thread_per_client",
         "one threading.Thread per connection",
         concurrent=True,
-        family="blocking",
+        code="blocking",
+        scheduling="threads",
         limit="one OS thread (and its stack) per client; the GIL serialises Python code",
     ),
     Variant(
         "socketserver_forking",
         "socketserver ForkingMixIn + TCPServer + StreamRequestHandler",
         concurrent=True,
-        family="blocking",
+        code="blocking",
+        scheduling="processes",
         limit="one process per client; ForkingMixIn caps live children at max_children (40)",
         max_clients=40,
         forks=True,
@@ -130,40 +201,45 @@ _VARIANTS = [
         "socketserver_threading",
         "socketserver ThreadingMixIn + TCPServer + StreamRequestHandler",
         concurrent=True,
-        family="blocking",
+        code="blocking",
+        scheduling="threads",
         limit="one OS thread (and its stack) per client; the GIL serialises Python code",
     ),
     Variant(
         "gevent_server",
         "gevent.server.StreamServer: one greenlet per connection",
         concurrent=True,
-        family="blocking",
+        code="blocking",
+        scheduling="greenlets",
         limit="one process, one core; anything that blocks without yielding stalls everyone",
         requires=_needs_module("gevent", "gevent is not installed"),
     ),
-    # -- the event family: one thread, non-blocking sockets, a readiness loop --
+    # -- one thread, non-blocking sockets, a readiness loop (servers/_nonblocking.py) --
     Variant(
         "select_reactor",
-        "one thread, select.select() over non-blocking sockets",
+        "one thread waits on select.select() for every client at once",
         concurrent=True,
-        family="event",
+        code="nonblocking",
+        scheduling="event loop",
         limit="select() cannot watch a descriptor >= FD_SETSIZE (1024): about 1020 clients,"
         " the rest are closed on accept; O(n) scan of every socket per call",
         max_clients=1020,
     ),
     Variant(
         "poll_reactor",
-        "the same loop over select.poll()",
+        "one thread waits on select.poll() for every client at once",
         concurrent=True,
-        family="event",
+        code="nonblocking",
+        scheduling="event loop",
         limit="one thread, one core; poll() copies and scans every socket per call (O(n))",
         requires=_needs_attr("select", "poll", "select.poll is not available on this platform"),
     ),
     Variant(
         "epoll_reactor",
-        "the same loop over select.epoll(), level-triggered",
+        "one thread waits on select.epoll() for every client, level-triggered",
         concurrent=True,
-        family="event",
+        code="nonblocking",
+        scheduling="event loop",
         limit="Linux only; one thread, one core",
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
     ),
@@ -171,38 +247,44 @@ _VARIANTS = [
         "epoll_edge",
         "select.epoll() with EPOLLET: read, write and accept until EAGAIN",
         concurrent=True,
-        family="event",
+        code="nonblocking",
+        scheduling="event loop",
         limit="Linux only; one thread, one core",
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
     ),
+    # -- asyncio's loop (servers/_asyncio_shared.py) ---------------------------
     Variant(
         "asyncio_streams",
         "asyncio.start_server with StreamReader/StreamWriter: a task per connection",
         concurrent=True,
-        family="event",
+        code="asyncio",
+        scheduling="event loop",
         limit="one thread, one core; a blocking step stalls every client",
     ),
     Variant(
         "asyncio_protocol",
         "loop.create_server with an asyncio.Protocol: callbacks, no tasks",
         concurrent=True,
-        family="event",
+        code="asyncio",
+        scheduling="event loop",
         limit="one thread, one core; a blocking callback stalls every client",
     ),
     Variant(
         "uvloop_protocol",
-        "the asyncio_protocol server on uvloop's event loop (libuv)",
+        "the asyncio_protocol server, unchanged, on uvloop's event loop (libuv)",
         concurrent=True,
-        family="event",
+        code="asyncio",
+        scheduling="event loop",
         limit="one thread, one core; POSIX only",
         requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
     ),
     # -- the reference: a native ceiling, measured but not ranked -------------
     Variant(
         "native_epoll",
-        "C epoll loop serving ECHO only (framed and raw): the native ceiling",
+        "reference, not a model: a C epoll loop serving ECHO only, the machine's ceiling",
         concurrent=True,
-        family="reference",
+        code="reference",
+        scheduling="event loop",
         limit="serves ECHO only; needs a C compiler at run time",
         requires=_needs_c_compiler,
     ),
@@ -212,7 +294,7 @@ REGISTRY: dict[str, Variant] = {v.name: v for v in _VARIANTS}
 
 
 def register(variant: Variant) -> None:
-    """Add a variant (tests use this for deliberately broken fakes)."""
+    """Add a variant (tests/fakes registers deliberately broken ones this way)."""
     REGISTRY[variant.name] = variant
 
 
@@ -234,19 +316,4 @@ def load(name: str) -> ModuleType:
     reason = variant.unavailable_reason
     if reason:
         raise RuntimeError(f"{name} is unavailable here: {reason}")
-    return importlib.import_module(variant.module or f"{__name__}.{name}")
-
-
-def _register_extra(spec: str) -> None:
-    """Test-only variants from ``CONCURRENCY_BENCH_EXTRA="name=module,..."``.
-
-    Lets a test start a deliberately broken server through the real command
-    line (``python -m servers NAME``) without adding it to the registry that
-    users see.
-    """
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, _, module = item.partition("=")
-        register(Variant(name, f"test-only variant from {module}", True, "test", module=module))
-
-
-_register_extra(os.environ.get("CONCURRENCY_BENCH_EXTRA", ""))
+    return importlib.import_module(variant.module_name)

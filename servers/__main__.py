@@ -21,12 +21,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from functools import partial
 from typing import NoReturn
 
 import servers
-from servers.protocol import DEFAULT_MAX_FRAME, FramedSession, RawSession, Session
+from servers.protocol import DEFAULT_MAX_FRAME, SessionFactory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +59,7 @@ def fail(message: str) -> NoReturn:
 
 
 def print_list() -> None:
+    """One line per variant (name, summary, flags), then its limit indented below."""
     width = max(len(n) for n in servers.REGISTRY)
     for variant in servers.REGISTRY.values():
         line = f"{variant.name:<{width}}  {variant.summary}"
@@ -70,14 +69,16 @@ def print_list() -> None:
         if reason:
             line += f"  [unavailable: {reason}]"
         print(line)
+        if variant.limit:
+            print(f"{'':<{width}}  limit: {variant.limit}")
 
 
-def session_factory(protocol: str, root: str, max_frame: int) -> Callable[[], Session]:
+def session_factory(protocol: str, root: str, max_frame: int) -> SessionFactory:
     if protocol == "raw":
-        return RawSession
+        return SessionFactory("raw", max_frame)
     from servers.service import FileService  # only the framed protocol serves files
 
-    return partial(FramedSession, FileService(root).handle, max_frame)
+    return SessionFactory("framed", max_frame, FileService(root).handle)
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

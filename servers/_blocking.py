@@ -14,10 +14,7 @@ import socket
 from collections.abc import Callable
 
 from servers.protocol import Session
-
-# Under glibc's 128 KiB mmap threshold: a larger buffer is mmap()ed and
-# munmap()ed on every call, which costs more than the system call itself.
-RECV_SIZE = 64 * 1024
+from servers.tuning import RECV_SIZE
 
 
 def handle_client(sock: socket.socket, session: Session) -> None:
@@ -37,12 +34,12 @@ def serve_stream(
     try:
         while not session.closing:
             if session.pending:  # requests held back by the reply budget come first
-                data = b""
+                reply = session.resume()
             else:
                 data = recv(RECV_SIZE)
                 if not data:  # the peer closed its side
                     return
-            reply = session.receive_data(data)
+                reply = session.receive_data(data)
             if reply:
                 send(reply)
     except OSError:

@@ -5,17 +5,17 @@ differ only in *how they wait* for sockets to become ready (the way
 CPython's ``selectors.py`` puts one selector class per system call).  What
 they do once a socket is ready is here, in :class:`Connection`:
 
-* **input** -- ``recv`` at most :data:`RECV_SIZE` bytes and feed them to the
+* **input** -- ``recv`` at most ``RECV_SIZE`` bytes and feed them to the
   sans-I/O session, which returns the bytes to send;
 * **output** -- append those bytes to a buffer and ``send`` what the socket
   takes *now*.  A reply larger than the socket's send buffer goes out in
   pieces, in order; the reactor asks to be told about writability only while
   the buffer is non-empty, so an idle connection never wakes the loop;
 * **backpressure** -- a client that sends requests but does not read the
-  replies makes the buffer grow.  Past :data:`HIGH_WATER` the connection
+  replies makes the buffer grow.  Past ``HIGH_WATER`` the connection
   stops reading (``wants_read`` turns false, so the reactor stops watching it
   for input); the kernel's buffers fill and TCP flow control stops the
-  client.  Reading resumes once the buffer is down to :data:`LOW_WATER`.
+  client.  Reading resumes once the buffer is down to ``LOW_WATER``.
   Memory per client is bounded by about one high-water mark plus one reply,
   and every other client keeps being served meanwhile;
 * **closing** -- after QUIT or a fatal framing error (``session.closing``)
@@ -27,7 +27,14 @@ they do once a socket is ready is here, in :class:`Connection`:
 
 A reactor calls :meth:`Connection.on_readable` / :meth:`Connection.on_writable`
 when the poller says so, then looks at ``wants_read`` / ``wants_write`` to
-decide what to watch next, and at ``done`` to drop the connection.
+decide what to watch next, and at ``done`` to drop the connection.  Each
+call does one step (one ``recv``; what ``send`` takes now), and
+:func:`accept_clients` takes a bounded batch: enough for a level-triggered
+loop, which is told again while anything is left.  An edge-triggered loop
+must repeat those steps until ``EAGAIN`` itself -- ``epoll_edge`` shows how.
+
+The sizes and limits (``RECV_SIZE``, ``HIGH_WATER``, ``LOW_WATER``,
+``LINGER_LIMIT``, ``ACCEPT_BATCH``) are the suite's, in :mod:`servers.tuning`.
 """
 
 from __future__ import annotations
@@ -38,14 +45,7 @@ import traceback
 from collections.abc import Iterable
 
 from servers.protocol import Session
-
-# Under glibc's 128 KiB mmap threshold: a larger buffer is mmap()ed and
-# munmap()ed on every call, which costs more than the system call itself.
-RECV_SIZE = 64 * 1024
-HIGH_WATER = 1024 * 1024  # stop reading a client whose unsent replies exceed this...
-LOW_WATER = 256 * 1024  # ...and start again once they are down to this
-LINGER_LIMIT = 16 * 1024 * 1024  # after closing, discard at most this much before a hard close
-ACCEPT_BATCH = 64  # level-triggered loops accept at most this many per wake-up
+from servers.tuning import ACCEPT_BATCH, HIGH_WATER, LINGER_LIMIT, LOW_WATER, RECV_SIZE
 
 
 class Connection:
@@ -81,31 +81,29 @@ class Connection:
     def wants_write(self) -> bool:
         return not self.done and bool(self.output)
 
-    def on_readable(self, budget: int = 1) -> bool:
-        """Read up to ``budget`` times; True once the socket has nothing more to give.
+    def on_readable(self) -> bool:
+        """One ``recv``; True if it read bytes (more may be waiting), else False.
 
-        A level-triggered loop reads once per wake-up (the poller will say
-        again if more is waiting).  An edge-triggered loop must know when it
-        has read everything -- ``EAGAIN`` or EOF -- because it will not be told
-        again about bytes that were already there; a False return means
-        "stopped early (budget or backpressure), input may remain".
+        False means the socket had nothing more to give -- ``EAGAIN``, EOF or
+        a reset -- or reading is paused.  A level-triggered loop ignores the
+        answer (the poller will say again if more is waiting); an
+        edge-triggered one reads until it is False (see ``epoll_edge``).
         """
-        for _ in range(budget):
-            if not self.wants_read:
-                return self.done or self.eof
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except BlockingIOError:  # EAGAIN: drained
-                return True
-            except OSError:  # reset: the client is gone
-                self.done = True
-                return True
-            if not data:
-                self.eof = True
-                self._settle()
-                return True
-            self._receive(data)
-        return False
+        if not self.wants_read:
+            return False
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:  # EAGAIN: drained
+            return False
+        except OSError:  # reset: the client is gone
+            self.done = True
+            return False
+        if not data:
+            self.eof = True
+            self._settle()
+            return False
+        self._receive(data)
+        return True
 
     def on_writable(self) -> None:
         """Send what the socket takes, until the buffer is empty or ``EAGAIN``."""
@@ -113,7 +111,7 @@ class Connection:
         if self.done:
             return
         if self.session.pending and len(self.output) <= LOW_WATER:
-            self._answer(b"")  # requests held back by the reply budget
+            self._answer(None)  # requests held back by the reply budget
         else:
             self._settle()
 
@@ -128,11 +126,14 @@ class Connection:
             return
         self._answer(data)
 
-    def _answer(self, data: bytes) -> None:
-        """Feed the session and send; go on answering held-back requests while output is low."""
+    def _answer(self, data: bytes | None) -> None:
+        """Feed the session ``data`` (None: resume held-back requests) and send.
+
+        Go on resuming held-back requests while the output stays low.
+        """
         while True:
             try:
-                reply = self.session.receive_data(data)
+                reply = self.session.resume() if data is None else self.session.receive_data(data)
             except Exception:  # a bug in the session must cost one client, not the server
                 traceback.print_exc(file=sys.stderr)
                 self.done = True
@@ -142,7 +143,7 @@ class Connection:
                 self._send()  # optimistic: most replies fit in the socket at once
             if self.done or not self.session.pending or len(self.output) > LOW_WATER:
                 break
-            data = b""
+            data = None
         self._settle()
 
     def _send(self) -> None:
@@ -176,19 +177,30 @@ class Connection:
                 self.done = True
 
 
-def accept_clients(listener: socket.socket, limit: int | None) -> list[socket.socket]:
-    """Accept waiting connections until ``EAGAIN`` (or ``limit`` of them)."""
-    accepted: list[socket.socket] = []
-    while limit is None or len(accepted) < limit:
+def accept_one(listener: socket.socket) -> socket.socket | None:
+    """One waiting connection, or None when there is none to take now.
+
+    None on ``EAGAIN``, and when out of descriptors (EMFILE/ENFILE: said once
+    on stderr; the caller tries again later).  A connection reset while it
+    sat in the backlog is skipped.
+    """
+    while True:
         try:
             sock, _ = listener.accept()
         except BlockingIOError:
-            break
+            return None
         except ConnectionAbortedError:  # reset while in the backlog: skip it
             continue
-        except OSError as exc:  # EMFILE/ENFILE: out of descriptors; try again later
+        except OSError as exc:
             warn_once("accept", f"accept failed: {exc} (said once)")
-            break
+            return None
+        return sock
+
+
+def accept_clients(listener: socket.socket, limit: int = ACCEPT_BATCH) -> list[socket.socket]:
+    """Accept waiting connections, at most ``limit`` of them (one level-triggered wake-up)."""
+    accepted: list[socket.socket] = []
+    while len(accepted) < limit and (sock := accept_one(listener)) is not None:
         accepted.append(sock)
     return accepted
 

@@ -1,4 +1,4 @@
-"""asyncio protocol: ``loop.create_server`` with an ``asyncio.Protocol`` per connection.
+"""``loop.create_server`` with an ``asyncio.Protocol``: callbacks, no tasks.
 
 Where the concurrency comes from: asyncio's event loop -- a reactor like
 ``epoll_reactor`` (its selector is epoll on Linux), written once in the
@@ -6,14 +6,17 @@ standard library.  The loop owns the sockets and the waiting; for each
 connection it creates a *transport* (buffers, partial writes, closing) and
 calls our *protocol* back: ``data_received`` with the bytes it read, which we
 feed to the session and ``write`` the reply.  No coroutine, no task per
-connection: plain callbacks, the cheapest way to use asyncio.
+connection: plain callbacks, the cheapest way to use asyncio.  The protocol
+class, :class:`servers._asyncio_shared.SessionProtocol`, is shared with
+``uvloop_protocol``, which runs it on another loop; this file is the
+standard loop.
 
-Backpressure is the transport's: above its high-water mark (set to 1 MiB
-here, as in the hand-written reactors) it calls ``pause_writing``, and we
-answer with ``transport.pause_reading()``; ``resume_writing`` resumes.
-After QUIT, ``write_eof()`` sends the FIN behind the last reply and the
-transport keeps reading until the peer closes, so that a close with unread
-input cannot RST the reply away.
+Backpressure is the transport's: above its high-water mark (1 MiB, as in the
+hand-written reactors) it calls ``pause_writing``, and the protocol answers
+with ``transport.pause_reading()``; ``resume_writing`` resumes.  After QUIT,
+``write_eof()`` sends the FIN behind the last reply and the transport keeps
+reading until the peer closes, so that a close with unread input cannot RST
+the reply away.
 
 What it costs: the loop and transports are Python (with a little C), so
 each event passes through several layers of Python calls -- more per byte
@@ -31,119 +34,13 @@ through the middle of the event loop.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 from collections.abc import Callable
-from typing import cast
 
-from servers import LISTEN_BACKLOG
-from servers._nonblocking import HIGH_WATER, LINGER_LIMIT, LOW_WATER
+from servers._asyncio_shared import serve_protocol
 from servers.protocol import Session
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
-    """Run the standard asyncio loop until SIGTERM/SIGINT."""
-    asyncio.run(serve_until_stopped(listener, new_session))
-
-
-async def serve_until_stopped(listener: socket.socket, new_session: Callable[[], Session]) -> None:
-    """Serve with :class:`SessionProtocol` on the running loop (asyncio's or uvloop's)."""
-    loop = asyncio.get_running_loop()
-    live: set[SessionProtocol] = set()
-    server = await loop.create_server(
-        lambda: SessionProtocol(new_session(), live), sock=listener, backlog=LISTEN_BACKLOG
-    )
-    try:
-        await stop_signal()
-    finally:
-        server.close()
-        for protocol in list(live):
-            protocol.abort()
-        await server.wait_closed()
-
-
-async def stop_signal() -> None:
-    """Return when SIGTERM or SIGINT arrives (the command line's own handlers come back after)."""
-    loop = asyncio.get_running_loop()
-    stopped = loop.create_future()
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, lambda: stopped.done() or stopped.set_result(None))
-    try:
-        await stopped
-    finally:
-        for signum, handler in previous.items():
-            loop.remove_signal_handler(signum)  # leaves SIG_DFL: a second SIGTERM would kill
-            signal.signal(signum, handler)
-
-
-class SessionProtocol(asyncio.Protocol):
-    """One client: the transport's bytes go to the session, its replies go back."""
-
-    def __init__(self, session: Session, live: set[SessionProtocol]) -> None:
-        self.session = session
-        self.live = live
-        self.transport: asyncio.Transport | None = None
-        self.discarded = 0  # bytes read and thrown away after closing
-        self.writing_paused = False  # the transport holds over HIGH_WATER unsent bytes
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
-        self.live.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        session = self.session
-        if session.closing:  # lingering after QUIT: read only to avoid a RST
-            self.linger(len(data))
-            return
-        reply = session.receive_data(data)
-        if reply:
-            self.transport.write(reply)  # type: ignore[union-attr]  # sends what it can
-        if session.closing or session.pending:  # rare: QUIT, or the reply budget was spent
-            self.answer_held_back()
-
-    def answer_held_back(self) -> None:
-        """After QUIT, send the FIN; else answer held-back requests until pushed back."""
-        assert self.transport is not None
-        while True:
-            if self.session.closing:
-                self.transport.write_eof()  # FIN once the buffer is flushed
-                return
-            if not self.session.pending or self.writing_paused:
-                return  # resume_writing() comes back for the rest
-            reply = self.session.receive_data(b"")
-            if reply:
-                self.transport.write(reply)  # may call pause_writing() at once
-
-    def linger(self, size: int) -> None:
-        assert self.transport is not None
-        self.discarded += size
-        if self.discarded > LINGER_LIMIT:
-            self.transport.abort()
-
-    def eof_received(self) -> bool:
-        return False  # the peer is done: close once our replies are flushed
-
-    def pause_writing(self) -> None:
-        assert self.transport is not None
-        self.writing_paused = True
-        self.transport.pause_reading()  # backpressure: the client is over 1 MiB behind
-
-    def resume_writing(self) -> None:
-        assert self.transport is not None
-        self.writing_paused = False
-        self.answer_held_back()
-        if not self.writing_paused and not self.session.pending:
-            self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.live.discard(self)
-
-    def abort(self) -> None:
-        """Shutdown: close at once, abandoning unsent replies."""
-        if self.transport is not None:
-            self.transport.abort()
+    """Run the protocol server on the standard asyncio loop until SIGTERM/SIGINT."""
+    asyncio.run(serve_protocol(listener, new_session))

@@ -1,4 +1,4 @@
-"""asyncio streams: ``asyncio.start_server``, a coroutine per connection over streams.
+"""``asyncio.start_server`` with StreamReader/StreamWriter: a task per connection.
 
 Where the concurrency comes from: asyncio's event loop, as in
 ``asyncio_protocol``, but each connection is a *task* running a coroutine
@@ -24,7 +24,7 @@ request a trip through StreamReader's buffer plus two awaits (read, drain)
 How it fails: a step that blocks (a big PUT's ``fsync``) stalls every
 client; a forgotten ``drain()`` lets a client that never reads grow the
 server's memory without bound.  SIGTERM/SIGINT stop the loop through
-``loop.add_signal_handler`` (shared with ``asyncio_protocol``).
+``loop.add_signal_handler`` (:mod:`servers._asyncio_shared`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ import socket
 from collections.abc import Callable
 from functools import partial
 
-from servers import LISTEN_BACKLOG
-from servers._nonblocking import HIGH_WATER, LINGER_LIMIT, LOW_WATER, RECV_SIZE
-from servers.asyncio_protocol import stop_signal
+from servers._asyncio_shared import stop_signal
 from servers.protocol import Session
+from servers.tuning import HIGH_WATER, LINGER_LIMIT, LISTEN_BACKLOG, LOW_WATER, RECV_SIZE
 
 STOP_TIMEOUT = 2.0  # seconds for aborted clients' tasks to finish at shutdown
 
@@ -94,12 +93,12 @@ async def converse(
     """Read, feed the session, write and drain; after QUIT, FIN and linger."""
     while not session.closing:
         if session.pending:  # requests held back by the reply budget come first
-            data = b""
+            reply = session.resume()
         else:
             data = await reader.read(RECV_SIZE)
             if not data:  # the peer closed its side
                 return
-        reply = session.receive_data(data)
+            reply = session.receive_data(data)
         if reply:
             writer.write(reply)
             await writer.drain()  # waits only while over 1 MiB is unsent

@@ -1,4 +1,4 @@
-"""Blocking loop: one client at a time -- accept, serve until it leaves, accept the next.
+"""One client at a time: accept, serve until it leaves, accept the next.
 
 Where the concurrency comes from: nowhere.  This is the baseline every other
 model is measured against, and the first server in every sockets tutorial.

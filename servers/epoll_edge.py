@@ -1,4 +1,4 @@
-"""Edge-triggered epoll reactor: ``select.epoll()`` with ``EPOLLET``, drained to ``EAGAIN``.
+"""``select.epoll()`` with ``EPOLLET``: read, write and accept until ``EAGAIN``.
 
 Where the concurrency comes from: one thread, non-blocking sockets, one
 readiness loop, as in ``epoll_reactor`` -- but each socket is registered
@@ -11,17 +11,21 @@ there unseen: a client that sent its last request and now waits for the
 reply will wait forever, and a connection left in the accept backlog stays
 there until another one arrives.
 
-This loop keeps the rule without letting one fast client starve the rest
-(``epoll(7)``, "possible pitfalls"): it reads at most :data:`READ_BUDGET`
-chunks per socket per turn, and a socket that has not yet said ``EAGAIN`` is
-kept on a *ready list* and served again on the next turn, while epoll is
-polled without blocking.  A connection paused by backpressure stays on the
-ready list too, so reading resumes as soon as its output drains.  (Here that
-is belt and braces: when any edge wakes a socket, epoll reports its whole
-readiness, so the output edge that drains a paused connection also says
-"readable" if input is waiting.  A loop that registered input alone would
-have no such luck.)  What happens on a ready socket (buffers, backpressure,
-closing) is shared with the other reactors in :mod:`servers._nonblocking`.
+The shared connection (:mod:`servers._nonblocking`) does one step per
+call -- one ``recv``, one ``accept`` -- which is all a level-triggered loop
+needs; the loops that repeat those steps until ``EAGAIN`` are here, in
+:func:`drain_input` and :func:`accept_all`.  They keep the rule without
+letting one fast client starve the rest (``epoll(7)``, "possible
+pitfalls"): at most :data:`READ_BUDGET` reads per socket per turn, and a
+socket that has not yet said ``EAGAIN`` is kept on a *ready list* and served
+again on the next turn, while epoll is polled without blocking.  A
+connection paused by backpressure stays on the ready list too, so reading
+resumes as soon as its output drains.  (Here that is belt and braces: when
+any edge wakes a socket, epoll reports its whole readiness, so the output
+edge that drains a paused connection also says "readable" if input is
+waiting.  A loop that registered input alone would have no such luck.)
+Writing needs no loop of its own: every reactor's ``on_writable`` already
+sends until the buffer is empty or ``EAGAIN``.
 
 What it costs: no ``epoll_ctl`` after ``register`` -- no system call to
 start or stop watching for output around partial writes, or to pause input
@@ -40,7 +44,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers._nonblocking import Connection, accept_clients, close_all
+from servers._nonblocking import Connection, accept_one, close_all
 from servers.protocol import Session
 
 IN, OUT = select.EPOLLIN | select.EPOLLRDHUP, select.EPOLLOUT
@@ -62,7 +66,7 @@ def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
             timeout = 0 if any(c.wants_read for c in unread) else -1
             for fd, events in poller.poll(timeout):
                 if fd == listener.fileno():
-                    for sock in accept_clients(listener, None):  # None: until EAGAIN
+                    for sock in accept_all(listener):
                         conn = Connection(sock, new_session())
                         clients[conn.fd] = conn
                         poller.register(conn.fd, IN | OUT | EDGE)  # once, for good
@@ -70,12 +74,35 @@ def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
                     handle(clients[fd], events, unread)
                     update(poller, clients, unread, clients[fd])
             for conn in list(unread):
-                if conn.on_readable(READ_BUDGET):
+                if drain_input(conn):
                     unread.discard(conn)
                 update(poller, clients, unread, conn)
     finally:
         close_all(clients.values())
         poller.close()
+
+
+def accept_all(listener: socket.socket) -> list[socket.socket]:
+    """Accept until EAGAIN: a connection left in the backlog gets no second edge."""
+    accepted = []
+    while (sock := accept_one(listener)) is not None:
+        accepted.append(sock)
+    return accepted
+
+
+def drain_input(conn: Connection) -> bool:
+    """Read until EAGAIN, at most READ_BUDGET times; True once nothing is left unread.
+
+    False means "stopped early, input may remain": the budget is spent, or
+    backpressure paused reading.  The caller keeps the socket on its ready
+    list, since epoll will not report those bytes again.
+    """
+    for _ in range(READ_BUDGET):
+        if not conn.wants_read:  # paused, or finished
+            return conn.done or conn.eof
+        if not conn.on_readable():  # EAGAIN, EOF or a reset: drained
+            return True
+    return False
 
 
 def handle(conn: Connection, events: int, unread: set[Connection]) -> None:

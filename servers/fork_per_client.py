@@ -1,4 +1,4 @@
-"""Fork per client: ``os.fork()`` a child process for every connection.
+"""``os.fork()`` per connection; the parent reaps children on SIGCHLD.
 
 Where the concurrency comes from: the accept loop forks; the child serves
 the one client with the same blocking routine as every other server in the

@@ -1,4 +1,4 @@
-"""gevent: ``gevent.server.StreamServer``, one greenlet per connection.
+"""``gevent.server.StreamServer``: one greenlet per connection.
 
 Where the concurrency comes from: greenlets -- coroutines that switch on
 I/O.  Each connection runs the same blocking routine as the rest of the

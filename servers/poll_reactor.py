@@ -1,4 +1,4 @@
-"""Poll reactor: one thread waits on ``select.poll()`` for every client at once.
+"""One thread waits on ``select.poll()`` for every client at once.
 
 Where the concurrency comes from: no thread or process per client.  Every
 socket is non-blocking; one loop asks the kernel "which of these sockets can
@@ -28,7 +28,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers._nonblocking import ACCEPT_BATCH, Connection, accept_clients, close_all
+from servers._nonblocking import Connection, accept_clients, close_all
 from servers.protocol import Session
 
 IN, OUT = select.POLLIN, select.POLLOUT
@@ -46,7 +46,7 @@ def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
         while True:
             for fd, events in poller.poll():
                 if fd == listener.fileno():
-                    for sock in accept_clients(listener, ACCEPT_BATCH):
+                    for sock in accept_clients(listener):
                         conn = Connection(sock, new_session())
                         clients[conn.fd] = conn
                         watching[conn.fd] = interest(conn)

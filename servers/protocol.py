@@ -17,10 +17,25 @@ The pieces:
   the header alone, before any payload is buffered.
 * :func:`encode_frame`, :func:`encode_put_payload`, :func:`decode_put_payload`.
 * :class:`FramedSession` and :class:`RawSession` -- one per connection; a
-  server calls ``receive_data(data)`` and writes whatever bytes it returns,
-  then closes once ``closing`` is true.  They call a *handler*
-  (``Request -> Response``, normally :meth:`servers.service.FileService.handle`)
-  for every complete request.
+  server calls ``receive_data(data)`` with the bytes it read and writes
+  whatever bytes it returns, calls ``resume()`` while ``pending`` says
+  requests are held back, and closes once ``closing`` is true (the
+  :class:`Session` contract).  They call a *handler* (``Request ->
+  Response``, normally :meth:`servers.service.FileService.handle`) for every
+  complete request.  :class:`SessionFactory` makes one per connection.
+
+The fast path.  One whole request per read, nothing buffered, is what every
+benchmark does a million times, so it takes the fast path: the only code in
+the servers that trades plainness for speed, in three pieces --
+:meth:`FrameDecoder.whole_frame` (no copy through the buffer; the
+:class:`Frame` built with ``tuple.__new__``, skipping NamedTuple's
+Python-level ``__new__``), the first branch of
+:meth:`FramedSession.receive_data` (the header packed directly) and
+``FileService._echo`` (its :class:`Response` built with ``tuple.__new__``).
+Each sits beside its plain version -- ``next_frame``,
+:meth:`FramedSession.receive_data_plain`, ``Response.ok`` -- which is its
+specification; ``tests/test_protocol.py`` checks that both give the same
+bytes however the stream is split.
 """
 
 from __future__ import annotations
@@ -36,7 +51,7 @@ _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
 NAME_LENGTH = struct.Struct("!H")
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
-REPLY_BUDGET = 1024 * 1024  # replies built by one receive_data call, about
+REPLY_BUDGET = 1024 * 1024  # replies built by one receive_data or resume call, about
 MAX_PAYLOAD = 0xFFFFFFFF  # what the uint32 length field can say
 
 
@@ -81,7 +96,7 @@ class Response(NamedTuple):
 
 
 Request = Frame  # a request is a frame whose code is an opcode
-_new_frame = tuple.__new__  # Frame(...) without the Python-level __new__: hot path only
+_new_frame = tuple.__new__  # Frame(...) without its Python-level __new__: the fast path only
 Handler = Callable[[Request], Response]
 
 
@@ -120,10 +135,10 @@ def decode_put_payload(payload: bytes) -> tuple[bytes, bytes]:
 class FrameDecoder:
     """Accumulates bytes and yields whole frames, however the stream was split."""
 
-    __slots__ = ("_buffer", "_need", "max_frame")
+    __slots__ = ("_buffer", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self.max_frame = max_frame
+        self.max_frame = max_frame  # the largest payload accepted (``--max-frame``)
         self._buffer = bytearray()
 
     def receive_data(self, data: bytes) -> None:
@@ -161,22 +176,40 @@ class FrameDecoder:
             out.append(frame)
         return out
 
+    def whole_frame(self, data: bytes) -> Frame | None:
+        """Fast path: ``data`` as a frame if it is exactly one, else ``None`` (nothing consumed).
+
+        Only when nothing is buffered and ``data`` holds one whole frame
+        within ``max_frame``; then it is what ``receive_data(data)`` followed
+        by ``next_frame()`` would return, without copying ``data`` into the
+        buffer and out again.  Otherwise the caller takes the plain path.
+        """
+        if self._buffer or len(data) < HEADER_SIZE:
+            return None
+        code, length = _unpack_header(data)
+        if length > self.max_frame or len(data) != HEADER_SIZE + length:
+            return None
+        return _new_frame(Frame, (code, data[HEADER_SIZE:]))
+
 
 class Session(Protocol):
     """What every server drives, one per connection.
 
-    ``receive_data(data)`` returns the bytes to send.  ``pending`` is true
-    while whole requests wait unanswered because the reply budget of one
-    call was spent: the server calls ``receive_data(b"")`` to answer more
-    once the replies it has are on their way (and reads no more input
-    meanwhile).  ``closing`` is true after QUIT or a fatal framing error:
-    send what was returned, then close.
+    ``receive_data(data)`` takes the bytes just read (never empty: the end
+    of the stream is the server's business, not the session's) and returns
+    the bytes to send.  ``pending`` is true while whole requests wait
+    unanswered because one call's reply budget was spent: once the replies
+    it has are on their way, the server calls ``resume()`` for more -- and
+    reads no more input meanwhile.  ``closing`` is true after QUIT or a
+    fatal framing error: send what was returned, then close.
     """
 
     closing: bool
     pending: bool
 
     def receive_data(self, data: bytes) -> bytes: ...
+
+    def resume(self) -> bytes: ...
 
 
 class FramedSession:
@@ -188,39 +221,59 @@ class FramedSession:
     :data:`REPLY_BUDGET` bytes of replies: 64 KiB of pipelined 6-byte GET
     requests for a large file would otherwise build gigabytes before the
     server's backpressure could act.  Requests beyond the budget stay
-    buffered and ``pending`` says so.  After a QUIT or a fatal framing error
-    it sets ``closing``; the server writes what was returned, then closes,
-    and ignores anything the peer sent after.
+    buffered, ``pending`` says so and ``resume()`` answers the next budget's
+    worth.  After a QUIT or a fatal framing error it sets ``closing``; the
+    server writes what was returned, then closes, and ignores anything the
+    peer sent after.
+
+    ``receive_data`` is :meth:`receive_data_plain` plus one fast path (see
+    the module docstring); the plain method is its specification.
     """
 
-    __slots__ = ("_decoder", "_handler", "_max_frame", "pending", "closing")
+    __slots__ = ("_decoder", "_handler", "pending", "closing")
 
     def __init__(self, handler: Handler, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._decoder = FrameDecoder(max_frame)
         self._handler = handler
-        self._max_frame = max_frame
         self.pending = False  # whole requests wait, held back by the reply budget
         self.closing = False
 
     @property
     def max_frame(self) -> int:
         """The largest payload this session accepts (``--max-frame``)."""
-        return self._max_frame
+        return self._decoder.max_frame
 
     def receive_data(self, data: bytes) -> bytes:
+        """The encoded replies to the requests ``data`` completes: the fast path, then the plain."""
         if self.closing:
             return b""
-        # Fast path, by far the common case: nothing buffered and ``data`` is
-        # exactly one whole frame -- answer it without copying into a buffer.
-        if not self._decoder._buffer and len(data) >= HEADER_SIZE:
-            code, length = _unpack_header(data)
-            if length <= self._max_frame and len(data) == HEADER_SIZE + length:
-                request = _new_frame(Frame, (code, data[HEADER_SIZE:]))
-                status, payload, close = self._handler(request)
-                if close:
-                    self.closing = True
-                return _pack_header(status, len(payload)) + payload
+        request = self._decoder.whole_frame(data)
+        if request is None:
+            return self.receive_data_plain(data)
+        # Fast path: ``data`` is one whole request and nothing else waits --
+        # by far the commonest case.  No budget to count, no list to join.
+        status, payload, close = self._handler(request)
+        if close:
+            self.closing = True
+        return _pack_header(status, len(payload)) + payload
+
+    def receive_data_plain(self, data: bytes) -> bytes:
+        """What :meth:`receive_data` does, without the fast path: buffer, then answer."""
+        if not data:
+            raise ValueError("receive_data needs bytes; resume() answers held-back requests")
+        if self.closing:
+            return b""
         self._decoder.receive_data(data)
+        return self._answer()
+
+    def resume(self) -> bytes:
+        """Answer requests held back by the reply budget (``b""`` when none wait)."""
+        if self.closing or not self.pending:
+            return b""
+        return self._answer()
+
+    def _answer(self) -> bytes:
+        """Answer the buffered whole requests, in order, up to the reply budget."""
         out = []
         size = 0
         self.pending = False
@@ -237,7 +290,7 @@ class FramedSession:
             if frame is None:
                 break
             response = self._handler(frame)
-            out.append(encode_frame(response.status, response.payload))
+            out.append(encode_response(response))
             size += HEADER_SIZE + len(response.payload)
             if response.close:
                 self.closing = True
@@ -256,3 +309,32 @@ class RawSession:
 
     def receive_data(self, data: bytes) -> bytes:
         return bytes(data)
+
+    def resume(self) -> bytes:
+        return b""
+
+
+class SessionFactory:
+    """Makes the session for each new connection, and says what they speak.
+
+    The command line builds one and passes it to a variant's ``serve`` as
+    ``new_session``: calling it returns a fresh session.  ``protocol`` and
+    ``max_frame`` are there for a variant that does not serve in Python
+    (``native_epoll`` hands them to its binary).
+    """
+
+    __slots__ = ("protocol", "max_frame", "handler")
+
+    def __init__(self, protocol: str, max_frame: int, handler: Handler | None = None) -> None:
+        if protocol not in ("framed", "raw"):
+            raise ValueError(f"protocol must be 'framed' or 'raw', not {protocol!r}")
+        if protocol == "framed" and handler is None:
+            raise ValueError("the framed protocol needs a handler")
+        self.protocol = protocol
+        self.max_frame = max_frame
+        self.handler = handler
+
+    def __call__(self) -> Session:
+        if self.handler is None or self.protocol == "raw":
+            return RawSession()
+        return FramedSession(self.handler, self.max_frame)

@@ -1,4 +1,4 @@
-"""Select reactor: one thread waits on ``select.select()`` for every client at once.
+"""One thread waits on ``select.select()`` for every client at once.
 
 Where the concurrency comes from: no thread or process per client.  Every
 socket is non-blocking; one loop asks the kernel "which of these sockets can
@@ -30,7 +30,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers._nonblocking import ACCEPT_BATCH, Connection, accept_clients, close_all, warn_once
+from servers._nonblocking import Connection, accept_clients, close_all, warn_once
 from servers.protocol import Session
 
 IN, OUT = 1, 4  # our own flags for "readable" and "writable": select() has none
@@ -45,7 +45,7 @@ def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
         while True:
             for fd, events in wait(listener, clients):
                 if fd == listener.fileno():
-                    for sock in accept_clients(listener, ACCEPT_BATCH):
+                    for sock in accept_clients(listener):
                         if admit(sock):
                             conn = Connection(sock, new_session())
                             clients[conn.fd] = conn

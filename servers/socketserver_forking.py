@@ -1,4 +1,4 @@
-"""socketserver forking: ``ForkingMixIn`` + ``TCPServer`` + ``StreamRequestHandler``.
+"""``socketserver`` ``ForkingMixIn`` + ``TCPServer`` + ``StreamRequestHandler``.
 
 Where the concurrency comes from: the standard library's ``socketserver``
 puts the model in one overridable method, ``process_request``.

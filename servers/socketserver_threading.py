@@ -1,4 +1,4 @@
-"""socketserver threading: ``ThreadingMixIn`` + ``TCPServer`` + ``StreamRequestHandler``.
+"""``socketserver`` ``ThreadingMixIn`` + ``TCPServer`` + ``StreamRequestHandler``.
 
 Where the concurrency comes from: the standard library's ``socketserver``
 puts the model in one overridable method, ``process_request``.

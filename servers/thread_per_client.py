@@ -1,4 +1,4 @@
-"""Thread per client: one ``threading.Thread`` for every connection.
+"""One ``threading.Thread`` per connection.
 
 Where the concurrency comes from: the accept loop hands each connection to a
 new OS thread, which runs the same blocking routine as every other server in

@@ -1,7 +1,8 @@
-"""uvloop protocol: the ``asyncio_protocol`` server, unchanged, on uvloop's event loop.
+"""The ``asyncio_protocol`` server, unchanged, on uvloop's event loop (libuv).
 
-Where the concurrency comes from: the same :class:`SessionProtocol`
-callbacks as ``asyncio_protocol`` -- this file only swaps the loop.  uvloop
+Where the concurrency comes from: the same ``SessionProtocol`` callbacks
+as ``asyncio_protocol`` (:mod:`servers._asyncio_shared`) -- this file only
+swaps the loop.  uvloop
 is a drop-in asyncio event loop written in Cython on top of libuv (the loop
 under Node.js): the waiting (epoll on Linux), the transports' buffering and
 partial writes, and the callback dispatch run in C.  Only
@@ -27,10 +28,10 @@ from collections.abc import Callable
 
 import uvloop
 
-from servers.asyncio_protocol import serve_until_stopped
+from servers._asyncio_shared import serve_protocol
 from servers.protocol import Session
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
-    """Run the asyncio_protocol server on a uvloop loop until SIGTERM/SIGINT."""
-    uvloop.run(serve_until_stopped(listener, new_session))
+    """Run the protocol server on a uvloop loop until SIGTERM/SIGINT."""
+    uvloop.run(serve_protocol(listener, new_session))

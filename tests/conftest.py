@@ -26,7 +26,7 @@ def variant_params(keep: Callable[[servers.Variant], bool] = lambda v: True) -> 
     """
     params = []
     for variant in servers.REGISTRY.values():
-        if variant.family == "test" or not keep(variant):
+        if variant.code == "test" or not keep(variant):
             continue
         reason = variant.unavailable_reason
         marks = [pytest.mark.skip(reason=f"{variant.name} unavailable: {reason}")] if reason else []

@@ -26,10 +26,12 @@ def test_list_shows_every_variant() -> None:
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     for variant in servers.REGISTRY.values():
-        if variant.family != "test":
+        if variant.code != "test":
             assert any(
                 line.split()[0] == variant.name and variant.summary in line for line in lines
             )
+            if variant.limit:
+                assert f"limit: {variant.limit}" in result.stdout
 
 
 def test_ready_line(tmp_path: Path) -> None:

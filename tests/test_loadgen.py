@@ -22,15 +22,9 @@ import pytest
 
 from loadgen.engine import ERROR_KINDS, LoadError, run_load
 from loadgen.launch import MALLOC_ENV, RunningServer, start_server, suite_env
+from tests.fakes import fake_env
 
-FAKES = {
-    "fake_bad_echo": "tests.fakes.bad_echo",
-    "fake_pause_once": "tests.fakes.pause_once",
-    "fake_never_reply": "tests.fakes.never_reply",
-    "fake_bad_status": "tests.fakes.bad_status",
-    "fake_close_after_one": "tests.fakes.close_after_one",
-}
-FAKE_ENV = {"CONCURRENCY_BENCH_EXTRA": ",".join(f"{k}={v}" for k, v in FAKES.items())}
+FAKE_ENV = fake_env()  # the started servers know tests/fakes
 
 LATENCY_KEYS = {"p50", "p90", "p99", "p999", "max", "mean"}
 TOP_KEYS = {

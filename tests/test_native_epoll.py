@@ -7,6 +7,7 @@ Skipped, with the registry's reason, where there is no C compiler.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -200,9 +201,9 @@ def test_signal_exits_zero_and_group_is_gone(tmp_path: Path, signum: int) -> Non
 
 
 def test_prepare_without_compiler_is_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from servers import native_epoll
+    from servers import native_build, native_epoll
 
-    monkeypatch.setattr(native_epoll.shutil, "which", lambda name: None)
+    monkeypatch.setattr(native_build.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match=r"no C compiler \(cc\) found"):
         native_epoll.prepare()
     assert servers.get("native_epoll").unavailable_reason == "no C compiler (cc) found"
@@ -253,6 +254,21 @@ def test_cli_without_compiler_is_a_one_line_error(tmp_path: Path) -> None:
     assert "no C compiler (cc) found" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_c_sizes_match_the_suite() -> None:
+    # The C server cannot import servers.tuning; its two sizes must say the same.
+    from servers import native_epoll, tuning
+
+    source = native_epoll.SOURCE.read_text()
+
+    def define(name: str) -> int:
+        match = re.search(rf"#define {name} \((\d+) \* (\d+)\)", source)
+        assert match, f"no #define {name} (A * B) in native_epoll.c"
+        return int(match[1]) * int(match[2])
+
+    assert define("RECV_SIZE") == tuning.RECV_SIZE
+    assert define("OUT_HIGH") == tuning.HIGH_WATER
 
 
 def test_struct_header_matches_protocol() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,16 +14,19 @@ from servers.protocol import (
     Frame,
     FrameDecoder,
     FramedSession,
+    Handler,
     Op,
     ProtocolError,
     RawSession,
     Request,
     Response,
+    SessionFactory,
     Status,
     decode_put_payload,
     encode_frame,
     encode_put_payload,
 )
+from servers.service import FileService
 
 frames_st = st.lists(
     st.builds(Frame, st.integers(0, 255), st.binary(max_size=300)), min_size=0, max_size=12
@@ -169,7 +174,7 @@ def test_reply_budget_holds_requests_back() -> None:
     out = first
     calls = 1
     while session.pending:
-        more = session.receive_data(b"")
+        more = session.resume()
         assert len(more) < REPLY_BUDGET + len(big) + 100
         out += more
         calls += 1
@@ -177,13 +182,105 @@ def test_reply_budget_holds_requests_back() -> None:
     decoder = FrameDecoder(1 << 30)
     decoder.receive_data(out)
     assert [f.payload[-3:] for f in decoder.frames()] == [b"%03d" % i for i in range(40)]
-    assert session.receive_data(b"") == b""
+    assert session.resume() == b""
+
+
+def test_empty_data_is_refused_not_taken_for_resume() -> None:
+    """h11 reads receive_data(b"") as end of stream; ours refuses it: resume() is explicit."""
+    session = FramedSession(echo_handler)
+    with pytest.raises(ValueError, match="resume"):
+        session.receive_data(b"")
+    assert session.resume() == b""  # nothing held back
+
+
+# -- the fast path and its specification ---------------------------------------------
+
+
+def test_whole_frame_takes_exactly_one_frame() -> None:
+    one = encode_frame(Op.ECHO, b"abc")
+    decoder = FrameDecoder(max_frame=10)
+    assert decoder.whole_frame(one) == Frame(Op.ECHO, b"abc")
+    assert decoder.whole_frame(one + one) is None  # two frames: the plain path
+    assert decoder.whole_frame(one[:-1]) is None  # part of one
+    assert decoder.whole_frame(encode_frame(Op.ECHO, b"x" * 11)) is None  # over max_frame
+    decoder.receive_data(b"\x01")
+    assert decoder.whole_frame(one) is None  # something already buffered
+    assert decoder.buffered == 1  # and nothing was consumed
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> FileService:
+    root = tmp_path_factory.mktemp("fast-path")
+    (root / "a.txt").write_bytes(b"contents of a")
+    return FileService(root)
+
+
+def plain_handler(service: FileService) -> Handler:
+    """The service with ECHO answered by its specification, ``Response.ok``."""
+
+    def handle(request: Request) -> Response:
+        if request.code == Op.ECHO:
+            return Response.ok(request.payload)
+        return service.handle(request)
+
+    return handle
+
+
+MAX_FRAME = 64  # some payloads are over it, so the error-and-close path is compared too
+requests_st = st.lists(
+    st.tuples(
+        st.sampled_from([Op.ECHO, Op.ECHO, Op.ECHO, Op.LIST, Op.GET, Op.QUIT, 0x7F]),
+        st.one_of(
+            st.binary(max_size=MAX_FRAME + 16),
+            st.sampled_from([b"", b"a.txt", b"../x", b"x" * MAX_FRAME, b"x" * (MAX_FRAME + 1)]),
+        ),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300)
+@given(requests_st, st.data())
+def test_fast_path_gives_the_plain_bytes(
+    service: FileService, requests: list[tuple[int, bytes]], data: st.DataObject
+) -> None:
+    """receive_data (fast path) and receive_data_plain answer every split with the same bytes."""
+    frames = [encode_frame(op, payload) for op, payload in requests]
+    stream = b"".join(frames)
+    ends = list(itertools.accumulate(len(f) for f in frames))
+    cut_st = st.sampled_from(ends) | st.integers(0, len(stream)) if ends else st.just(0)
+    cuts = data.draw(st.lists(cut_st, max_size=12))  # frame ends often: the fast path's case
+    points = sorted({0, len(stream), *cuts})
+    fast = FramedSession(service.handle, MAX_FRAME)
+    plain = FramedSession(plain_handler(service), MAX_FRAME)
+    for start, end in zip(points, points[1:], strict=False):
+        chunk = stream[start:end]
+        assert fast.receive_data(chunk) == plain.receive_data_plain(chunk)
+        assert (fast.closing, fast.pending) == (plain.closing, plain.pending)
+        while plain.pending:
+            assert fast.resume() == plain.resume()
+
+
+def test_service_echo_is_its_plain_response(service: FileService) -> None:
+    got = service.handle(Frame(Op.ECHO, b"hi"))
+    assert type(got) is Response and got == Response.ok(b"hi")
+
+
+def test_session_factory_says_what_its_sessions_speak(service: FileService) -> None:
+    framed = SessionFactory("framed", 123, service.handle)
+    session = framed()
+    assert isinstance(session, FramedSession) and session.max_frame == 123
+    raw = SessionFactory("raw", 123)
+    assert isinstance(raw(), RawSession) and raw.protocol == "raw"
+    with pytest.raises(ValueError):
+        SessionFactory("framed", 123)  # no handler
 
 
 def test_raw_session_echoes_bytes() -> None:
     session = RawSession()
     assert session.receive_data(bytearray(b"\x05\x00\x00")) == b"\x05\x00\x00"
-    assert not session.closing
+    assert not session.closing and not session.pending
+    assert session.resume() == b""
 
 
 def test_protocol_module_does_no_io() -> None:

@@ -24,10 +24,11 @@ from loadgen import harness, results
 from loadgen import summary as sm
 from loadgen.launch import suite_env
 from loadgen.scenarios import PROFILES, SCENARIOS, resolve
+from tests.fakes import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_ALL = str(ROOT / "run_all.py")
-BAD_ECHO = {"CONCURRENCY_BENCH_EXTRA": "fake_bad_echo=tests.fakes.bad_echo"}
+BAD_ECHO = fake_env()  # the started processes know tests/fakes (fake_bad_echo)
 
 METADATA_KEYS = {
     "date",

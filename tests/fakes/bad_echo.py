@@ -38,6 +38,9 @@ class BadEchoSession:
     def pending(self) -> bool:
         return self.inner.pending
 
+    def resume(self) -> bytes:
+        return self.inner.resume()
+
     def receive_data(self, data: bytes) -> bytes:
         self.decoder.receive_data(data)
         out = bytearray()
