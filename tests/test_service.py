@@ -210,11 +210,13 @@ def _answer_within(call: Callable[[], Frame], seconds: float, fifo: Path | None 
     worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
     worker.start()
     worker.join(seconds)
-    if worker.is_alive() and fifo is not None:
-        # Release an open() blocked on the FIFO: a writer appearing unblocks its reader.
+    blocked = worker.is_alive()
+    if blocked and fifo is not None:
+        # Release an open() blocked on the FIFO (a writer appearing unblocks its
+        # reader), so that the failing test leaves no thread stuck behind.
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         worker.join(5)
-    assert result, f"no answer within {seconds} s: the service blocked"
+    assert not blocked, f"no answer within {seconds} s: the service blocked"
     return result[0]
 
 
