@@ -11,6 +11,10 @@ listens, one line of JSON goes to stdout (``server``, ``host``, ``port``,
 port, with no sleeping and no guessing.  SIGTERM and SIGINT both become
 ``SystemExit(0)`` in the main thread; ``serve()`` cleans up and the process
 exits 0.
+
+Before it listens, a framed server removes the temporary files that a
+crashed PUT of an earlier server left in its root, and says so on stderr
+(:func:`servers.service.remove_stale_temp_files`).
 """
 
 from __future__ import annotations
@@ -81,6 +85,22 @@ def session_factory(protocol: str, root: str, max_frame: int) -> SessionFactory:
     return SessionFactory("framed", max_frame, FileService(root).handle)
 
 
+def remove_crash_leftovers(root: str) -> None:
+    """Delete the temporary files a killed server's PUTs left in ``root``; report each on stderr."""
+    from servers.service import remove_stale_temp_files
+
+    try:
+        results = remove_stale_temp_files(root)
+    except OSError as exc:  # an unreadable root: LIST will say so; serving can still start
+        results = [("the root's temporary files", exc.strerror or str(exc))]
+    for name, problem in results:
+        if problem is None:
+            message = f"removed {name}, left by a PUT that never finished (a crash)"
+        else:
+            message = f"kept {name}: {problem}"
+        print(f"python -m servers: {message}", file=sys.stderr, flush=True)
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     # Ignore any further SIGTERM/SIGINT: a second one must not interrupt the
     # cleanup (reaping children) that this first one starts, and Python
@@ -114,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare()
         except RuntimeError as exc:
             fail(str(exc))
+    if args.protocol == "framed":  # raw mode never touches the root
+        remove_crash_leftovers(args.root)
     new_session = session_factory(args.protocol, args.root, args.max_frame)
     try:
         listener = socket.create_server((args.host, args.port), backlog=servers.LISTEN_BACKLOG)

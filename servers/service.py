@@ -11,12 +11,23 @@ Rules enforced here (docs/PROTOCOL.md, "Names" and "Files"):
   or ``..``, does not start with ``.``, and has no ``/``, ``\\``, ``:``, NUL
   or other control character.  Anything else is an ERROR and no file is
   touched, so nothing outside the directory can ever be named.
-* Symlinks are never followed: LIST skips them, GET refuses them (opened
-  with ``O_NOFOLLOW`` where the platform has it, then checked with fstat).
+* Only regular files are served, and nothing else is ever waited on.  A
+  FIFO with no writer blocks a plain ``open()`` forever -- in a one-thread
+  server that is every client's outage -- so GET opens with ``O_NONBLOCK``
+  and ``O_NOFOLLOW`` (a symlink fails with ELOOP, a FIFO opens at once, a
+  Unix socket fails with ENXIO), then checks the open descriptor with
+  fstat: anything but a regular file is ``ERROR not a regular file``.  The
+  check is on the descriptor, not the name, so swapping the name between
+  check and read cannot fool it.  LIST never opens an entry: it reads the
+  types scandir already has and lists regular files only.  PUT refuses a
+  name that exists as anything but a regular file and leaves it as it is.
 * PUT is atomic: write a hidden temporary file in the same directory,
   flush, fsync, then ``os.replace`` it over the name.  A reader sees the old
-  file or the new one, never a part.  Temporary names start with ``.`` so
-  they are never listed or served.
+  file or the new one, never a part; a crash (even SIGKILL) leaves the old
+  file whole and at worst a temporary file, which
+  :func:`remove_stale_temp_files` deletes when the next server starts.
+  Temporary names start with ``.`` so they are never listed or served, and
+  no client can create one.
 
 In an event loop (select, epoll, asyncio, gevent) these calls block the
 loop while the disk works; that is part of what those models cost.
@@ -25,6 +36,8 @@ loop while the disk works; that is part of what those models cost.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import stat
 import unicodedata
 from pathlib import Path
@@ -45,6 +58,16 @@ TEMP_PREFIX = ".put-"
 _FORBIDDEN = frozenset("/\\:")
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO or device must not block open()
+_O_NOCTTY = getattr(os, "O_NOCTTY", 0)  # a terminal device must not become ours
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # a forked or exec'd child must not inherit it
+_GET_FLAGS = os.O_RDONLY | _O_NONBLOCK | _O_NOFOLLOW | _O_NOCTTY | _O_CLOEXEC | _O_BINARY
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+NOT_REGULAR = "not a regular file"
+# A PUT's temporary file: .put-<pid>-<16 hex digits>.tmp.  Only this code makes
+# such names (a client's names cannot start with "."), and the pattern is
+# narrow so that startup cleanup never takes a file someone else put there.
+TEMP_PATTERN = re.compile(r"\.put-(?P<pid>[0-9]{1,10})-[0-9a-f]{16}\.tmp")
 
 
 class InvalidName(ValueError):
@@ -109,48 +132,140 @@ class FileService:
     def _list(self, payload: bytes) -> Response:
         if payload:
             return Response.error("LIST takes an empty payload")
-        names = sorted(
-            entry.name
-            for entry in os.scandir(self.root)
-            if entry.is_file(follow_symlinks=False) and not entry.name.startswith(".")
-        )
+        # scandir's entry types come from the directory itself (d_type, or
+        # lstat where the filesystem has none): no entry is opened, so a FIFO
+        # cannot block LIST.  FIFOs, sockets, devices, directories and
+        # symlinks are not listed: a client could not GET them anyway.
+        with os.scandir(self.root) as entries:
+            names = sorted(
+                entry.name
+                for entry in entries
+                if entry.is_file(follow_symlinks=False) and not entry.name.startswith(".")
+            )
         return Response.ok("\n".join(names).encode("utf-8"))
 
     def _get(self, payload: bytes) -> Response:
         name = check_name(payload)
-        path = self.root / name
         try:
-            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_BINARY)
+            fd = self._open_regular(name)
         except FileNotFoundError:
             return Response.error(f"no such file: {name}")
-        except OSError as exc:
-            if os.path.islink(path):  # O_NOFOLLOW answers ELOOP
-                return Response.error(f"not a regular file: {name}")
-            raise exc
+        if fd is None:
+            return Response.error(NOT_REGULAR)
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return Response.error(f"not a regular file: {name}")
             return Response.ok(f.read())
+
+    def _open_regular(self, name: str) -> int | None:
+        """Open ``name`` for reading if it is a regular file; ``None`` if it is anything else.
+
+        Never blocks: ``O_NONBLOCK`` makes opening a FIFO or device return at
+        once, and the type is checked on the descriptor (fstat) before any
+        read.  Raises OSError (FileNotFoundError for a missing name) otherwise.
+        """
+        try:
+            fd = os.open(self.root / name, _GET_FLAGS)
+        except OSError:
+            # ELOOP (a symlink, O_NOFOLLOW), ENXIO (a Unix socket), ENOENT,
+            # EACCES...: say "not a regular file" only when that is what the
+            # name is; anything else goes up as it is.
+            if self._exists_not_regular(name):
+                return None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return None
+            # Linux ignores O_NONBLOCK on a regular file (mandatory locks
+            # aside), but POSIX lets a system honour it: clear it, read as usual.
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _exists_not_regular(self, name: str) -> bool:
+        """True if ``name`` exists in the root as anything but a regular file (lstat: no follow)."""
+        try:
+            mode = os.lstat(self.root / name).st_mode
+        except FileNotFoundError:
+            return False
+        return not stat.S_ISREG(mode)
 
     def _put(self, payload: bytes) -> Response:
         raw_name, data = decode_put_payload(payload)
         name = check_name(raw_name)
-        target = self.root / name
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            return Response.error(f"not a regular file: {name}")
-        tmp = self.root / f"{TEMP_PREFIX}{os.getpid()}-{id(data):x}-{os.urandom(4).hex()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o644)
+        # Refuse a FIFO, directory, symlink, socket or device without touching
+        # it.  Should the name change after this check, os.replace still only
+        # swaps a directory entry: it never opens, follows or writes the old one.
+        if self._exists_not_regular(name):
+            return Response.error(NOT_REGULAR)
+        tmp = self.root / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, _TEMP_FLAGS, 0o644)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.root / name)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # ENOSPC, EIO...: no half-written file stays behind
             raise
         return Response.ok()
 
     @staticmethod
     def _quit(payload: bytes) -> Response:
         return Response.ok(close=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def remove_stale_temp_files(root: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
+    """Delete temporary files that a crashed PUT left in ``root``; say what happened to each.
+
+    Returns ``(name, None)`` for each file removed and ``(name, reason)`` for
+    each one left in place.  Only names matching :data:`TEMP_PATTERN` are
+    considered, only regular files (a symlink, FIFO or directory of that
+    name is left alone and never followed), only directly in ``root``.  A
+    file whose writer process is still alive is kept: another server may be
+    serving the same directory.  Our own pid counts as dead -- this runs
+    before we have written anything, so a match is from an earlier life
+    (a restarted container reuses pids).
+    """
+    results: list[tuple[str, str | None]] = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            match = TEMP_PATTERN.fullmatch(entry.name)
+            if match is None or not entry.is_file(follow_symlinks=False):
+                continue
+            if _pid_alive(int(match["pid"])):
+                results.append((entry.name, "its writer process is still running"))
+                continue
+            try:
+                os.unlink(entry.path)  # unlink never follows a symlink
+            except FileNotFoundError:
+                continue  # someone else removed it first
+            except OSError as exc:
+                results.append((entry.name, exc.strerror or str(exc)))
+                continue
+            results.append((entry.name, None))
+    return results
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # larger than any pid: no such process
+        return False
+    except PermissionError:  # it exists, it is someone else's
+        return True
+    return True
