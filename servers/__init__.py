@@ -11,13 +11,15 @@ README's table repeats it (``tests/test_registry.py`` checks both).
 
 Every variant module has the same entry point::
 
-    serve(listener: socket.socket, new_session: Callable[[], Session]) -> None
+    serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None
 
 ``listener`` is already bound and listening (``python -m servers`` made it
 and printed the ready line); ``new_session()`` returns a fresh sans-I/O
 session (:mod:`servers.protocol`) for each accepted connection -- it is a
 :class:`servers.protocol.SessionFactory`, whose ``protocol`` and
-``max_frame`` say what the sessions speak.  ``serve`` runs until
+``max_frame`` say what the sessions speak.  ``limits`` (a
+:class:`servers.tuning.Limits`) holds the idle and request timeouts and the
+client limit the variant enforces, each in its own idiom.  ``serve`` runs until
 SIGTERM/SIGINT (the command line turns both into :class:`SystemExit`), then
 returns having closed its clients and reaped any child process.
 
@@ -73,6 +75,12 @@ SCHEDULING = {
     "event loop": "one thread; a loop serves whichever sockets are ready",
 }
 
+# --max-clients of the thread- and process-per-client models when not given:
+# 1,024 threads (8 MiB of stack address space each) or processes is far
+# below what takes a 2-core, 24 GiB machine down, and above the suite's
+# largest connection level (1,000).
+DEFAULT_CLIENT_LIMIT = 1024
+
 # ``family``, the grouping results and charts have always used, follows ``code``.
 _FAMILY_OF_CODE = {
     "blocking": "blocking",
@@ -92,6 +100,10 @@ class Variant:
     scheduling: str  # who picks the next client to serve: a key of SCHEDULING
     limit: str | None = None  # platform or descriptor limit, for humans
     max_clients: int | None = None  # hard cap on simultaneous clients, if any
+    # --max-clients when not given (Limits.max_clients): a finite default
+    # for the models that spend a thread or a process per client, so that a
+    # flood of connections cannot take the machine down; None: unlimited.
+    default_max_clients: int | None = None
     requires: Callable[[], str | None] | None = None  # returns why unavailable
     forks: bool = False  # serves clients in child processes (zombie and orphan checks apply)
     module: str = ""  # import path; default servers.<name>
@@ -177,6 +189,7 @@ _VARIANTS = [
         limit="one process per client (memory, fork cost, the process limit)",
         forks=True,
         requires=_needs_fork,
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
     ),
     Variant(
         "thread_per_client",
@@ -185,6 +198,7 @@ _VARIANTS = [
         code="blocking",
         scheduling="threads",
         limit="one OS thread (and its stack) per client; the GIL serialises Python code",
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
     ),
     Variant(
         "socketserver_forking",
@@ -204,6 +218,7 @@ _VARIANTS = [
         code="blocking",
         scheduling="threads",
         limit="one OS thread (and its stack) per client; the GIL serialises Python code",
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
     ),
     Variant(
         "gevent_server",

@@ -2,6 +2,7 @@
 
     python -m servers NAME [--host 127.0.0.1] [--port 0] [--root DIR]
                            [--protocol framed|raw] [--max-frame BYTES]
+                           [--idle-timeout S] [--request-timeout S] [--max-clients N]
     python -m servers --list
 
 The listening socket is made here, the same way for every variant, so that a
@@ -29,6 +30,7 @@ from typing import NoReturn
 
 import servers
 from servers.protocol import DEFAULT_MAX_FRAME, SessionFactory
+from servers.tuning import IDLE_TIMEOUT, REQUEST_TIMEOUT, Limits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +56,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help=f"largest payload accepted (default {DEFAULT_MAX_FRAME})",
     )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT,
+        metavar="S",
+        help=f"close a connection with no request in progress and no input for S seconds "
+        f"(default {IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT,
+        metavar="S",
+        help="answer 'ERROR request timeout' and close when a request is still incomplete S "
+        f"seconds after its first byte, or output makes no progress for S (default "
+        f"{REQUEST_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--max-clients",
+        type=int,
+        metavar="N",
+        help="serve at most N clients at once; the next gets 'ERROR server busy' and is closed "
+        "(default: the variant's, see --list; 0: no limit)",
+    )
     return p
+
+
+def limits_from(args: argparse.Namespace, variant: servers.Variant) -> Limits:
+    """The Limits a variant is given: the options, or the variant's default client limit."""
+    max_clients = variant.default_max_clients if args.max_clients is None else args.max_clients
+    return Limits(args.idle_timeout, args.request_timeout, max_clients or None)
 
 
 def fail(message: str) -> NoReturn:
@@ -75,6 +107,8 @@ def print_list() -> None:
         print(line)
         if variant.limit:
             print(f"{'':<{width}}  limit: {variant.limit}")
+        if variant.default_max_clients:
+            print(f"{'':<{width}}  --max-clients default: {variant.default_max_clients}")
 
 
 def session_factory(protocol: str, root: str, max_frame: int) -> SessionFactory:
@@ -124,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"root {args.root!r} is not an existing directory")
     if args.max_frame < 0:
         fail("--max-frame must be >= 0")
+    if args.idle_timeout <= 0 or args.request_timeout <= 0:
+        fail("--idle-timeout and --request-timeout must be > 0")
+    if args.max_clients is not None and args.max_clients < 0:
+        fail("--max-clients must be >= 0 (0: no limit)")
+    limits = limits_from(args, servers.get(args.name))
     try:
         module = servers.load(args.name)
     except (RuntimeError, ImportError) as exc:
@@ -153,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": args.protocol,
         "root": os.path.abspath(args.root),
         "max_frame": args.max_frame,
+        "idle_timeout": limits.idle_timeout,
+        "request_timeout": limits.request_timeout,
+        "max_clients": limits.max_clients,
     }
     print(json.dumps(ready), flush=True)
     try:
-        module.serve(listener, new_session)
+        module.serve(listener, new_session, limits)
     except (SystemExit, KeyboardInterrupt):
         pass
     finally:

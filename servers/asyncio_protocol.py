@@ -39,8 +39,9 @@ from collections.abc import Callable
 
 from servers._asyncio_shared import serve_protocol
 from servers.protocol import Session
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run the protocol server on the standard asyncio loop until SIGTERM/SIGINT."""
     asyncio.run(serve_protocol(listener, new_session))

@@ -36,12 +36,12 @@ from functools import partial
 
 from servers._asyncio_shared import stop_signal
 from servers.protocol import Session
-from servers.tuning import HIGH_WATER, LINGER_LIMIT, LISTEN_BACKLOG, LOW_WATER, RECV_SIZE
+from servers.tuning import HIGH_WATER, LINGER_LIMIT, LISTEN_BACKLOG, LOW_WATER, RECV_SIZE, Limits
 
 STOP_TIMEOUT = 2.0  # seconds for aborted clients' tasks to finish at shutdown
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run the standard asyncio loop until SIGTERM/SIGINT."""
     asyncio.run(serve_until_stopped(listener, new_session))
 

@@ -23,9 +23,10 @@ from collections.abc import Callable
 
 from servers._blocking import handle_client
 from servers.protocol import Session
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Accept forever; each client is served to the end before the next."""
     while True:
         sock, _ = listener.accept()

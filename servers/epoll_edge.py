@@ -46,6 +46,7 @@ from collections.abc import Callable
 
 from servers._nonblocking import Connection, accept_one, close_all
 from servers.protocol import Session
+from servers.tuning import Limits
 
 IN, OUT = select.EPOLLIN | select.EPOLLRDHUP, select.EPOLLOUT
 HANGUP, FAILED = select.EPOLLHUP, select.EPOLLERR
@@ -53,7 +54,7 @@ EDGE = select.EPOLLET
 READ_BUDGET = 16  # recv() calls per socket per turn before serving the others (1 MiB)
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Wait for edges; drain each socket (or remember it), repeat."""
     listener.setblocking(False)
     poller = select.epoll()

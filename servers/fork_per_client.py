@@ -29,11 +29,12 @@ from collections.abc import Callable
 
 from servers._blocking import handle_client
 from servers.protocol import Session
+from servers.tuning import Limits
 
 CHILDREN: set[int] = set()  # live children, so shutdown can end and reap them
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Accept forever; each client gets a process of its own."""
     signal.signal(signal.SIGCHLD, reap_children)
     try:

@@ -29,9 +29,10 @@ from gevent.server import StreamServer
 
 from servers._blocking import handle_client
 from servers.protocol import Session
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Serve forever; StreamServer spawns a greenlet per accepted client."""
     listener.setblocking(False)  # the hub waits for it to be readable, not accept()
     server = StreamServer(listener, lambda sock, address: dispatch(sock, new_session))

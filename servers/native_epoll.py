@@ -35,11 +35,12 @@ from pathlib import Path
 
 from servers.native_build import build_cached
 from servers.protocol import Session, SessionFactory
+from servers.tuning import Limits
 
 SOURCE = Path(__file__).with_name("native_epoll.c")
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Exec the native binary on ``listener``; returns only if exec fails."""
     binary = prepare()
     mode, max_frame = settings(new_session)

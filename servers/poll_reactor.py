@@ -30,12 +30,13 @@ from collections.abc import Callable
 
 from servers._nonblocking import Connection, accept_clients, close_all
 from servers.protocol import Session
+from servers.tuning import Limits
 
 IN, OUT = select.POLLIN, select.POLLOUT
 HANGUP, FAILED = select.POLLHUP, select.POLLERR | select.POLLNVAL
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Wait until some sockets are ready, serve each a little, repeat."""
     listener.setblocking(False)
     poller = select.poll()

@@ -113,6 +113,12 @@ def encode_response(response: Response) -> bytes:
     return encode_frame(response.status, response.payload)
 
 
+# The replies a server sends on its own, not to a request (docs/PROTOCOL.md,
+# "Timeouts and limits"); each is followed by a close.
+TIMEOUT_REPLY = encode_response(Response.error("request timeout", close=True))
+BUSY_REPLY = encode_response(Response.error("server busy", close=True))
+
+
 def encode_put_payload(name: str | bytes, data: bytes) -> bytes:
     """PUT payload: name length (uint16), the UTF-8 name, then the file's bytes."""
     raw = name.encode("utf-8") if isinstance(name, str) else name
@@ -207,6 +213,11 @@ class Session(Protocol):
     closing: bool
     pending: bool
 
+    @property
+    def in_request(self) -> bool:
+        """True while part of a request has arrived and the rest has not."""
+        ...
+
     def receive_data(self, data: bytes) -> bytes: ...
 
     def resume(self) -> bytes: ...
@@ -242,6 +253,16 @@ class FramedSession:
     def max_frame(self) -> int:
         """The largest payload this session accepts (``--max-frame``)."""
         return self._decoder.max_frame
+
+    @property
+    def in_request(self) -> bool:
+        """True while part of a request has arrived and the rest has not.
+
+        What a server's request timeout watches (:class:`servers.tuning.Limits`):
+        bytes are buffered that do not yet make a whole frame.  (While
+        ``pending``, whole requests wait on the *server*, not the client.)
+        """
+        return not self.pending and self._decoder.buffered > 0
 
     def receive_data(self, data: bytes) -> bytes:
         """The encoded replies to the requests ``data`` completes: the fast path, then the plain."""
@@ -303,6 +324,7 @@ class RawSession:
 
     __slots__ = ("closing",)
     pending = False  # output is input: nothing is ever held back
+    in_request = False  # no frames: only the idle timeout applies
 
     def __init__(self) -> None:
         self.closing = False

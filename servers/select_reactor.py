@@ -32,12 +32,13 @@ from collections.abc import Callable
 
 from servers._nonblocking import Connection, accept_clients, close_all, warn_once
 from servers.protocol import Session
+from servers.tuning import Limits
 
 IN, OUT = 1, 4  # our own flags for "readable" and "writable": select() has none
 FD_SETSIZE = 1024  # glibc's fd_set holds descriptors 0..1023
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Wait until some sockets are ready, serve each a little, repeat."""
     listener.setblocking(False)
     clients: dict[int, Connection] = {}

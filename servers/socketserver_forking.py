@@ -30,9 +30,10 @@ from collections.abc import Callable
 
 from servers._blocking import serve_stream
 from servers.protocol import Session
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run socketserver's ``serve_forever`` on the listener we were given."""
     server = Server(listener, new_session)
     try:

@@ -7,6 +7,8 @@ from here; none defines its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # listen() backlog for every variant; the kernel caps it at net.core.somaxconn.
 # asyncio and uvloop call listen() again on a socket they are given (with 100
 # unless told), so the asyncio variants pass this too.
@@ -32,3 +34,36 @@ LINGER_LIMIT = 16 * 1024 * 1024
 # Level-triggered loops accept at most this many connections per wake-up, so
 # a burst of connections cannot starve the clients already connected.
 ACCEPT_BATCH = 64
+
+# What protects a server from its clients (docs/PROTOCOL.md, "Timeouts and
+# limits").  The command line's --idle-timeout / --request-timeout /
+# --max-clients fill a Limits and hand it to every variant's serve().
+IDLE_TIMEOUT = 60.0  # s: no request in progress and no input -> close
+REQUEST_TIMEOUT = 30.0  # s: a request begun but not complete, or output stuck -> close
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The protections a variant enforces, each in its own idiom.
+
+    * ``idle_timeout`` -- a connection with no request in progress
+      (``session.in_request`` false) and no input for this many seconds is
+      closed.
+    * ``request_timeout`` -- a request whose first byte arrived this many
+      seconds ago and which is still not complete is answered
+      :data:`servers.protocol.TIMEOUT_REPLY` (when the socket takes it) and
+      the connection closed: a client that trickles one byte every few
+      seconds cannot hold a connection forever.  Output that makes no
+      progress for this long (a client that never reads) closes it too.
+    * ``max_clients`` -- at most this many connections are served at once;
+      the next one gets :data:`servers.protocol.BUSY_REPLY` and is closed at
+      once.  ``None``: no limit.
+    """
+
+    idle_timeout: float = IDLE_TIMEOUT
+    request_timeout: float = REQUEST_TIMEOUT
+    max_clients: int | None = None
+
+    def timeout(self, in_request: bool) -> float:
+        """The timeout that runs now: the request timeout mid-request, else the idle one."""
+        return self.request_timeout if in_request else self.idle_timeout

@@ -30,8 +30,9 @@ import uvloop
 
 from servers._asyncio_shared import serve_protocol
 from servers.protocol import Session
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run the protocol server on a uvloop loop until SIGTERM/SIGINT."""
     uvloop.run(serve_protocol(listener, new_session))

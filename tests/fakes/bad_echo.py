@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 from servers._blocking import handle_client
 from servers.protocol import FrameDecoder, Op, Session, Status, encode_frame
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Accept forever; each client gets a daemon thread and a lying session."""
     while True:
         sock, _ = listener.accept()

@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable
 
 from servers.protocol import FrameDecoder, Session, encode_frame
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     while True:
         sock, _ = listener.accept()
         threading.Thread(target=_client, args=(sock,), daemon=True).start()

@@ -10,9 +10,10 @@ import threading
 from collections.abc import Callable
 
 from servers.protocol import Session
+from servers.tuning import Limits
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     while True:
         sock, _ = listener.accept()
         threading.Thread(target=_swallow, args=(sock,), daemon=True).start()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from servers.protocol import Session
+from servers.tuning import Limits
 
 PAUSE_AFTER = float(os.environ.get("FAKE_PAUSE_AFTER", "1.0"))
 PAUSE = float(os.environ.get("FAKE_PAUSE", "0.3"))
@@ -22,7 +23,7 @@ _first: list[float] = []
 _lock = threading.Lock()
 
 
-def serve(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     while True:
         sock, _ = listener.accept()
         threading.Thread(target=_client, args=(sock, new_session()), daemon=True).start()
