@@ -35,7 +35,7 @@ from rich.table import Table
 
 import servers
 from loadgen.engine import LoadError, run_load
-from loadgen.launch import ServerStartError, start_server
+from loadgen.suite.launch import ServerStartError, start_server
 
 REFERENCE = "native_epoll"
 GOAL_CPU_RATIO = 1.2

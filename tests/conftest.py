@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import servers
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
 
 
 def variant_params(keep: Callable[[servers.Variant], bool] = lambda v: True) -> list[object]:

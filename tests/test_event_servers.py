@@ -35,7 +35,7 @@ import pytest
 
 import servers
 from loadgen.client import Client
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
 from servers.protocol import MAX_PAYLOAD, FrameDecoder, Op, Status, encode_frame
 from tests.conftest import raise_nofile, variant_params
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from loadgen.engine import ERROR_KINDS, LoadError, run_load
-from loadgen.launch import MALLOC_ENV, RunningServer, start_server, suite_env
+from loadgen.suite.launch import MALLOC_ENV, RunningServer, start_server, suite_env
 
 FAKES = {
     "fake_bad_echo": "tests.fakes.bad_echo",
@@ -325,7 +325,7 @@ def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
 def test_progress_callback_sees_each_phase_and_table_renders(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from loadgen.report import LiveLine, result_table
+    from loadgen.suite.report import LiveLine, result_table
 
     seen = []
     with start_server("thread_per_client", tmp_path) as server:

@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadgen import monitor as monitor_module
+from loadgen.engine import monitor as monitor_module
 from loadgen.client import Client
-from loadgen.launch import start_server, suite_env
-from loadgen.monitor import ServerMonitor
+from loadgen.suite.launch import start_server, suite_env
+from loadgen.engine.monitor import ServerMonitor
 
 SERVER_KEYS = {
     "pid",

@@ -19,7 +19,7 @@ import pytest
 
 import servers
 from loadgen.client import Client, ConnectionClosed, ServerError
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
 from servers.protocol import HEADER, Op, Status, encode_frame
 
 REASON = servers.get("native_epoll").unavailable_reason
@@ -239,7 +239,7 @@ def test_cli_without_compiler_is_a_one_line_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from loadgen.launch import suite_env
+    from loadgen.suite.launch import suite_env
 
     env = suite_env({"PATH": str(tmp_path)})
     done = subprocess.run(

@@ -20,10 +20,10 @@ from typing import Any
 import psutil
 import pytest
 
-from loadgen import harness, results
-from loadgen import summary as sm
-from loadgen.launch import suite_env
-from loadgen.scenarios import PROFILES, SCENARIOS, resolve
+from loadgen.suite import harness, results
+from loadgen.suite import summary as sm
+from loadgen.suite.launch import suite_env
+from loadgen.suite.scenarios import PROFILES, SCENARIOS, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_ALL = str(ROOT / "run_all.py")

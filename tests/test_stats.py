@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadgen import stats
+from loadgen.engine import stats
 
 
 def _values(seed: int, n: int) -> list[int]:

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 import servers
-from loadgen import harness
-from loadgen.launch import RunningServer, start_server
-from loadgen.scenarios import SCENARIOS
+from loadgen.suite import harness
+from loadgen.suite.launch import RunningServer, start_server
+from loadgen.suite.scenarios import SCENARIOS
 from tests.conftest import ALL_VARIANTS
 
 ECHO_SMALL = SCENARIOS["echo-small"].cases[0]

@@ -34,8 +34,8 @@ from typing import Any
 import psutil
 
 from loadgen.client import Client, ServerError
-from loadgen.launch import RunningServer, ServerStartError, start_server, suite_env
-from loadgen.scenarios import Case
+from loadgen.suite.launch import RunningServer, ServerStartError, start_server, suite_env
+from loadgen.suite.scenarios import Case
 
 LIVE_GROUPS: set[int] = set()  # process-group ids started here and not yet stopped
 

@@ -50,7 +50,7 @@ def suite_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(MALLOC_ENV)
     env["PYTHONUNBUFFERED"] = "1"
     # Make `python -m servers` importable from any working directory.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if extra:
         env.update(extra)

@@ -31,8 +31,8 @@ from typing import Any
 
 from rich.table import Table
 
-from loadgen import summary as sm
-from loadgen.launch import MALLOC_ENV
+from loadgen.suite import summary as sm
+from loadgen.suite.launch import MALLOC_ENV
 
 SCHEMA = 1
 PACKAGES = (
@@ -46,7 +46,7 @@ PACKAGES = (
     "matplotlib",
     "pytest-benchmark",
 )
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROGRESS = "progress.jsonl"
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ(-\d+)?$")
 
@@ -148,7 +148,7 @@ def write(
     _atomic_write(run_dir / "results.json", json.dumps(data, indent=1, default=str))
     chart_paths = []
     if charts:
-        from loadgen.charts import write_charts  # matplotlib is slow to import
+        from loadgen.suite.charts import write_charts  # matplotlib is slow to import
 
         chart_paths = write_charts(summaries, run_dir / "charts")
     _atomic_write(run_dir / "report.md", report_markdown(data, summaries, chart_paths, run_dir))

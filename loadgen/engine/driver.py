@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from loadgen import stats
-from loadgen.launch import MALLOC_ENV
+from loadgen.engine import stats
+from loadgen.suite.launch import MALLOC_ENV
 from servers.protocol import Op, encode_frame, encode_put_payload
 
 SCHEMA = 1
@@ -1224,7 +1224,7 @@ class _Run:
         self.uss_before = _tree_uss(cfg.server_pid) if idle_probe else None  # type: ignore[arg-type]
         self.uss_after: int | None = None
         if cfg.server_pid is not None:
-            from loadgen.monitor import ServerMonitor
+            from loadgen.engine.monitor import ServerMonitor
 
             try:
                 self.monitor = ServerMonitor(cfg.server_pid)

@@ -33,9 +33,9 @@ from rich.progress import (
 )
 
 import servers
-from loadgen import harness, results
-from loadgen import summary as sm
-from loadgen.scenarios import PROFILES, SCENARIOS, Case, Scenario, help_text, resolve
+from loadgen.suite import harness, results
+from loadgen.suite import summary as sm
+from loadgen.suite.scenarios import PROFILES, SCENARIOS, Case, Scenario, help_text, resolve
 
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed to 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=180)
