@@ -137,7 +137,7 @@ def test_client_that_never_reads_is_bounded_and_others_are_served(
 
 
 def test_many_connections(server: RunningServer) -> None:
-    from tests.conftest import raise_nofile
+    from loadgen.procs import raise_nofile
 
     n = min(1000, raise_nofile(1200) - 100)
     clients = [Client(server.host, server.port, timeout=10) for _ in range(n)]

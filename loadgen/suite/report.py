@@ -7,14 +7,13 @@ so drawing it costs the measured loop nothing.
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loadgen.engine import Progress
+from loadgen.engine.driver import Progress
+from loadgen.engine.result import Latency, LoadResult, ServerFigures
 
 
 class LiveLine:
@@ -57,90 +56,85 @@ def _us(value: float | None) -> str:
     return f"{value:,.0f} us"
 
 
-def result_table(result: dict[str, Any]) -> Table:
-    """The summary table of one run's result dict."""
-    cfg = result["config"]
+def _percentiles(lat: Latency) -> str:
+    return "  ".join(f"{k} {_us(getattr(lat, k))}" for k in ("p50", "p90", "p99", "p999", "max"))
+
+
+def result_table(result: LoadResult) -> Table:
+    """The summary table of one run's result."""
+    cfg = result.config
     title = (
-        f"{cfg['workload']} {cfg['size']} B -> {cfg['target']}, {cfg['connections']} conns, "
-        f"{cfg['mode']} loop"
-        + (f" {cfg['rate']:g} req/s" if cfg["rate"] else "")
-        + (f", pipeline {cfg['pipeline']}" if cfg["pipeline"] > 1 else "")
+        f"{cfg.workload} {cfg.size} B -> {cfg.target}, {cfg.connections} conns, "
+        f"{cfg.mode} loop"
+        + (f" {cfg.rate:g} req/s" if cfg.rate else "")
+        + (f", pipeline {cfg.pipeline}" if cfg.pipeline > 1 else "")
     )
-    if result["partial"]:
+    if result.partial:
         title += "  [PARTIAL]"
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
-    table.add_row("throughput", f"{result['throughput_rps']:,.0f} req/s")
-    table.add_row("requests", f"{result['requests']:,} in {result['duration_s']:.3f} s")
-    lat = result["latency_us"]
-    kind = result["latency_kind"].replace("_", " ")
-    table.add_row(
-        f"latency ({kind})",
-        "  ".join(f"{k} {_us(lat[k])}" for k in ("p50", "p90", "p99", "p999", "max")),
-    )
-    unc = result["latency_us_uncorrected"]
-    if unc is not None:
-        table.add_row(
-            "latency (uncorrected)",
-            "  ".join(f"{k} {_us(unc[k])}" for k in ("p50", "p90", "p99", "p999", "max")),
-        )
-    errors = result["errors"]
-    err_text = ", ".join(f"{k} {v}" for k, v in errors.items() if v) or "none"
-    table.add_row("errors", Text(err_text, style="red" if result["errors_total"] else "green"))
-    f = result["fairness"]
+    table.add_row("throughput", f"{result.throughput_rps:,.0f} req/s")
+    table.add_row("requests", f"{result.requests:,} in {result.duration_s:.3f} s")
+    kind = result.latency_kind.replace("_", " ")
+    table.add_row(f"latency ({kind})", _percentiles(result.latency_us))
+    if result.latency_us_uncorrected is not None:
+        table.add_row("latency (uncorrected)", _percentiles(result.latency_us_uncorrected))
+    err_text = ", ".join(f"{k} {v}" for k, v in result.errors.items() if v) or "none"
+    table.add_row("errors", Text(err_text, style="red" if result.errors_total else "green"))
+    f = result.fairness
     table.add_row(
         "fairness",
-        f"Jain {f['jain']:.3f}, shares {f['min_share']:.2f}..{f['max_share']:.2f}, "
-        f"starved {f['starved']}/{f['connections']}",
+        f"Jain {f.jain:.3f}, shares {f.min_share:.2f}..{f.max_share:.2f}, "
+        f"starved {f.starved}/{f.connections}",
     )
-    lg = result["loadgen"]
-    cpu = ", ".join(f"{w['cpu_util']:.2f}" for w in lg["workers"])
-    per_req = lg["cpu_us_per_request"]
+    lg = result.loadgen
+    cpu = ", ".join(f"{w.cpu_util:.2f}" for w in lg.workers)
+    per_req = lg.cpu_us_per_request
     lg_text = f"cores {cpu}" + (f", {per_req:.2f} us CPU/req" if per_req is not None else "")
-    if lg["saturated"]:
-        lg_text += "  SATURATED: " + "; ".join(lg["saturation_reasons"])
-    table.add_row("load generator", Text(lg_text, style="yellow" if lg["saturated"] else ""))
-    server = result["server"]
+    if lg.saturated:
+        lg_text += "  SATURATED: " + "; ".join(lg.saturation_reasons)
+    table.add_row("load generator", Text(lg_text, style="yellow" if lg.saturated else ""))
+    server = result.server
     if server:
         table.add_row("server CPU", _server_cpu(server))
         table.add_row(
             "server memory",
-            f"PSS {server['memory_pss_bytes'] / 2**20:,.1f} MiB, "
-            f"RSS {server['memory_rss_bytes'] / 2**20:,.1f} MiB, "
-            f"peak threads {server['peak_threads']}, fds {server['peak_fds']}, "
-            f"children {server['peak_children']}",
+            f"PSS {server.memory_pss_bytes / 2**20:,.1f} MiB, "
+            f"RSS {server.memory_rss_bytes / 2**20:,.1f} MiB, "
+            f"peak threads {server.peak_threads}, fds {server.peak_fds}, "
+            f"children {server.peak_children}",
         )
-    slow = result.get("slow_clients")
+    slow = result.slow_clients
     if slow:
         table.add_row(
             "slow clients",
-            f"{slow['connections']} conns, {slow['requests']} requests, "
-            f"p50 {_us(slow['latency_us']['p50'])}, max {_us(slow['latency_us']['max'])}",
+            f"{slow.connections} conns, {slow.requests} requests, "
+            f"p50 {_us(slow.latency_us.p50)}, max {_us(slow.latency_us.max)}",
         )
-    idle = result.get("idle")
+    idle = result.idle
     if idle:
-        per = idle["memory_per_connection_bytes"]
+        per = idle.memory_per_connection_bytes
         table.add_row(
             "idle connections",
-            f"{idle['served']}/{idle['connections']} served"
+            f"{idle.served}/{idle.connections} served"
             + (f", {per / 1024:,.1f} KiB server memory each" if per is not None else ""),
         )
     return table
 
 
-def _server_cpu(server: dict[str, Any]) -> str:
-    if server.get("cpu_s") is None:
-        return f"- ({server.get('error') or 'not measured'})"
-    text = f"{server['cpu_util']:.2f} cores"
-    if server.get("cpu_us_per_request") is not None:
+def _server_cpu(server: ServerFigures) -> str:
+    if server.cpu_s is None:
+        return f"- ({server.error or 'not measured'})"
+    text = f"{server.cpu_util:.2f} cores"
+    if server.cpu_us_per_request is not None:
         text += (
-            f", {server['cpu_us_per_request']:.2f} us/req "
-            f"(user {server['cpu_user_us_per_request']:.2f}, "
-            f"system {server['cpu_system_us_per_request']:.2f})"
+            f", {server.cpu_us_per_request:.2f} us/req "
+            f"(user {server.cpu_user_us_per_request:.2f}, "
+            f"system {server.cpu_system_us_per_request:.2f})"
         )
     return text
 
 
-def print_result(result: dict[str, Any], console: Console | None = None) -> None:
+def print_result(result: LoadResult, console: Console | None = None) -> None:
     (console or Console()).print(result_table(result))

@@ -31,8 +31,8 @@ from typing import Any
 
 from rich.table import Table
 
+from loadgen.procs import MALLOC_ENV
 from loadgen.suite import summary as sm
-from loadgen.suite.launch import MALLOC_ENV
 
 SCHEMA = 1
 PACKAGES = (

@@ -61,7 +61,7 @@ def test_echo_small(benchmark, bench_server) -> None:  # type: ignore[no-untyped
         )
         assert error is None, error
         assert result is not None
-        return result
+        return result.to_dict()
 
     result = benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
     srv = result.get("server") or {}
