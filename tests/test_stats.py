@@ -1,4 +1,4 @@
-"""loadgen.stats: histogram merging and clamping, Jain's index, shares, starved connections."""
+"""loadgen.engine.stats: histogram merging and clamping, Jain's index, shares, starved connections."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@
 
 Every process started here is in :data:`LIVE_GROUPS` until it is stopped,
 so :func:`kill_all` (called on Ctrl-C) can reach it whatever line was
-running.  Every process gets :func:`loadgen.launch.suite_env`.
+running.  Every process gets :func:`loadgen.suite.launch.suite_env`.
 """
 
 from __future__ import annotations

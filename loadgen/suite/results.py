@@ -3,7 +3,7 @@
     results/2026-11-28T04-10-00Z/
         results.json     every raw run, the summaries, the plan, environment metadata
         report.md        the tables in Markdown (readable on GitHub) and the charts
-        charts/*.png|svg matplotlib charts (loadgen.charts)
+        charts/*.png|svg matplotlib charts (loadgen.suite.charts)
     results/latest -> 2026-11-28T04-10-00Z
 
 Each measurement is appended to ``progress.jsonl`` as soon as it is done;
@@ -12,7 +12,7 @@ report.md and the charts are written and progress.jsonl is removed.  (If
 the harness itself is killed, progress.jsonl keeps what was measured.)
 
 The same tables are rendered for the terminal (rich) and for report.md
-from :func:`loadgen.summary.cells`, so they cannot differ.
+from :func:`loadgen.suite.summary.cells`, so they cannot differ.
 """
 
 from __future__ import annotations
