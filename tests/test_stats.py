@@ -1,4 +1,4 @@
-"""loadgen.engine.stats: histogram merging and clamping, Jain's index, shares, starved connections."""
+"""loadgen.engine.stats: histogram merging and clamping, Jain's index, shares, starvation."""
 
 from __future__ import annotations
 
