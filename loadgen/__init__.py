@@ -1,1 +1,1 @@
-"""The client side of concurrency-bench: protocol client, shell, load engine, reports."""
+"""The client side of concurrency-bench: the load engine, the comparison suite, the client."""

@@ -35,7 +35,7 @@ from rich.table import Table
 
 import servers
 from loadgen.engine import LoadError, run_load
-from loadgen.launch import ServerStartError, start_server
+from loadgen.suite.launch import ServerStartError, start_server
 
 REFERENCE = "native_epoll"
 GOAL_CPU_RATIO = 1.2
@@ -56,9 +56,9 @@ def default_variants() -> list[str]:
 def measure(
     name: str, args: argparse.Namespace, root: str, duration: float | None = None
 ) -> dict[str, Any]:
-    """One pinned run of one variant: the load generator's result dict."""
+    """One pinned run of one variant: the load generator's result, as its JSON dict."""
     with start_server(name, root, cpus=[args.server_cpu]) as server:
-        return run_load(
+        result = run_load(
             server.target,
             workload="echo",
             size=64,
@@ -70,6 +70,7 @@ def measure(
             cpus=[args.loadgen_cpu],
             server_pid=server.pid,
         )
+    return result.to_dict()  # the tables below read it as --json would write it
 
 
 def row(name: str, r: dict[str, Any], ref_rps: float | None) -> list[str]:
@@ -101,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv-variant", default=None, help="variant for the CV check (default: fastest)")
     p.add_argument("--repeats", type=int, default=5, help="runs for the CV check (5)")
     p.add_argument(
-        "--rounds", type=int, default=1,
+        "--rounds",
+        type=int,
+        default=1,
         help="side-by-side rounds; each variant's median round is shown (default 1)",
     )
     p.add_argument("--duration", type=float, default=3.0)
@@ -154,8 +157,17 @@ def main(argv: list[str] | None = None) -> int:
 
     ref_rps = ref["throughput_rps"]
     table = Table(title="side by side (one run)")
-    for col in ("variant", "req/s", "% native", "srv us/req", "srv user us/req",
-                "srv cores", "gen us/req", "gen cores", "errors"):
+    for col in (
+        "variant",
+        "req/s",
+        "% native",
+        "srv us/req",
+        "srv user us/req",
+        "srv cores",
+        "gen us/req",
+        "gen cores",
+        "errors",
+    ):
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for name, r in results.items():
         table.add_row(*row(name, r, ref_rps))
@@ -194,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         user = [r["server"]["cpu_user_us_per_request"] for r in repeats]
         cv = statistics.stdev(per_req) / statistics.mean(per_req) * 100
         cv_user = statistics.stdev(user) / statistics.mean(user) * 100
-        summary.update(cv_variant=cv_name, cv_percent=cv, cv_user_percent=cv_user,
-                       cv_values=per_req)
+        summary.update(
+            cv_variant=cv_name, cv_percent=cv, cv_user_percent=cv_user, cv_values=per_req
+        )
         console.print(
             f"3. {cv_name} server cpu_us_per_request over {len(repeats)} x 3 s runs: "
             + ", ".join(f"{v:.2f}" for v in per_req)

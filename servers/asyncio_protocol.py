@@ -23,7 +23,7 @@ each event passes through several layers of Python calls -- more per byte
 than the hand-written reactors, much less than a coroutine per client.  The
 selector transport reads up to 256 KiB per ``recv`` (its ``max_size``), over
 glibc's 128 KiB mmap threshold; the suite pins that threshold (see
-``loadgen.launch.MALLOC_ENV``).  One thread, so one core.
+``loadgen.procs.MALLOC_ENV``).  One thread, so one core.
 
 How it fails: a callback that blocks (a big PUT's ``fsync``) stalls every
 client.  SIGTERM and SIGINT are taken by ``loop.add_signal_handler`` so the

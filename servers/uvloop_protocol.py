@@ -14,7 +14,7 @@ between this variant and ``asyncio_protocol`` is the price of asyncio's
 pure-Python loop and transports.  uvloop reads into one preallocated
 250 kB buffer per loop, but hands ``data_received`` a fresh ``bytes`` copy of
 up to 250 kB -- over glibc's 128 KiB mmap threshold, which the suite pins
-(see ``loadgen.launch.MALLOC_ENV``).  One thread, so one core.
+(see ``loadgen.procs.MALLOC_ENV``).  One thread, so one core.
 
 How it fails: as every event loop does -- a callback that blocks stalls
 every client.  Not available on Windows (uvloop is POSIX only); the registry

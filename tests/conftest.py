@@ -9,14 +9,13 @@ with the registry's reason, never silently dropped.
 from __future__ import annotations
 
 import os
-import resource
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import servers
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
 
 
 def variant_params(keep: Callable[[servers.Variant], bool] = lambda v: True) -> list[object]:
@@ -36,19 +35,6 @@ def variant_params(keep: Callable[[servers.Variant], bool] = lambda v: True) -> 
 
 ALL_VARIANTS = variant_params()
 FORKING_VARIANTS = variant_params(lambda v: v.forks)
-
-
-def raise_nofile(wanted: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE towards ``wanted``; return the new soft limit.
-
-    Servers started afterwards inherit it.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 @pytest.hookimpl(trylast=True)

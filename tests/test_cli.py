@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import servers
-from loadgen.launch import start_server, suite_env
+from loadgen.suite.launch import start_server, suite_env
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,7 @@ import pytest
 
 import servers
 from loadgen.client import Client, ServerError
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
 from servers.protocol import (
     DEFAULT_MAX_FRAME,
     HEADER,

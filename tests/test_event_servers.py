@@ -35,9 +35,10 @@ import pytest
 
 import servers
 from loadgen.client import Client
-from loadgen.launch import RunningServer, start_server
+from loadgen.procs import raise_nofile
+from loadgen.suite.launch import RunningServer, start_server
 from servers.protocol import MAX_PAYLOAD, FrameDecoder, Op, Status, encode_frame
-from tests.conftest import raise_nofile, variant_params
+from tests.conftest import variant_params
 
 MANY = 1000  # simultaneous clients every unlimited event variant must serve
 ROUNDS = 10  # ECHOs per client, one at a time

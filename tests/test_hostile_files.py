@@ -28,7 +28,7 @@ import pytest
 
 import servers
 from loadgen.client import Client, ServerError
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
 from servers.protocol import HEADER, Op, Status, encode_frame, encode_put_payload
 from servers.service import NOT_REGULAR
 from tests.conftest import dir_entries

@@ -21,26 +21,67 @@ import psutil
 import pytest
 
 from loadgen.engine import ERROR_KINDS, LoadError, run_load
-from loadgen.launch import MALLOC_ENV, RunningServer, start_server, suite_env
+from loadgen.procs import MALLOC_ENV
+from loadgen.suite.launch import RunningServer, start_server, suite_env
 from tests.fakes import fake_env
 
 FAKE_ENV = fake_env()  # the started servers know tests/fakes
 
 LATENCY_KEYS = {"p50", "p90", "p99", "p999", "max", "mean"}
 TOP_KEYS = {
-    "schema", "config", "throughput_rps", "requests", "duration_s", "latency_kind", "latency_us",
-    "latency_us_uncorrected", "latency_out_of_range", "errors", "errors_total", "fairness",
-    "loadgen", "server", "slow_clients", "environment", "partial",
+    "schema",
+    "config",
+    "throughput_rps",
+    "requests",
+    "duration_s",
+    "latency_kind",
+    "latency_us",
+    "latency_us_uncorrected",
+    "latency_out_of_range",
+    "errors",
+    "errors_total",
+    "fairness",
+    "loadgen",
+    "server",
+    "slow_clients",
+    "environment",
+    "partial",
 }
 CONFIG_KEYS = {
-    "target", "workload", "size", "connections", "duration_s", "warmup_s", "rate", "pipeline",
-    "processes", "mode", "slow_clients", "cpus",
+    "target",
+    "workload",
+    "size",
+    "connections",
+    "duration_s",
+    "warmup_s",
+    "rate",
+    "pipeline",
+    "processes",
+    "mode",
+    "slow_clients",
+    "cpus",
 }
 SERVER_KEYS = {
-    "pid", "cpu_s", "cpu_user_s", "cpu_system_s", "cpu_util", "cpu_us_per_request",
-    "cpu_user_us_per_request", "cpu_system_us_per_request", "memory_pss_bytes",
-    "memory_rss_bytes", "peak_threads", "peak_fds", "peak_children", "processes",
+    "pid",
+    "cpu_s",
+    "cpu_user_s",
+    "cpu_system_s",
+    "cpu_util",
+    "cpu_us_per_request",
+    "cpu_user_us_per_request",
+    "cpu_system_us_per_request",
+    "memory_pss_bytes",
+    "memory_rss_bytes",
+    "peak_threads",
+    "peak_fds",
+    "peak_children",
+    "processes",
 }
+
+
+def run_load_json(*args: Any, **options: Any) -> dict[str, Any]:
+    """run_load's result as the JSON object --json writes (docs/RESULTS.md)."""
+    return run_load(*args, **options).to_dict()
 
 
 def loadgen_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -70,8 +111,19 @@ def test_two_second_run_against_thread_per_client(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     with start_server("thread_per_client", tmp_path) as server:
         proc = loadgen_cli(
-            "--target", server.target, "--connections", "8", "--duration", "2",
-            "--warmup", "0.5", "--server-pid", str(server.pid), "--json", str(out), "--quiet",
+            "--target",
+            server.target,
+            "--connections",
+            "8",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--server-pid",
+            str(server.pid),
+            "--json",
+            str(out),
+            "--quiet",
         )
         assert proc.returncode == 0, proc.stderr
         assert server.process.poll() is None  # the server is still fine
@@ -117,7 +169,7 @@ def test_two_second_run_against_thread_per_client(tmp_path: Path) -> None:
 
 def test_run_load_reaps_its_workers_and_splits_connections(tmp_path: Path) -> None:
     with start_server("thread_per_client", tmp_path) as server:
-        r = run_load(server.target, connections=6, processes=2, duration=0.5, warmup=0.2)
+        r = run_load_json(server.target, connections=6, processes=2, duration=0.5, warmup=0.2)
     assert no_children_left()
     assert r["errors_total"] == 0
     assert len(r["loadgen"]["workers"]) == 2
@@ -141,7 +193,7 @@ def test_workloads_complete_without_errors(
     tmp_path: Path, options: dict[str, Any], protocol: str
 ) -> None:
     with start_server("thread_per_client", tmp_path, protocol=protocol) as server:
-        r = run_load(server.target, connections=4, duration=0.5, warmup=0.2, **options)
+        r = run_load_json(server.target, connections=4, duration=0.5, warmup=0.2, **options)
     assert r["errors_total"] == 0, r["errors"]
     assert r["requests"] > 0 and r["fairness"]["starved"] == 0
     if options["workload"] == "put":
@@ -151,8 +203,12 @@ def test_workloads_complete_without_errors(
 
 def test_idle_connections_are_served_once_then_held(tmp_path: Path) -> None:
     with start_server("thread_per_client", tmp_path) as server:
-        r = run_load(
-            server.target, workload="idle", connections=20, duration=0.5, warmup=0.3,
+        r = run_load_json(
+            server.target,
+            workload="idle",
+            connections=20,
+            duration=0.5,
+            warmup=0.3,
             server_pid=server.pid,
         )
     idle = r["idle"]
@@ -165,7 +221,7 @@ def test_idle_connections_are_served_once_then_held(tmp_path: Path) -> None:
 
 def test_slow_clients_are_reported_apart(tmp_path: Path) -> None:
     with start_server("thread_per_client", tmp_path) as server:
-        r = run_load(server.target, connections=6, slow_clients=2, duration=0.8, warmup=0.1)
+        r = run_load_json(server.target, connections=6, slow_clients=2, duration=0.8, warmup=0.1)
     assert r["errors_total"] == 0
     slow = r["slow_clients"]
     assert slow["connections"] == 2 and slow["requests"] >= 1
@@ -177,7 +233,7 @@ def test_slow_clients_are_reported_apart(tmp_path: Path) -> None:
 
 def test_blocking_loop_starves_connections(tmp_path: Path) -> None:
     with start_server("blocking_loop", tmp_path) as server:
-        r = run_load(server.target, connections=4, duration=0.5, warmup=0.1, timeout=5)
+        r = run_load_json(server.target, connections=4, duration=0.5, warmup=0.1, timeout=5)
     f = r["fairness"]
     assert f["starved"] == 3 and f["jain"] == pytest.approx(0.25)
 
@@ -187,7 +243,7 @@ def test_blocking_loop_starves_connections(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fake", ["fake_bad_echo"], indirect=True)
 def test_wrong_echo_bytes_are_errors_never_successes(fake: RunningServer) -> None:
-    r = run_load(fake.target, connections=4, duration=0.5, warmup=0.1)
+    r = run_load_json(fake.target, connections=4, duration=0.5, warmup=0.1)
     assert r["requests"] == 0 and r["throughput_rps"] == 0
     assert r["errors"]["wrong_reply"] > 0
     assert r["errors_total"] == r["errors"]["wrong_reply"]
@@ -196,14 +252,14 @@ def test_wrong_echo_bytes_are_errors_never_successes(fake: RunningServer) -> Non
 
 @pytest.mark.parametrize("fake", ["fake_bad_status"], indirect=True)
 def test_malformed_status_is_a_protocol_error(fake: RunningServer) -> None:
-    r = run_load(fake.target, connections=2, duration=0.4, warmup=0.1)
+    r = run_load_json(fake.target, connections=2, duration=0.4, warmup=0.1)
     assert r["requests"] == 0
     assert r["errors"]["protocol"] > 0 and r["errors"]["wrong_reply"] == 0
 
 
 @pytest.mark.parametrize("fake", ["fake_close_after_one"], indirect=True)
 def test_closed_connections_are_resets_and_reopened(fake: RunningServer) -> None:
-    r = run_load(fake.target, connections=2, duration=0.5, warmup=0.1)
+    r = run_load_json(fake.target, connections=2, duration=0.5, warmup=0.1)
     assert r["errors"]["reset"] > 0 and r["reconnects"] > 0
     assert r["requests"] > 0  # each reopened connection gets its one reply
     assert r["errors"]["wrong_reply"] == r["errors"]["protocol"] == 0
@@ -213,7 +269,7 @@ def test_closed_connections_are_resets_and_reopened(fake: RunningServer) -> None
 def test_open_loop_shows_a_server_stall_in_corrected_latency(fake: RunningServer) -> None:
     # The fake stalls all replies for 300 ms, 1 s after the first request:
     # inside the measured period (0.3 s warm-up, then 2 s).
-    r = run_load(fake.target, connections=8, rate=1000, duration=2.0, warmup=0.3, timeout=5)
+    r = run_load_json(fake.target, connections=8, rate=1000, duration=2.0, warmup=0.3, timeout=5)
     assert r["errors_total"] == 0
     assert r["config"]["mode"] == "open" and r["latency_kind"] == "response_time"
     corrected, uncorrected = r["latency_us"], r["latency_us_uncorrected"]
@@ -229,8 +285,19 @@ def test_exits_by_itself_when_the_server_never_answers(fake: RunningServer, tmp_
     duration, warmup = 1.0, 0.5
     began = time.monotonic()
     proc = loadgen_cli(
-        "--target", fake.target, "--connections", "4", "--duration", str(duration),
-        "--warmup", str(warmup), "--timeout", "0.5", "--json", str(out), "--quiet",
+        "--target",
+        fake.target,
+        "--connections",
+        "4",
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+        "--timeout",
+        "0.5",
+        "--json",
+        str(out),
+        "--quiet",
         timeout=duration + warmup + 20,
     )
     took = time.monotonic() - began
@@ -288,10 +355,27 @@ def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     with start_server("thread_per_client", tmp_path) as server:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loadgen", "--target", server.target, "--connections", "4",
-             "--processes", "2", "--duration", "30", "--warmup", "0.2", "--json", str(out),
-             "--quiet"],
-            env=suite_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "loadgen",
+                "--target",
+                server.target,
+                "--connections",
+                "4",
+                "--processes",
+                "2",
+                "--duration",
+                "30",
+                "--warmup",
+                "0.2",
+                "--json",
+                str(out),
+                "--quiet",
+            ],
+            env=suite_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             start_new_session=True,  # its own group: Ctrl-C reaches the whole group
         )
         try:
@@ -319,7 +403,7 @@ def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
 def test_progress_callback_sees_each_phase_and_table_renders(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from loadgen.report import LiveLine, result_table
+    from loadgen.suite.report import LiveLine, result_table
 
     seen = []
     with start_server("thread_per_client", tmp_path) as server:

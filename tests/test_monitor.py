@@ -21,10 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadgen import monitor as monitor_module
 from loadgen.client import Client
-from loadgen.launch import start_server, suite_env
-from loadgen.monitor import ServerMonitor
+from loadgen.engine import monitor as monitor_module
+from loadgen.engine.monitor import ServerMonitor
+from loadgen.procs import tree_memory
+from loadgen.suite.launch import start_server, suite_env
 
 SERVER_KEYS = {
     "pid",
@@ -240,8 +241,8 @@ def test_a_vanished_process_in_the_tree_is_skipped() -> None:
     assert user + system > 0
     mon._sample(tree)
     assert mon._peaks.samples == 1 and mon._peaks.threads >= 1
-    pss, rss, _ = monitor_module._memory(tree)
-    assert 0 < pss <= rss
+    mem = tree_memory(tree)
+    assert 0 < mem.pss <= mem.rss
 
 
 def test_server_that_exits_during_the_period(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 import servers
 from loadgen.client import Client, ConnectionClosed, ServerError
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
 from servers.protocol import HEADER, Op, Status, encode_frame
 
 REASON = servers.get("native_epoll").unavailable_reason
@@ -138,7 +138,7 @@ def test_client_that_never_reads_is_bounded_and_others_are_served(
 
 
 def test_many_connections(server: RunningServer) -> None:
-    from tests.conftest import raise_nofile
+    from loadgen.procs import raise_nofile
 
     n = min(1000, raise_nofile(1200) - 100)
     clients = [Client(server.host, server.port, timeout=10) for _ in range(n)]
@@ -240,7 +240,7 @@ def test_cli_without_compiler_is_a_one_line_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from loadgen.launch import suite_env
+    from loadgen.suite.launch import suite_env
 
     env = suite_env({"PATH": str(tmp_path)})
     done = subprocess.run(

@@ -20,10 +20,11 @@ from typing import Any
 import psutil
 import pytest
 
-from loadgen import harness, results
-from loadgen import summary as sm
-from loadgen.launch import suite_env
-from loadgen.scenarios import PROFILES, SCENARIOS, resolve
+from loadgen.suite import harness, results
+from loadgen.suite import summary as sm
+from loadgen.suite.compare import compare
+from loadgen.suite.launch import suite_env
+from loadgen.suite.scenarios import PROFILES, SCENARIOS, resolve
 from tests.fakes import fake_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,7 +337,7 @@ def test_saturated_variants_are_ranked_by_cpu_and_reference_is_not_ranked() -> N
 def test_compare_flags_only_changes_beyond_the_combined_spread() -> None:
     a = fake_run_data({"moved": [100.0, 102.0, 98.0], "noisy": [100.0, 110.0, 90.0]})
     b = fake_run_data({"moved": [150.0, 152.0, 148.0], "noisy": [105.0, 115.0, 95.0]})
-    changes = {(c.variant, c.figure): c for c in sm.compare(a, b)}
+    changes = {(c.variant, c.figure): c for c in compare(a, b)}
     assert changes[("moved", "throughput_rps")].significant  # +50 vs spread 4
     assert changes[("moved", "throughput_rps")].better
     assert not changes[("noisy", "throughput_rps")].significant  # +5 vs spread 20

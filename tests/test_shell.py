@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loadgen.launch import start_server, suite_env
+from loadgen.suite.launch import start_server, suite_env
 
 
 def run_shell(target: str, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:

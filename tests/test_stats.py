@@ -1,4 +1,4 @@
-"""loadgen.stats: histogram merging and clamping, Jain's index, shares, starved connections."""
+"""loadgen.engine.stats: histogram merging and clamping, Jain's index, shares, starvation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadgen import stats
+from loadgen.engine import stats
 
 
 def _values(seed: int, n: int) -> list[int]:

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 import servers
-from loadgen import harness
-from loadgen.launch import RunningServer, start_server
-from loadgen.scenarios import SCENARIOS
+from loadgen.suite import harness
+from loadgen.suite.launch import RunningServer, start_server
+from loadgen.suite.scenarios import SCENARIOS
 from tests.conftest import ALL_VARIANTS
 
 ECHO_SMALL = SCENARIOS["echo-small"].cases[0]
@@ -61,7 +61,7 @@ def test_echo_small(benchmark, bench_server) -> None:  # type: ignore[no-untyped
         )
         assert error is None, error
         assert result is not None
-        return result
+        return result.to_dict()
 
     result = benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
     srv = result.get("server") or {}

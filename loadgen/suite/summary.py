@@ -83,18 +83,6 @@ STABILITY_FIGURES = {
     "memory": ("memory_per_connection_uss_bytes", "memory_per_connection_bytes"),
 }
 
-COMPARED_FIGURES = (
-    "throughput_rps",
-    "p50_us",
-    "p99_us",
-    "cpu_us_per_request",
-    "cpu_user_us_per_request",
-    "memory_pss_bytes",
-    "memory_per_connection_bytes",
-    "memory_per_connection_uss_bytes",
-)
-LOWER_IS_BETTER = {f for f in COMPARED_FIGURES if f != "throughput_rps"}
-
 
 @dataclass(frozen=True)
 class Stat:
@@ -340,60 +328,6 @@ def summarize(data: dict[str, Any]) -> list[CaseSummary]:
         runs = [r for r in data.get("runs", []) if r["case"] == case["key"]]
         out.append(summarize_case(case, runs, variants, verify))
     return out
-
-
-# -- comparing two runs ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Change:
-    case: str
-    variant: str
-    figure: str
-    a: Stat
-    b: Stat
-
-    @property
-    def delta(self) -> float:
-        return self.b.mean - self.a.mean
-
-    @property
-    def pct(self) -> float | None:
-        return 100.0 * self.delta / self.a.mean if self.a.mean else None
-
-    @property
-    def spread(self) -> float | None:
-        """The combined spread (sd A + sd B); None when either side has one run."""
-        if self.a.n < 2 or self.b.n < 2:
-            return None
-        return self.a.sd + self.b.sd
-
-    @property
-    def significant(self) -> bool:
-        return self.spread is not None and abs(self.delta) > self.spread
-
-    @property
-    def better(self) -> bool:
-        return (self.delta < 0) if self.figure in LOWER_IS_BETTER else (self.delta > 0)
-
-
-def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
-    """Every figure present in both runs, for every (case, variant) in both."""
-    left = {s.case: s for s in summarize(a)}
-    changes = []
-    for sb in summarize(b):
-        sa = left.get(sb.case)
-        if sa is None:
-            continue
-        rows_a = {r.variant: r for r in sa.rows}
-        for rb in sb.rows:
-            ra = rows_a.get(rb.variant)
-            if ra is None:
-                continue
-            for fig in COMPARED_FIGURES:
-                if fig in ra.stats and fig in rb.stats:
-                    changes.append(Change(sb.case, rb.variant, fig, ra.stats[fig], rb.stats[fig]))
-    return changes
 
 
 # -- cells: the same text in the terminal and in report.md --------------------

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from loadgen.procs import tree_memory
+
 __all__ = ["ServerMonitor", "MAX_DUTY"]
 
 MAX_DUTY = 0.02  # the sampler thread may use at most this fraction of one core
@@ -116,7 +118,9 @@ class ServerMonitor:
         if self._thread is not None:
             self._thread.join()
         self._sample(tree)
-        pss, rss, pss_is_rss = _memory(tree)
+        mem = tree_memory(tree)
+        pss_is_rss = not mem.full  # smaps unreadable: RSS stands in, flagged
+        pss, rss = (mem.rss if pss_is_rss else mem.pss), mem.rss
         result: dict[str, object] = {"pid": self.pid}
         result.update(_cpu_figures(self._cpu0, cpu1 if alive else None, wall, requests))
         with self._lock:
@@ -220,30 +224,3 @@ def _cpu_figures(
         "cpu_user_us_per_request": per_request(user),
         "cpu_system_us_per_request": per_request(system),
     }
-
-
-def _memory(tree: list[psutil.Process]) -> tuple[int, int, bool]:
-    """(PSS sum, RSS sum, True if PSS was unavailable and the first sum is RSS too).
-
-    PSS divides each shared page among the processes that map it, so the sum
-    over a forking server's tree counts copy-on-write pages once; summed RSS
-    counts them once per process.
-    """
-    pss = rss = 0
-    pss_missing = False
-    for proc in tree:
-        try:
-            full = proc.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        except psutil.AccessDenied:
-            try:
-                full = proc.memory_info()  # smaps is not readable: RSS only
-            except _GONE:
-                continue
-        rss += full.rss
-        if hasattr(full, "pss"):
-            pss += full.pss
-        else:
-            pss_missing = True
-    return (rss, rss, True) if pss_missing else (pss, rss, False)

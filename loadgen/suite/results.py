@@ -3,7 +3,7 @@
     results/2026-11-28T04-10-00Z/
         results.json     every raw run, the summaries, the plan, environment metadata
         report.md        the tables in Markdown (readable on GitHub) and the charts
-        charts/*.png|svg matplotlib charts (loadgen.charts)
+        charts/*.png|svg matplotlib charts (loadgen.suite.charts)
     results/latest -> 2026-11-28T04-10-00Z
 
 Each measurement is appended to ``progress.jsonl`` as soon as it is done;
@@ -12,7 +12,7 @@ report.md and the charts are written and progress.jsonl is removed.  (If
 the harness itself is killed, progress.jsonl keeps what was measured.)
 
 The same tables are rendered for the terminal (rich) and for report.md
-from :func:`loadgen.summary.cells`, so they cannot differ.
+from :func:`loadgen.suite.summary.cells`, so they cannot differ.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any
 
 from rich.table import Table
 
-from loadgen import summary as sm
-from loadgen.launch import MALLOC_ENV
+from loadgen.procs import MALLOC_ENV
+from loadgen.suite import summary as sm
 
 SCHEMA = 1
 PACKAGES = (
@@ -46,7 +46,7 @@ PACKAGES = (
     "matplotlib",
     "pytest-benchmark",
 )
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROGRESS = "progress.jsonl"
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ(-\d+)?$")
 
@@ -148,7 +148,7 @@ def write(
     _atomic_write(run_dir / "results.json", json.dumps(data, indent=1, default=str))
     chart_paths = []
     if charts:
-        from loadgen.charts import write_charts  # matplotlib is slow to import
+        from loadgen.suite.charts import write_charts  # matplotlib is slow to import
 
         chart_paths = write_charts(summaries, run_dir / "charts")
     _atomic_write(run_dir / "report.md", report_markdown(data, summaries, chart_paths, run_dir))
@@ -302,43 +302,3 @@ def report_markdown(
             "",
         ]
     return "\n".join(out)
-
-
-def compare_table(changes: list[sm.Change], title: str) -> Table:
-    table = Table(
-        title=title,
-        title_justify="left",
-        caption="* = change larger than the combined spread (sd A + sd B); "
-        "no mark = within noise; 'n<2' = a side has one run, no spread known",
-        caption_justify="left",
-    )
-    for col in ("case", "variant", "figure", "A mean ± sd", "B mean ± sd", "change", ""):
-        table.add_column(col, justify="left" if col in ("case", "variant", "figure") else "right")
-    for c in changes:
-        fmt = _fmt_for(c.figure)
-        pct = "–" if c.pct is None else f"{c.pct:+.1f}%"
-        mark = "n<2" if c.spread is None else ("*" if c.significant else "")
-        style = None
-        if c.significant:
-            style = "green" if c.better else "red"
-        table.add_row(
-            c.case,
-            c.variant,
-            sm.SHORT_NAMES.get(c.figure, c.figure),
-            f"{fmt(c.a.mean)} ± {fmt(c.a.sd)}",
-            f"{fmt(c.b.mean)} ± {fmt(c.b.sd)}",
-            pct,
-            mark,
-            style=style,
-        )
-    return table
-
-
-def _fmt_for(figure: str):  # type: ignore[no-untyped-def]
-    if figure.endswith("_bytes"):
-        return sm.fmt_bytes
-    if figure == "throughput_rps":
-        return sm.fmt_rate
-    if figure.startswith("cpu"):
-        return lambda x: f"{x:.2f} µs"
-    return sm.fmt_us

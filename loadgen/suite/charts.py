@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
-from loadgen.summary import CaseSummary, Row  # noqa: E402
+from loadgen.suite.summary import CaseSummary, Row  # noqa: E402
 
 FAMILY_COLOURS = {
     "blocking": "#4C72B0",

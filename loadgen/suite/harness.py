@@ -14,7 +14,7 @@
 
 Every process started here is in :data:`LIVE_GROUPS` until it is stopped,
 so :func:`kill_all` (called on Ctrl-C) can reach it whatever line was
-running.  Every process gets :func:`loadgen.launch.suite_env`.
+running.  Every process gets :func:`loadgen.suite.launch.suite_env`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ from typing import Any
 import psutil
 
 from loadgen.client import Client, ServerError
-from loadgen.launch import RunningServer, ServerStartError, start_server, suite_env
-from loadgen.scenarios import Case
+from loadgen.engine.config import LoadConfig
+from loadgen.engine.result import LoadResult
+from loadgen.procs import killpg, process_tree, tree_memory
+from loadgen.suite.launch import RunningServer, ServerStartError, start_server, suite_env
+from loadgen.suite.scenarios import Case
 
 LIVE_GROUPS: set[int] = set()  # process-group ids started here and not yet stopped
 
@@ -79,7 +82,7 @@ class RunOutcome:
     round: int
     status: str  # "ok" | "failed" | "interrupted"
     error: str | None = None
-    result: dict[str, Any] | None = None  # the loadgen JSON (schema 1)
+    result: LoadResult | None = None  # the loadgen's result (to_json: its JSON, schema 1)
     rate: float | None = None  # open loop: requests/s asked for
     baseline_pss_bytes: int | None = None  # memory kind: server PSS before any client
     memory_per_connection_bytes: float | None = None
@@ -94,13 +97,6 @@ class RunOutcome:
 # -- process-group bookkeeping --------------------------------------------
 
 
-def _killpg(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def kill_all() -> None:
     """SIGKILL every group still listed, and every child left (Ctrl-C path); idempotent.
 
@@ -109,11 +105,11 @@ def kill_all() -> None:
     session does not change the parent), so they are found and reaped anyway.
     """
     for pgid in list(LIVE_GROUPS):
-        _killpg(pgid, signal.SIGKILL)
+        killpg(pgid, signal.SIGKILL)
         LIVE_GROUPS.discard(pgid)
     children = psutil.Process().children(recursive=True)
     for child in children:
-        _killpg(child.pid, signal.SIGKILL)  # a group leader takes its workers with it
+        killpg(child.pid, signal.SIGKILL)  # a group leader takes its workers with it
         try:
             child.kill()
         except psutil.Error:
@@ -134,7 +130,7 @@ def _stop_tracked(server: RunningServer) -> bool:
     finally:
         LIVE_GROUPS.discard(server.pid)
     if server.group_alive():
-        _killpg(server.pid, signal.SIGKILL)
+        killpg(server.pid, signal.SIGKILL)
         return True
     return False
 
@@ -204,35 +200,35 @@ def _smoke(server: RunningServer, *, reference: bool) -> str | None:
 # -- measure ----------------------------------------------------------------
 
 
-def loadgen_argv(
-    target: str,
+def load_config(
+    server: RunningServer,
     case: Case,
     *,
     duration: float,
     warmup: float,
-    json_path: str,
-    server_pid: int | None = None,
     rate: float | None = None,
     cpus: tuple[int, ...] | None = None,
-) -> list[str]:
-    """The ``python -m loadgen`` command line for one case."""
-    argv = [sys.executable, "-m", "loadgen", "--target", target]
-    argv += ["--workload", case.workload, "--connections", str(case.connections)]
-    if case.size:
-        argv += ["--size", str(case.size)]
-    argv += ["--duration", f"{duration:g}", "--warmup", f"{warmup:g}"]
-    if case.pipeline != 1:
-        argv += ["--pipeline", str(case.pipeline)]
-    if case.slow_clients:
-        argv += ["--slow-clients", str(case.slow_clients)]
-    if rate is not None:
-        argv += ["--rate", f"{rate:.0f}"]
-    if server_pid is not None:
-        argv += ["--server-pid", str(server_pid)]
-    if cpus:
-        argv += ["--cpus", ",".join(map(str, cpus))]
-    argv += ["--json", json_path, "--quiet"]
-    return argv
+) -> LoadConfig:
+    """The engine's settings for one case against ``server`` (its tree measured)."""
+    return LoadConfig(
+        host=server.host,
+        port=server.port,
+        workload=case.workload,
+        size=case.size or LoadConfig.size,  # 0 (idle): the engine's default ECHO
+        connections=case.connections,
+        duration=duration,
+        warmup=warmup,
+        rate=float(round(rate)) if rate is not None else None,  # whole requests/s
+        pipeline=case.pipeline,
+        slow_clients=case.slow_clients,
+        cpus=list(cpus) if cpus else None,
+        server_pid=server.pid,
+    )
+
+
+def loadgen_argv(cfg: LoadConfig, json_path: str) -> list[str]:
+    """The ``python -m loadgen`` command line that runs ``cfg`` and writes its JSON."""
+    return [sys.executable, "-m", "loadgen", *cfg.to_argv(), "--json", json_path, "--quiet"]
 
 
 def expected_seconds(case: Case, duration: float, warmup: float) -> float:
@@ -279,7 +275,7 @@ def run_loadgen(
                 except subprocess.TimeoutExpired:
                     pass
         finally:
-            _killpg(proc.pid, signal.SIGKILL)  # hung, interrupted, or stray workers
+            killpg(proc.pid, signal.SIGKILL)  # hung, interrupted, or stray workers
             proc.wait()
             LIVE_GROUPS.discard(proc.pid)
         err.seek(0)
@@ -288,18 +284,7 @@ def run_loadgen(
 
 def tree_pss(pid: int) -> int:
     """Sum of PSS (bytes) over the process and its descendants; 0 where unreadable."""
-    try:
-        leader = psutil.Process(pid)
-        procs = [leader, *leader.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_full_info().pss
-        except (psutil.Error, AttributeError):
-            pass
-    return total
+    return tree_memory(process_tree(pid)).pss
 
 
 def measure(
@@ -357,26 +342,21 @@ def run_load(
     rate: float | None = None,
     pinning: Pinning | None = None,
     on_tick: Callable[[float], None] | None = None,
-) -> tuple[dict[str, Any] | None, str | None]:
+) -> tuple[LoadResult | None, str | None]:
     """Run ``python -m loadgen`` once against a running server.
 
-    Returns (the loadgen's result dict or None, why the loadgen failed or None).
+    Returns (the loadgen's result or None, why the loadgen failed or None).
     Whether the *server* failed is :func:`run_failure`'s business.
     """
     fd, json_path = tempfile.mkstemp(prefix="cb-loadgen-", suffix=".json")
     os.close(fd)
     cpus = pinning.loadgen if pinning else None
     try:
-        argv = loadgen_argv(
-            server.target,
-            case,
-            duration=duration,
-            warmup=max(warmup, case.min_warmup),
-            json_path=json_path,
-            server_pid=server.pid,
-            rate=rate,
+        cfg = load_config(
+            server, case, duration=duration, warmup=max(warmup, case.min_warmup), rate=rate,
             cpus=cpus,
-        )
+        )  # fmt: skip
+        argv = loadgen_argv(cfg, json_path)
         timeout = expected_seconds(case, duration, warmup) + LOADGEN_GRACE
         status, stderr = run_loadgen(argv, cpus=cpus, timeout=timeout, on_tick=on_tick)
         text = Path(json_path).read_text() if os.path.getsize(json_path) else ""
@@ -385,8 +365,8 @@ def run_load(
     result = None
     if text:
         try:
-            result = json.loads(text)
-        except json.JSONDecodeError as exc:
+            result = LoadResult.from_dict(json.loads(text))
+        except (json.JSONDecodeError, ValueError) as exc:
             return None, f"loadgen wrote unreadable JSON: {exc}"
     if status is None:
         return result, f"loadgen did not finish within {timeout:.0f} s (killed)"
@@ -419,45 +399,40 @@ def _measure_with(
     elif out.error is None and out.result is not None:
         out.error = run_failure(out.result, case)
     if out.result is not None and case.kind == "memory":
-        srv = out.result.get("server") or {}
-        pss = srv.get("memory_pss_bytes")
+        pss = out.result.server.memory_pss_bytes if out.result.server else None
         held = _idle_served(out.result, case)
         if pss and out.baseline_pss_bytes and held:
             out.memory_per_connection_bytes = (pss - out.baseline_pss_bytes) / held
     out.status = "ok" if out.error is None else "failed"
 
 
-def run_failure(result: dict[str, Any], case: Case) -> str | None:
+def run_failure(result: LoadResult, case: Case) -> str | None:
     """Why a completed loadgen result means the variant failed at this level, or None.
 
     Errors of any kind, starved connections (a closed-loop connection that
     completed nothing: the variant could not hold that many clients), or an
     interrupted run.
     """
-    if result.get("partial"):
+    if result.partial:
         return "the load generator's run was interrupted"
-    errors = result.get("errors") or {}
-    total = result.get("errors_total") or sum(errors.values())
+    total = result.errors_total
     if total:
-        kinds = ", ".join(f"{k} {v}" for k, v in errors.items() if v)
+        kinds = ", ".join(f"{k} {v}" for k, v in result.errors.items() if v)
         return f"{total} errors ({kinds})"
     if case.kind == "memory":
         held = _idle_served(result, case)
         if held < case.connections:
             return f"only {held} of {case.connections} idle connections were accepted and served"
         return None
-    fairness = result.get("fairness") or {}
-    starved = fairness.get("starved") or 0
+    starved = result.fairness.starved
     if starved:
-        conns = fairness.get("connections") or case.connections
+        conns = result.fairness.connections or case.connections
         return f"{starved} of {conns} connections starved (completed no request)"
-    if not result.get("requests"):
+    if not result.requests:
         return "no request completed"
     return None
 
 
-def _idle_served(result: dict[str, Any], case: Case) -> int:
+def _idle_served(result: LoadResult, case: Case) -> int:
     """Idle connections that answered their one ECHO (all of them if not reported)."""
-    idle = result.get("idle") or {}
-    served = idle.get("served")
-    return int(served) if isinstance(served, int) else case.connections
+    return result.idle.served if result.idle is not None else case.connections

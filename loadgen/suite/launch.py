@@ -7,11 +7,8 @@ line, no sleeping.  :meth:`RunningServer.stop` sends SIGTERM to the whole
 group, waits, then SIGKILLs whatever is left and reaps the leader -- on
 success, failure or Ctrl-C (use it as a context manager).
 
-Every process the suite starts gets :data:`MALLOC_ENV`, so glibc's malloc is
-in the same state for every variant (see docs/RESULTS.md): with the dynamic
-mmap threshold, a 256 KiB read buffer is ``mmap``ed and ``munmap``ed on
-every call (about 12 us each) until the first large free raises the
-threshold, so a process's history would otherwise change its speed.
+Every process the suite starts gets :data:`loadgen.procs.MALLOC_ENV`, so
+glibc's malloc is in the same state for every variant (see docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -29,12 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-# Fixed glibc malloc thresholds for every process the suite starts (bytes).
-# Setting either one also turns off glibc's dynamic adjustment of both.
-MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "1048576",  # allocations >= 1 MiB are mmap()ed
-    "MALLOC_TRIM_THRESHOLD_": "4194304",  # give heap back only past 4 MiB free at the top
-}
+from loadgen.procs import MALLOC_ENV, group_alive, killpg, wait_group_gone
 
 READY_TIMEOUT = 30.0  # seconds; importing gevent or building native_epoll takes a while
 STOP_TIMEOUT = 5.0
@@ -50,7 +42,7 @@ def suite_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(MALLOC_ENV)
     env["PYTHONUNBUFFERED"] = "1"
     # Make `python -m servers` importable from any working directory.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if extra:
         env.update(extra)
@@ -83,13 +75,7 @@ class RunningServer:
 
     def group_alive(self) -> bool:
         """True while any process of the server's group exists (zombies included)."""
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return group_alive(self.pid)
 
     def terminate(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM the leader only; return its exit status, or None if it did not exit."""
@@ -104,17 +90,17 @@ class RunningServer:
         """Stop the whole process group and reap the leader.  Safe to call twice."""
         if not self._stopped:
             self._stopped = True
-            _signal_group(self.pid, signal.SIGTERM)
+            killpg(self.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-            _signal_group(self.pid, signal.SIGKILL)
+            killpg(self.pid, signal.SIGKILL)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:  # pragma: no cover - unkillable
                 pass
-            _wait_group_gone(self.pid, timeout)
+            wait_group_gone(self.pid, timeout)
             try:
                 os.unlink(self.stderr_path)
             except OSError:
@@ -167,7 +153,7 @@ def start_server(
             os.sched_setaffinity(process.pid, cpu_set)  # children and threads inherit it
         ready = _read_ready_line(process, ready_timeout, stderr_path)
     except BaseException:
-        _signal_group(process.pid, signal.SIGKILL)
+        killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise
     return RunningServer(
@@ -204,24 +190,3 @@ def _read_ready_line(
                 )
             line += chunk
     return json.loads(line.decode())
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    """Wait until no process of the group exists (orphans are reaped by init)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        time.sleep(0.01)
-    return False

@@ -1,0 +1,61 @@
+"""``python -m loadgen --target HOST:PORT``: load one server, print a table, write JSON.
+
+    python -m loadgen --target 127.0.0.1:PORT [--workload echo|raw|get|put|mixed|churn|idle]
+        [--size N] [--connections C] [--duration S] [--warmup S] [--rate R]
+        [--pipeline D] [--processes N] [--server-pid PID] [--slow-clients K]
+        [--cpus LIST] [--timeout S] [--json FILE] [--quiet]
+
+Only loopback targets are accepted.  Bad arguments or an unreachable target
+print one line on stderr and exit 2 (no traceback); Ctrl-C stops the
+workers, prints what was measured marked PARTIAL and exits 130.  The JSON
+keys are documented in docs/RESULTS.md.  The options are
+:mod:`loadgen.engine.config`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from loadgen.engine.config import LoadConfig, LoadError, build_parser, fail
+from loadgen.engine.driver import run_load
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = LoadConfig.from_args(args)
+        cfg.validate()
+    except ValueError as exc:
+        fail(str(exc))
+    live = None
+    if not args.quiet and sys.stderr.isatty():
+        from loadgen.suite.report import LiveLine
+
+        live = LiveLine()
+    try:
+        result = run_load(config=cfg, progress=live)
+    except (LoadError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        print("python -m loadgen: interrupted before anything was measured", file=sys.stderr)
+        return 130
+    finally:
+        if live is not None:
+            live.close()
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(result.to_dict(), f, indent=2)
+                f.write("\n")
+        except OSError as exc:
+            fail(f"cannot write {args.json}: {exc.strerror or exc}")
+    if not args.quiet:
+        from loadgen.suite.report import print_result
+
+        print_result(result)
+    return 130 if result.partial else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""What one load run does, and its command line: the contract between the suite and the engine.
+
+:class:`LoadConfig` is parsed from ``python -m loadgen``'s arguments
+(:func:`build_parser`, :meth:`LoadConfig.from_args`) and turned back into
+them (:meth:`LoadConfig.to_argv`) by the suite, which runs the engine as a
+subprocess (isolation, its own CPU).  Both directions live here, so
+``--connections`` can be followed from a scenario to the worker by reading
+one file; a test checks ``from_args(parse(to_argv(cfg))) == cfg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, fields
+from typing import NoReturn
+
+from loadgen.client import parse_target
+
+WORKLOADS = ("echo", "raw", "get", "put", "mixed", "churn", "idle")
+PROG = "python -m loadgen"
+
+
+class LoadError(Exception):
+    """The run could not be made (unreachable target, no connection); one-line message."""
+
+
+@dataclass
+class LoadConfig:
+    """What to run.  ``host``/``port`` must be loopback (checked by the CLI)."""
+
+    host: str
+    port: int
+    workload: str = "echo"
+    size: int = 64
+    connections: int = 64
+    duration: float = 3.0
+    warmup: float = 1.0
+    rate: float | None = None  # requests/s in total: open loop; None: closed loop
+    pipeline: int = 1
+    processes: int = 1
+    slow_clients: int = 0
+    slow_byte_interval: float = 0.005  # seconds between the bytes of a slow client
+    cpus: list[int] | None = None
+    server_pid: int | None = None
+    timeout: float = 2.0  # a reply later than this breaks the connection ("timeout")
+
+    def __post_init__(self) -> None:
+        if self.workload == "slow":  # ECHO where some connections are slow
+            self.workload = "echo"
+            if not self.slow_clients:
+                self.slow_clients = max(1, self.connections // 8)
+
+    @property
+    def mode(self) -> str:
+        return "open" if self.rate else "closed"
+
+    @property
+    def target(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def normal_connections(self) -> int:
+        return self.connections - self.slow_clients
+
+    @property
+    def ramp_limit(self) -> float:
+        """Seconds allowed for opening every connection before the start."""
+        return 2.0 + self.connections / 5000
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line message if the options do not make sense."""
+        checks = [
+            (self.workload in WORKLOADS, f"workload must be one of {', '.join(WORKLOADS)}"),
+            (0 <= self.size <= 16 * 1024 * 1024, "size must be 0..16777216 bytes"),
+            (self.connections >= 1, "connections must be >= 1"),
+            (self.duration > 0, "duration must be > 0"),
+            (self.warmup >= 0, "warmup must be >= 0"),
+            (self.rate is None or self.rate > 0, "rate must be > 0"),
+            (1 <= self.pipeline <= 1024, "pipeline must be 1..1024"),
+            (1 <= self.processes <= 256, "processes must be 1..256"),
+            (0 <= self.slow_clients < self.connections, "slow-clients must be < connections"),
+            (self.timeout > 0, "timeout must be > 0"),
+            (self.processes <= self.connections, "processes must be <= connections"),
+        ]
+        if self.workload in ("churn", "idle"):
+            checks.append((self.rate is None, f"{self.workload} runs closed loop only (no --rate)"))
+            checks.append((self.pipeline == 1, f"{self.workload} has no --pipeline"))
+            checks.append((self.slow_clients == 0, f"{self.workload} has no slow clients"))
+        if self.workload in ("get", "put", "mixed"):
+            checks.append((self.size >= 1, f"{self.workload} needs --size >= 1"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.cpus is not None:
+            if not self.cpus:
+                raise ValueError("cpus must name at least one CPU")
+            if hasattr(os, "sched_getaffinity"):
+                usable = os.sched_getaffinity(0)
+                missing = [c for c in self.cpus if c not in usable]
+                if missing:
+                    raise ValueError(f"cpu(s) {missing} not available (usable: {sorted(usable)})")
+
+    # -- the command line, both ways ------------------------------------------
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LoadConfig:
+        """The config :func:`build_parser`'s namespace describes (ValueError if malformed)."""
+        host, port = parse_target(args.target, loopback_only=True)
+        return cls(
+            host=host,
+            port=port,
+            workload=args.workload,
+            size=args.size,
+            connections=args.connections,
+            duration=args.duration,
+            warmup=args.warmup,
+            rate=args.rate,
+            pipeline=args.pipeline,
+            processes=args.processes,
+            slow_clients=args.slow_clients or 0,
+            cpus=parse_cpus(args.cpus) if args.cpus else None,
+            server_pid=args.server_pid,
+            timeout=args.timeout,
+        )
+
+    def to_argv(self) -> list[str]:
+        """The options that :meth:`from_args` turns back into this config.
+
+        Only options that differ from the defaults are written, in the order
+        of the fields; floats with ``repr`` so they survive the round trip.
+        ``slow_byte_interval`` has no option: ValueError unless it is the default.
+        """
+        argv = ["--target", self.target]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("host", "port") or value == f.default:
+                continue
+            if f.name == "slow_byte_interval":
+                raise ValueError("slow_byte_interval has no command-line option")
+            if f.name == "cpus":
+                text = ",".join(map(str, value))
+            else:
+                text = repr(value) if isinstance(value, float) else str(value)
+            argv += [f"--{f.name.replace('_', '-')}", text]
+        return argv
+
+
+def parse_cpus(text: str) -> list[int]:
+    """``"1"``, ``"0,1"``, ``"2-3"`` -> a list of CPU numbers; ValueError if malformed."""
+    cpus: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f"bad CPU list {text!r} (want e.g. 1 or 0,1 or 0-3)")
+        cpus.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+    return cpus
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2: how every bad argument ends."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not the whole usage text
+        fail(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m loadgen``'s options: every :class:`LoadConfig` field, plus ``--json``/``-q``."""
+    p = _Parser(prog=PROG, description="Load one server of the suite and measure it.")
+    p.add_argument("--target", required=True, help="HOST:PORT of the server (loopback only)")
+    p.add_argument(
+        "--workload",
+        choices=WORKLOADS + ("slow",),
+        default="echo",
+        help="what each connection does (default echo); 'slow' = echo with --slow-clients",
+    )
+    p.add_argument("--size", type=int, default=64, help="payload / file bytes (default 64)")
+    p.add_argument("--connections", "-c", type=int, default=64, help="connections (default 64)")
+    p.add_argument("--duration", "-d", type=float, default=3.0, help="measured seconds (3)")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds, discarded (1)")
+    p.add_argument("--rate", type=float, default=None, help="open loop: total requests/s")
+    p.add_argument(
+        "--pipeline", type=int, default=1, help="closed loop: requests in flight per conn"
+    )
+    p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--server-pid", type=int, default=None, help="measure this process tree")
+    p.add_argument(
+        "--slow-clients",
+        type=int,
+        default=None,
+        help="this many connections send one byte every 5 ms (default 0; 'slow' workload: 1/8)",
+    )
+    p.add_argument("--cpus", default=None, help="pin the workers, e.g. '1' or '0,1' or '2-3'")
+    p.add_argument("--timeout", type=float, default=2.0, help="reply timeout in seconds (2)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no live line, no table")
+    return p

@@ -1,0 +1,331 @@
+"""The result of one load run, typed: what ``--json`` writes and the suite reads back.
+
+Every class mirrors one object of docs/RESULTS.md, field for field and in
+the same order, so :meth:`LoadResult.to_dict` is the documented JSON and
+:meth:`LoadResult.from_dict` reads it back (a missing or unknown key is a
+ValueError: the two sides cannot drift apart silently).  :func:`aggregate`
+merges the workers' reports into one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from loadgen.engine import stats
+from loadgen.engine.config import LoadConfig
+from loadgen.engine.messages import WorkerResult
+from loadgen.engine.worker import ERROR_KINDS
+from loadgen.procs import MALLOC_ENV
+
+SCHEMA = 1
+SATURATED_CORE = 0.9  # a worker above this fraction of a core may be the bottleneck
+RATE_SHORTFALL = 0.97  # open loop: achieved below this fraction of the asked rate
+
+
+@dataclass
+class ResultConfig:
+    target: str
+    workload: str
+    size: int
+    connections: int
+    duration_s: float
+    warmup_s: float
+    rate: float | None
+    pipeline: int
+    processes: int
+    mode: str
+    slow_clients: int
+    cpus: list[int] | None
+    timeout_s: float
+
+
+@dataclass
+class Latency:
+    """Microseconds; every value None when nothing completed."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    p999: float | None
+    max: float | None
+    mean: float | None
+
+
+@dataclass
+class Fairness:
+    connections: int
+    jain: float
+    min_share: float
+    max_share: float
+    starved: int
+
+
+@dataclass
+class WorkerFigures:
+    cpu_util: float
+    cpu_user_s: float
+    cpu_system_s: float
+    requests: int
+    cpu: list[int] | None
+
+
+@dataclass
+class LoadgenFigures:
+    workers: list[WorkerFigures]
+    cpu_util_max: float
+    cpu_us_per_request: float | None
+    saturated: bool
+    saturation_reasons: list[str]
+    achieved_rate_ratio: float | None
+
+
+@dataclass
+class ServerFigures:
+    """What :class:`~loadgen.engine.monitor.ServerMonitor` measured of the server's tree."""
+
+    pid: int
+    cpu_s: float | None
+    cpu_user_s: float | None
+    cpu_system_s: float | None
+    cpu_util: float | None
+    cpu_us_per_request: float | None
+    cpu_user_us_per_request: float | None
+    cpu_system_us_per_request: float | None
+    memory_pss_bytes: int
+    memory_rss_bytes: int
+    memory_pss_is_rss: bool
+    peak_threads: int
+    peak_fds: int
+    peak_children: int
+    processes: int
+    samples: int
+    interval_s: float
+    sampler_cpu_s: float
+    error: str | None
+
+
+@dataclass
+class SlowClients:
+    connections: int
+    requests: int
+    latency_us: Latency
+    byte_interval_s: float
+
+
+@dataclass
+class IdleFigures:
+    connections: int
+    served: int
+    server_uss_before_bytes: int | None
+    server_uss_after_bytes: int | None
+    memory_per_connection_bytes: float | None
+
+
+@dataclass
+class Environment:
+    malloc: dict[str, str]
+    malloc_applied: str
+    malloc_env_at_start: bool
+    python: str
+    engine: str
+
+
+@dataclass
+class LoadResult:
+    """docs/RESULTS.md, schema 1."""
+
+    schema: int
+    config: ResultConfig
+    throughput_rps: float
+    requests: int
+    duration_s: float
+    latency_kind: str
+    latency_us: Latency
+    latency_us_uncorrected: Latency | None
+    latency_out_of_range: int
+    errors: dict[str, int]  # by kind: ERROR_KINDS
+    errors_total: int
+    reconnects: int
+    fairness: Fairness
+    loadgen: LoadgenFigures
+    server: ServerFigures | None
+    slow_clients: SlowClients | None
+    idle: IdleFigures | None
+    environment: Environment
+    partial: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of docs/RESULTS.md (keys in the documented order)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadResult:
+        """Read :meth:`to_dict`'s output back; ValueError on a missing or unknown key."""
+        return _build(cls, data)
+
+
+# -- from_dict: nested dataclasses from their type hints ----------------------------
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: Any) -> T:
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    missing = [n for n in names if n not in data]
+    unknown = [k for k in data if k not in names]
+    if missing or unknown:
+        raise ValueError(f"{cls.__name__}: missing keys {missing}, unknown keys {unknown}")
+    return cls(**{n: _convert(hints[n], data[n]) for n in names})
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(inner[0], value) if len(inner) == 1 else value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v) for v in value]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value)  # type: ignore[arg-type]
+    return value
+
+
+# -- the workers' reports, merged ---------------------------------------------------
+
+
+@dataclass
+class RunFacts:
+    """What the parent knows besides the workers' reports."""
+
+    server: dict[str, Any] | None  # ServerMonitor.stop()'s dict, or None
+    uss_before: int | None  # idle: the server tree's USS before / after the connections
+    uss_after: int | None
+    partial: bool
+
+
+def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> LoadResult:
+    """One :class:`LoadResult` from every worker's :class:`WorkerResult` (at least one)."""
+    requests = sum(r.requests for r in results)
+    elapsed = max(r.elapsed_s for r in results)
+    hist = stats.merge(r.hist for r in results)
+    unc = stats.merge(r.hist_unc or b"" for r in results) if cfg.rate is not None else None
+    per_slot = [0] * cfg.connections
+    for r in results:
+        for slot, n in zip(r.slots, r.done, strict=True):
+            per_slot[slot] = n
+    errors = dict.fromkeys(ERROR_KINDS, 0)
+    for r in results:
+        for k, v in r.errors.items():
+            errors[k] += v
+    throughput = requests / elapsed if elapsed > 0 else 0.0
+    return LoadResult(
+        schema=SCHEMA,
+        config=ResultConfig(
+            target=cfg.target,
+            workload=cfg.workload,
+            size=cfg.size,
+            connections=cfg.connections,
+            duration_s=cfg.duration,
+            warmup_s=cfg.warmup,
+            rate=cfg.rate,
+            pipeline=cfg.pipeline,
+            processes=cfg.processes,
+            mode=cfg.mode,
+            slow_clients=cfg.slow_clients,
+            cpus=cfg.cpus,
+            timeout_s=cfg.timeout,
+        ),
+        throughput_rps=throughput,
+        requests=requests,
+        duration_s=elapsed,
+        latency_kind="response_time" if cfg.rate is not None else "service_time",
+        latency_us=Latency(**stats.summary(hist)),
+        latency_us_uncorrected=Latency(**stats.summary(unc)) if unc is not None else None,
+        latency_out_of_range=sum(r.out_of_range for r in results),
+        errors=errors,
+        errors_total=sum(errors.values()),
+        reconnects=sum(r.reconnects for r in results),
+        fairness=Fairness(**stats.fairness(per_slot[cfg.slow_clients :])),  # type: ignore[arg-type]
+        loadgen=_loadgen_figures(cfg, results, requests, throughput),
+        server=_build(ServerFigures, facts.server) if facts.server is not None else None,
+        slow_clients=_slow_clients(cfg, results),
+        idle=_idle(cfg, results, facts),
+        environment=Environment(
+            malloc=dict(MALLOC_ENV),
+            malloc_applied="+".join(sorted({r.malloc for r in results})),
+            malloc_env_at_start=all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()),
+            python=platform.python_version(),
+            engine="epoll",
+        ),
+        partial=facts.partial,
+    )
+
+
+def _loadgen_figures(
+    cfg: LoadConfig, results: list[WorkerResult], requests: int, throughput: float
+) -> LoadgenFigures:
+    """The generator's own cost, and whether it (not the server) was the limit."""
+    workers = [
+        WorkerFigures(r.cpu_util, r.cpu_user_s, r.cpu_system_s, r.requests, r.cpu) for r in results
+    ]
+    cpu_total = sum(w.cpu_user_s + w.cpu_system_s for w in workers)
+    reasons = [
+        f"worker {r.index} used {r.cpu_util:.2f} of a core"
+        for r in results
+        if r.cpu_util > SATURATED_CORE
+    ]
+    ratio = None
+    if cfg.rate is not None:
+        ratio = throughput / cfg.rate
+        if ratio < RATE_SHORTFALL:
+            reasons.append(
+                f"achieved {throughput:.0f} req/s, {ratio:.1%} of the {cfg.rate:g} asked"
+            )
+    return LoadgenFigures(
+        workers=workers,
+        cpu_util_max=max(w.cpu_util for w in workers),
+        cpu_us_per_request=cpu_total * 1e6 / requests if requests else None,
+        saturated=bool(reasons),
+        saturation_reasons=reasons,
+        achieved_rate_ratio=ratio,
+    )
+
+
+def _slow_clients(cfg: LoadConfig, results: list[WorkerResult]) -> SlowClients | None:
+    if not cfg.slow_clients:
+        return None
+    return SlowClients(
+        connections=cfg.slow_clients,
+        requests=sum(r.slow_requests for r in results),
+        latency_us=Latency(**stats.summary(stats.merge(r.hist_slow or b"" for r in results))),
+        byte_interval_s=cfg.slow_byte_interval,
+    )
+
+
+def _idle(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> IdleFigures | None:
+    if cfg.workload != "idle":
+        return None
+    served = sum(r.idle_served for r in results)
+    before, after = facts.uss_before, facts.uss_after
+    per_conn = None
+    if before is not None and after is not None and served:
+        per_conn = (after - before) / served
+    return IdleFigures(
+        connections=cfg.connections,
+        served=served,
+        server_uss_before_bytes=before,
+        server_uss_after_bytes=after,
+        memory_per_connection_bytes=per_conn,
+    )

@@ -1,0 +1,156 @@
+"""``python run_all.py``: every server variant, every scenario, one comparison report.
+
+Plan -> verify every variant (a wrong answer is never timed) -> measure each
+(scenario case, variant) on a freshly started server, repeated in a shuffled
+order each round -> tables (mean ± sd, flags) -> ``results/<UTC timestamp>/``.
+The pieces: :mod:`~loadgen.suite.scenarios` (what is measured),
+:mod:`~loadgen.suite.plan` and :mod:`~loadgen.suite.runner` (this run),
+:mod:`~loadgen.suite.harness` (one measurement), :mod:`~loadgen.suite.summary`
+(statistics, flags, ranking), :mod:`~loadgen.suite.results` and
+:mod:`~loadgen.suite.charts` (what is written), :mod:`~loadgen.suite.compare`
+(two saved runs).  How to read a report: ``results/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import servers
+from loadgen.suite import results
+from loadgen.suite.compare import compare_runs
+from loadgen.suite.plan import make_plan
+from loadgen.suite.runner import console, execute, print_tables
+from loadgen.suite.scenarios import PROFILES, help_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python run_all.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure every server concurrency model under the same load generator "
+        "and write a comparison report (tables, charts, raw JSON) to results/<UTC timestamp>/.",
+        epilog="profiles:\n"
+        + "\n".join(
+            f"  {p.name}: {p.description}; scenarios {', '.join(p.scenarios)}; "
+            f"{p.repeat} repeats of {p.warmup:g} s warm-up + {p.duration:g} s"
+            for p in PROFILES.values()
+        )
+        + "\n\nscenarios (--scenarios):\n"
+        + help_text()
+        + "\n\nvariants (--servers; `python -m servers --list` describes them):\n  "
+        + ", ".join(n for n, v in servers.REGISTRY.items() if v.family != "test")
+        + "\n\nexamples:\n"
+        "  python run_all.py                                  # quick profile, every variant\n"
+        "  python run_all.py --profile full                   # everything, 5 repeats\n"
+        "  python run_all.py --servers thread_per_client,gevent_server --scenarios churn\n"
+        "  python run_all.py --compare                        # newest run vs the one before\n"
+        "  python run_all.py --compare results/A results/B\n"
+        "How to read the report: results/README.md",
+    )
+    p.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        default="quick",
+        help="which scenarios and how many repeats (default: quick)",
+    )
+    p.add_argument(
+        "--servers",
+        metavar="A,B",
+        help="only these variants (default: every "
+        "registered variant, native_epoll included as a reference row)",
+    )
+    p.add_argument(
+        "--scenarios",
+        metavar="X,Y",
+        help="only these scenarios (default: the "
+        "profile's); scenarios a chosen one needs are added (open-loop needs echo-small)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="repeats of every measurement (default: the profile's; >= 2 gives a spread)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="measured seconds per run (default: the profile's)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        metavar="S",
+        help="discarded warm-up seconds per run (default: the profile's)",
+    )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the server and the load "
+        "generator to different CPUs (pinning is the default with >= 2 CPUs)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the shuffled order (default: random; recorded in results.json)",
+    )
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        default="results",
+        help="where result directories go (default: results)",
+    )
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="write this run into exactly DIR (replacing its report, JSON and charts; no "
+        "timestamp, no latest link), e.g. results/reference-2core",
+    )
+    p.add_argument("--no-charts", action="store_true", help="skip the matplotlib charts")
+    p.add_argument(
+        "--render",
+        metavar="RUN",
+        help="rewrite the tables, report.md and charts of a saved run from its results.json "
+        "(no measuring), e.g. after upgrading the suite",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="*",
+        metavar="RUN",
+        help="compare two saved runs instead "
+        "of measuring: none given = the newest run in --output vs the one before; "
+        "one = that run vs the newest; two = A vs B",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.compare is not None:
+        return compare_runs(args, parser, console)
+    if args.render:
+        return render(Path(args.render), parser)
+    try:
+        plan = make_plan(args)
+    except (KeyError, ValueError) as exc:
+        parser.error(str(exc.args[0]) if exc.args else str(exc))
+    return execute(plan, args)
+
+
+def render(run_dir: Path, parser: argparse.ArgumentParser) -> int:
+    try:
+        data = results.load(run_dir)
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot read {run_dir}: {exc}")
+    run_dir = run_dir.resolve()
+    summaries = results.write(run_dir, data, latest=False)
+    print_tables(summaries, data)
+    console.print(f"\nRewrote {run_dir}/report.md and charts/ from results.json.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

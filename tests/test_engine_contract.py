@@ -1,0 +1,140 @@
+"""The engine's two contracts with the suite: its command line and its result, both ways.
+
+The suite runs ``python -m loadgen`` as a subprocess with the options
+``LoadConfig.to_argv()`` writes and reads the JSON back with
+``LoadResult.from_dict()``; nothing may be lost on the way.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from loadgen.engine.config import LoadConfig, build_parser
+from loadgen.engine.result import LoadResult
+from loadgen.suite import harness
+from loadgen.suite.scenarios import SCENARIOS
+
+CONFIGS = [
+    LoadConfig("127.0.0.1", 8000),
+    LoadConfig("127.0.0.1", 9, workload="raw", size=1024, connections=10),
+    LoadConfig("::1", 65535, rate=12345.678, pipeline=4, connections=3, timeout=0.25),
+    LoadConfig("localhost", 1, workload="slow", connections=16, duration=0.75, warmup=0.0),
+    LoadConfig("127.0.0.1", 8000, workload="idle", connections=1000, cpus=[1], server_pid=42),
+    LoadConfig("127.0.0.1", 8000, workload="mixed", processes=2, cpus=[0, 1], slow_clients=3),
+    LoadConfig("127.0.0.1", 8000, size=0, duration=1e-3, warmup=2.5),
+]
+
+
+def parsed(argv: list[str]) -> LoadConfig:
+    return LoadConfig.from_args(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: " ".join(c.to_argv()[2:]) or "defaults")
+def test_config_survives_its_command_line(cfg: LoadConfig) -> None:
+    assert parsed(cfg.to_argv()) == cfg
+
+
+def test_every_scenario_case_survives_the_command_line() -> None:
+    server = SimpleNamespace(host="127.0.0.1", port=8000, pid=4321)
+    for scenario in SCENARIOS.values():
+        for case in scenario.cases:
+            rate = 1234.5 if case.rate_fraction is not None else None
+            cfg = harness.load_config(
+                server,  # type: ignore[arg-type]
+                case,
+                duration=0.75,
+                warmup=0.25,
+                rate=rate,
+                cpus=(1,),
+            )
+            assert parsed(cfg.to_argv()) == cfg, case.key
+            assert cfg.connections == case.connections and cfg.server_pid == 4321
+
+
+def test_a_setting_without_an_option_is_refused() -> None:
+    with pytest.raises(ValueError, match="slow_byte_interval"):
+        LoadConfig("127.0.0.1", 8000, slow_byte_interval=0.5).to_argv()
+
+
+def full_result() -> dict[str, Any]:
+    """A result with every key of docs/RESULTS.md set (no null objects)."""
+    lat = {"p50": 10.0, "p90": 20.0, "p99": 40.0, "p999": 80.0, "max": 90.0, "mean": 12.0}
+    return {
+        "schema": 1,
+        "config": {
+            "target": "127.0.0.1:8000", "workload": "echo", "size": 64, "connections": 4,
+            "duration_s": 1.0, "warmup_s": 0.5, "rate": 100.0, "pipeline": 1, "processes": 2,
+            "mode": "open", "slow_clients": 1, "cpus": [1], "timeout_s": 2.0,
+        },
+        "throughput_rps": 99.0,
+        "requests": 99,
+        "duration_s": 1.0,
+        "latency_kind": "response_time",
+        "latency_us": lat,
+        "latency_us_uncorrected": dict(lat, p99=30.0),
+        "latency_out_of_range": 0,
+        "errors": {"refused": 0, "reset": 1, "timeout": 0, "protocol": 0, "wrong_reply": 0},
+        "errors_total": 1,
+        "reconnects": 1,
+        "fairness": {"connections": 3, "jain": 0.9, "min_share": 0.8, "max_share": 1.1,
+                     "starved": 0},
+        "loadgen": {
+            "workers": [
+                {"cpu_util": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2, "requests": 50,
+                 "cpu": [1]},
+                {"cpu_util": 0.4, "cpu_user_s": 0.2, "cpu_system_s": 0.2, "requests": 49,
+                 "cpu": [1]},
+            ],
+            "cpu_util_max": 0.5, "cpu_us_per_request": 9.1, "saturated": True,
+            "saturation_reasons": ["achieved 99 req/s"], "achieved_rate_ratio": 0.99,
+        },
+        "server": {
+            "pid": 7, "cpu_s": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2, "cpu_util": 0.5,
+            "cpu_us_per_request": 5.0, "cpu_user_us_per_request": 3.0,
+            "cpu_system_us_per_request": 2.0, "memory_pss_bytes": 1000, "memory_rss_bytes": 2000,
+            "memory_pss_is_rss": False, "peak_threads": 1, "peak_fds": 9, "peak_children": 0,
+            "processes": 1, "samples": 5, "interval_s": 0.2, "sampler_cpu_s": 0.001,
+            "error": None,
+        },
+        "slow_clients": {"connections": 1, "requests": 2, "latency_us": lat,
+                         "byte_interval_s": 0.005},
+        "idle": {"connections": 4, "served": 4, "server_uss_before_bytes": 100,
+                 "server_uss_after_bytes": 500, "memory_per_connection_bytes": 100.0},
+        "environment": {"malloc": {"MALLOC_MMAP_THRESHOLD_": "1048576"},
+                        "malloc_applied": "mallopt", "malloc_env_at_start": True,
+                        "python": "3.11.0", "engine": "epoll"},
+        "partial": False,
+    }  # fmt: skip
+
+
+def test_result_survives_its_json() -> None:
+    data = full_result()
+    result = LoadResult.from_dict(json.loads(json.dumps(data)))
+    assert result.server is not None and result.server.cpu_user_us_per_request == 3.0
+    assert result.loadgen.workers[1].requests == 49
+    assert result.slow_clients is not None and result.slow_clients.latency_us.p99 == 40.0
+    assert result.to_dict() == data
+    assert list(result.to_dict()) == list(data)  # the documented order
+
+
+def test_null_objects_survive_too() -> None:
+    data = full_result()
+    for key in ("server", "slow_clients", "idle", "latency_us_uncorrected"):
+        data[key] = None
+    assert LoadResult.from_dict(copy.deepcopy(data)).to_dict() == data
+
+
+@pytest.mark.parametrize("change", ["missing", "unknown"])
+def test_result_with_other_keys_is_refused(change: str) -> None:
+    data = full_result()
+    if change == "missing":
+        del data["fairness"]["starved"]
+    else:
+        data["server"]["surprise"] = 1
+    with pytest.raises(ValueError, match="Fairness" if change == "missing" else "Server"):
+        LoadResult.from_dict(data)
