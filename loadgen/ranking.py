@@ -272,6 +272,8 @@ def rank_rows(
     """
     means = {}
     for name, samples in rows:
+        if name in means:
+            raise ValueError(f"row {name!r} appears twice")
         values = _checked(samples)
         if not values:
             raise ValueError(f"row {name!r} has no samples")
