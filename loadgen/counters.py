@@ -36,12 +36,24 @@ By default the counted names are :data:`SYSCALLS`, the calls the servers of
 this suite spend their time in, plus ``raw_syscalls:sys_enter`` for the exact
 total; ``stop()`` returns the rest as ``"other"`` so the counts add up to the
 total. ``names="all"`` expands ``syscalls:sys_enter_*`` (about 360
-tracepoints, so 360 file descriptors per thread and a slower attach).
+tracepoints, so 360 file descriptors per thread and a much slower stop).
 Either way, enabling a syscall tracepoint makes *every* task on the machine
 take the kernel's slower traced syscall entry while perf runs (the
 tracepoint is global; perf only keeps the events of the traced tasks), so
 the load generator pays a little too. Counts, not times, are what this
 module promises.
+
+Measured here (2 cores, busy, one ``getppid`` loop in Python; noisy, so only
+gross effects count): attaching takes ~10-100 ms before the window (start()
+returns once counting runs); with :data:`SYSCALLS` the traced loop's cost per
+call did not change beyond the noise (~0.75-0.95 us either way), nor did an
+untraced process's; ``names="all"`` likewise. Counting names as filters on
+the single ``raw_syscalls:sys_enter`` tracepoint (``--filter 'id == N'``,
+one event per name) made the traced loop ~4x slower per call (every event's
+filter runs on every call): rejected. Ending perf is the expensive part:
+unregistering each tracepoint waits for an RCU grace period, ~40 ms each, so
+:meth:`SyscallCounter.stop` takes ~2.5 s with :data:`SYSCALLS` and ~13 s with
+``"all"`` -- unless a :class:`TracepointHold` keeps them registered (~10 ms).
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ __all__ = [
     "ContextSwitchCounter",
     "CostCounters",
     "SyscallCounter",
+    "TracepointHold",
     "per_request",
     "top_syscalls",
     "tree_pids",
@@ -400,6 +413,7 @@ class SyscallCounter:
         return [TOTAL_EVENT, *(f"syscalls:sys_enter_{n}" for n in names)]
 
     def _launch(self, pids: list[int]) -> None:
+        """perf stat on ``pids``, counters disabled until :meth:`_command` enables them."""
         self._dir = tempfile.TemporaryDirectory(prefix="syscalls-")
         ctl_r, self._ctl = os.pipe()
         self._ack, ack_w = os.pipe()
@@ -472,6 +486,69 @@ class SyscallCounter:
         if TOTAL_EVENT in events:
             counts[OTHER] = events[TOTAL_EVENT] - sum(counts.values())
         return {name: n for name, n in counts.items() if n > 0}  # absent means zero
+
+
+class TracepointHold:
+    """Keep the syscall tracepoints registered between windows, so each stop() is quick.
+
+    Ending a perf that holds the last event of a tracepoint unregisters it,
+    and the kernel waits for an RCU grace period per tracepoint: about 40 ms
+    each here, so ~2.5 s for :data:`SYSCALLS` and ~13 s for ``"all"``, on
+    every :meth:`SyscallCounter.stop`. While a hold lives (a perf counting
+    the same events on a ``sleep`` of its own), a stop takes ~10 ms. The
+    price: while the tracepoints are registered, every task on the machine
+    (the load generator too) takes the traced syscall entry, between windows
+    as well as during them. A context manager; ``close()`` ends and reaps perf
+    and the ``sleep`` it watches (each in its own process group).
+    """
+
+    def __init__(self, names: Iterable[str] | str = SYSCALLS, timeout: float = 10.0) -> None:
+        self._counter = SyscallCounter(names, timeout)
+        self._sleeper: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # perf attaches to a sleep we own and reap: given a workload of its own
+        # (``perf stat -- sleep``), perf exits on SIGINT without reaping it.
+        self._sleeper = subprocess.Popen(["sleep", "86400"], start_new_session=True)
+        try:
+            self._counter.start([self._sleeper.pid])  # events are registered once enabled
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._counter.close()
+        finally:
+            if self._sleeper is not None:
+                try:
+                    os.killpg(self._sleeper.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self._sleeper.wait()
+                self._sleeper = None
+
+    def __enter__(self) -> TracepointHold:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        """perf's pid (and process group) while the hold lives."""
+        return self._counter.pid
+
+    @property
+    def sleeper_pid(self) -> int | None:
+        """The watched sleep's pid (and process group) while the hold lives."""
+        return self._sleeper.pid if self._sleeper is not None else None
 
 
 # -- figures -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from loadgen.counters import (
     ContextSwitchCounter,
     CostCounters,
     SyscallCounter,
+    TracepointHold,
     per_request,
     top_syscalls,
     tree_pids,
@@ -343,3 +344,18 @@ def test_sampler_thread_stops() -> None:
     counter.start([os.getpid()])
     counter.stop()
     assert not any(t.name == "ctxsw-sampler" for t in threading.enumerate())
+
+
+@needs_perf
+def test_hold_keeps_counting_right_and_leaves_nothing(echo_server: tuple[int, int]) -> None:
+    pid, port = echo_server
+    with TracepointHold() as hold:
+        groups = [hold.pid, hold.sleeper_pid]
+        assert hold.pid in perf_pids()
+        per = per_request(count_window(pid, port), N)
+        assert per["recvfrom"] >= 1.0 and per["sendto"] >= 1.0
+    assert perf_pids() == []
+    for group in groups:
+        assert group is not None
+        with pytest.raises(ProcessLookupError):
+            os.killpg(group, 0)  # perf and its sleep are both gone and reaped
