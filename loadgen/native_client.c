@@ -56,6 +56,7 @@ struct conn {
     size_t out_off;  /* where the next byte to write is, within one request */
     int pending;     /* already on this batch's list of connections to flush */
     int want_out;    /* registered for EPOLLOUT */
+    long replies;    /* complete replies over the whole run */
 };
 
 static struct conn *conns;
@@ -171,6 +172,7 @@ static int on_readable(struct conn *c) {
         if (c->in_off == reqlen) { c->in_off = 0; done++; }
     }
     c->in_flight -= done;
+    c->replies += done;
     return done;
 }
 
@@ -285,6 +287,7 @@ int main(int argc, char **argv) {
         if (!measuring && now >= t_measure) {
             measuring = 1;
             t_start = now;
+            t_end = now + (int64_t)(duration * 1e9);  /* the window is `duration`, however late */
             getrusage(RUSAGE_SELF, &ru0);
         }
         if (now >= t_end || live == 0) break;
@@ -311,6 +314,8 @@ int main(int argc, char **argv) {
     }
     t_stop = now_ns();
     getrusage(RUSAGE_SELF, &ru1);
+    for (int i = 0; i < nconn; i++)  /* open, asked, never answered: the server went silent */
+        if (conns[i].fd >= 0 && conns[i].replies == 0) close_conn(&conns[i], K_TIMEOUT);
     double elapsed = t_start ? (t_stop - t_start) / 1e9 : 0.0;
     long total = 0;
     for (int k = 0; k < NKINDS; k++) total += errors[k];
