@@ -25,6 +25,8 @@ from loadgen.launch import MALLOC_ENV, RunningServer, start_server, suite_env
 
 FAKES = {
     "fake_bad_echo": "tests.fakes.bad_echo",
+    "fake_flip_echo": "tests.fakes.flip_echo",
+    "fake_flip_echo_deep": "tests.fakes.flip_echo_deep",
     "fake_pause_once": "tests.fakes.pause_once",
     "fake_never_reply": "tests.fakes.never_reply",
     "fake_bad_status": "tests.fakes.bad_status",
@@ -198,6 +200,59 @@ def test_wrong_echo_bytes_are_errors_never_successes(fake: RunningServer) -> Non
     assert r["errors"]["wrong_reply"] > 0
     assert r["errors_total"] == r["errors"]["wrong_reply"]
     assert r["reconnects"] >= r["errors"]["wrong_reply"] - 4  # each break is reopened
+
+
+def assert_only_wrong_replies(r: dict[str, Any]) -> None:
+    """Every reply was refused as wrong, none counted, and each broke its connection."""
+    assert r["requests"] == 0 and r["throughput_rps"] == 0
+    assert r["latency_us"] == dict.fromkeys(LATENCY_KEYS)  # no latency from a wrong reply
+    assert r["errors"]["wrong_reply"] > 0
+    assert r["errors_total"] == r["errors"]["wrong_reply"]
+    assert r["reconnects"] >= r["errors"]["wrong_reply"] - r["config"]["connections"]
+
+
+# Each option set sends the replies down a different comparison in the engine:
+# one request in flight (the hot path: the whole reply in one read), two
+# pipelined (both replies usually in one read), open loop (the general path,
+# reply by reply).
+REPLY_PATHS = {
+    "one-in-flight": {},
+    "pipelined": {"pipeline": 2},
+    "open-loop": {"rate": 400},
+}
+
+
+@pytest.mark.parametrize("options", list(REPLY_PATHS.values()), ids=list(REPLY_PATHS))
+@pytest.mark.parametrize("fake", ["fake_flip_echo"], indirect=True)
+def test_right_header_and_length_but_one_wrong_byte_is_never_a_success(
+    fake: RunningServer, options: dict[str, Any]
+) -> None:
+    # 100-byte ECHO: the reply's header and length are right, its last byte is not.
+    r = run_load(fake.target, connections=4, size=100, duration=0.5, warmup=0.1, **options)
+    assert_only_wrong_replies(r)
+
+
+@pytest.mark.parametrize("fake", ["fake_flip_echo"], indirect=True)
+def test_cycling_requests_count_one_wrong_echo_byte_as_wrong(fake: RunningServer) -> None:
+    # mixed: each connection cycles 16 ECHO, 3 GET, 1 PUT, one reply per read
+    # (the engine's "one whole reply" path for cycling requests).  GET and PUT
+    # are served right; every ECHO is wrong and breaks the connection, so at
+    # most 4 successes follow 16 failures, plus a cycle's edge per connection.
+    connections = 3
+    options: dict[str, Any] = {"workload": "mixed", "size": 100, "duration": 0.5, "warmup": 0.1}
+    r = run_load(fake.target, connections=connections, **options)
+    wrong = r["errors"]["wrong_reply"]
+    assert wrong > 0 and r["errors_total"] == wrong
+    assert 0 < r["requests"] <= wrong / 4 + 8 * connections
+
+
+@pytest.mark.parametrize("fake", ["fake_flip_echo_deep"], indirect=True)
+def test_one_byte_flipped_deep_inside_a_64kib_reply_is_never_a_success(
+    fake: RunningServer,
+) -> None:
+    # The wrong byte sits 40,005 bytes into a 65,541-byte reply read in pieces.
+    r = run_load(fake.target, connections=2, size=64 * 1024, duration=0.5, warmup=0.1)
+    assert_only_wrong_replies(r)
 
 
 @pytest.mark.parametrize("fake", ["fake_bad_status"], indirect=True)
