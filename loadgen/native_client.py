@@ -16,21 +16,18 @@ once per version of the source.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import select
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from loadgen.client import is_loopback, parse_target
-from servers.native_epoll import BUILD_TIMEOUT, cache_root, find_compiler
+from servers.native_build import BuildError, build_cached, find_c_compiler
 
 SOURCE = Path(__file__).with_name("native_client.c")
-CFLAGS = ("-O2", "-std=gnu11", "-Wall", "-Wextra")
 GRACE_S = 5.0  # beyond the client's own bound (its alarm() fires 2 s past it)
 
 
@@ -42,51 +39,17 @@ def unavailable_reason() -> str | None:
     """Why the C client cannot run here, or None."""
     if not hasattr(os, "sched_setaffinity") or not hasattr(select, "epoll"):
         return "needs Linux (epoll)"
-    if find_compiler() is None:
+    if find_c_compiler() is None:
         return "no C compiler (cc) found"
     return None
 
 
 def build() -> Path:
     """The binary for this version of the source, compiled first if needed."""
-    compiler = find_compiler()
-    if compiler is None:
-        raise NativeClientError("native_client: no C compiler (cc) found")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    binary = cache_root() / key / "native_client"
-    if os.access(binary, os.X_OK):
-        return binary
     try:
-        binary.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NativeClientError(f"native_client: cannot create {binary.parent}: {exc}") from None
-    _compile(compiler, binary)
-    return binary
-
-
-def _compile(compiler: str, binary: Path) -> None:
-    """Compile to a temporary name, then rename: concurrent builds never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=binary.parent, prefix=".build-")
-    os.close(fd)
-    try:
-        done = subprocess.run(
-            [compiler, *CFLAGS, "-o", tmp, str(SOURCE)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-        )
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            why = lines[0] if lines else f"exit status {done.returncode}"
-            raise NativeClientError(f"native_client: {compiler} failed: {why}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, binary)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NativeClientError(f"native_client: build failed: {exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return Path(build_cached(SOURCE, "native_client"))
+    except BuildError as exc:
+        raise NativeClientError(str(exc)) from None
 
 
 def run(
@@ -193,7 +156,7 @@ def calibrate_ceiling(
             cpus=None if cpu is None else [cpu],
             server_pid=server_pid,
         )
-        return r["throughput_rps"], r["errors_total"]
+        return r.throughput_rps, r.errors_total
 
     per_round = []
     for i in range(rounds):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import servers
 from loadgen.suite.launch import start_server, suite_env
+from servers.protocol import DEFAULT_MAX_FRAME
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -41,7 +42,10 @@ def test_ready_line(tmp_path: Path) -> None:
         assert ready["host"] == "127.0.0.1"
         assert isinstance(ready["port"], int) and ready["port"] > 0
         assert ready["pid"] == server.pid
-        json.dumps(ready)
+        assert ready["port"] == server.port
+        assert ready["protocol"] == "framed"
+        assert ready["root"] == os.path.abspath(tmp_path)
+        assert ready["max_frame"] == DEFAULT_MAX_FRAME
 
 
 def test_unknown_name_is_one_line_no_traceback() -> None:

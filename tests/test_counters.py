@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from loadgen import counters
-from loadgen.counters import (
+from loadgen.engine import counters
+from loadgen.engine.counters import (
     ContextSwitchCounter,
     CostCounters,
     SyscallCounter,

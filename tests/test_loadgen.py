@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from loadgen.engine import ERROR_KINDS, LoadError, run_load
+from loadgen.engine.result import SATURATED_CORE
 from loadgen.procs import MALLOC_ENV
 from loadgen.suite.launch import RunningServer, start_server, suite_env
 from tests.fakes import fake_env
@@ -104,6 +105,23 @@ def no_children_left() -> bool:
     return not psutil.Process().children(recursive=True)
 
 
+def assert_fairness_consistent(f: dict[str, Any]) -> None:
+    """Jain's index agrees with the reported shares, as it must for any share vector.
+
+    The shares s_i (completions over the fair share) have mean 1, so Jain's
+    index is 1 / mean(s_i^2) = 1 / (1 + var(s)).  The variance is at least
+    what the smallest and largest shares contribute, ((max-1)^2 + (1-min)^2) / n,
+    and at most (max-1)(1-min) (Bhatia-Davis): two bounds on the index that a
+    wrong formula, or shares and index taken from different counts, breaks.
+    """
+    n, lo, hi = f["connections"], f["min_share"], f["max_share"]
+    assert 0 <= lo <= 1 <= hi <= n
+    assert (f["starved"] > 0) == (lo == 0)
+    least = ((hi - 1) ** 2 + (1 - lo) ** 2) / n
+    most = (hi - 1) * (1 - lo)
+    assert 1 / (1 + most) - 1e-9 <= f["jain"] <= 1 / (1 + least) + 1e-9
+
+
 # -- the real thing ------------------------------------------------------------
 
 
@@ -142,17 +160,26 @@ def test_two_second_run_against_thread_per_client(tmp_path: Path) -> None:
     lat = r["latency_us"]
     assert set(lat) == LATENCY_KEYS
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
-    assert lat["p50"] <= lat["mean"] * 10
+    assert lat["mean"] <= lat["max"]
+    # Little's law: requests in flight on average = rate x mean latency, and a
+    # closed loop never has more in flight than its 8 connections (a latency
+    # in the wrong unit or a rate over the wrong time breaks this).
+    assert r["throughput_rps"] * lat["mean"] / 1e6 <= 8 * 1.1
     assert r["latency_us_uncorrected"] is None
     assert r["latency_out_of_range"] == 0
     f = r["fairness"]
     assert f["connections"] == 8 and f["starved"] == 0
-    assert 0 < f["jain"] <= 1.0 and 0 < f["min_share"] <= 1.0 <= f["max_share"]
+    assert_fairness_consistent(f)
     lg = r["loadgen"]
     assert len(lg["workers"]) == 1
     assert lg["workers"][0]["requests"] == r["requests"]
     assert lg["cpu_util_max"] > 0 and lg["cpu_us_per_request"] > 0
-    assert isinstance(lg["saturated"], bool)
+    # the documented rule: saturated when a worker used more than SATURATED_CORE of a core
+    assert lg["cpu_util_max"] == max(w["cpu_util"] for w in lg["workers"])
+    assert lg["saturated"] is (lg["cpu_util_max"] > SATURATED_CORE)
+    assert len(lg["saturation_reasons"]) == sum(
+        w["cpu_util"] > SATURATED_CORE for w in lg["workers"]
+    )
     assert lg["achieved_rate_ratio"] is None
     s = r["server"]
     assert SERVER_KEYS <= set(s)
@@ -175,6 +202,7 @@ def test_run_load_reaps_its_workers_and_splits_connections(tmp_path: Path) -> No
     assert len(r["loadgen"]["workers"]) == 2
     assert sum(w["requests"] for w in r["loadgen"]["workers"]) == r["requests"] > 0
     assert r["fairness"]["connections"] == 6 and r["fairness"]["starved"] == 0
+    assert_fairness_consistent(r["fairness"])
 
 
 @pytest.mark.parametrize(
@@ -216,7 +244,9 @@ def test_idle_connections_are_served_once_then_held(tmp_path: Path) -> None:
     assert r["errors_total"] == 0 and r["requests"] == 0
     assert r["fairness"]["starved"] == 0
     assert r["server"]["peak_threads"] > 20  # the connections were held open
-    assert idle["memory_per_connection_bytes"] is not None
+    grown = idle["server_uss_after_bytes"] - idle["server_uss_before_bytes"]
+    assert idle["memory_per_connection_bytes"] == pytest.approx(grown / 20)
+    assert grown > 0  # 20 threads, each with its own touched stack
 
 
 def test_slow_clients_are_reported_apart(tmp_path: Path) -> None:
@@ -236,6 +266,8 @@ def test_blocking_loop_starves_connections(tmp_path: Path) -> None:
         r = run_load_json(server.target, connections=4, duration=0.5, warmup=0.1, timeout=5)
     f = r["fairness"]
     assert f["starved"] == 3 and f["jain"] == pytest.approx(0.25)
+    assert f["min_share"] == 0 and f["max_share"] == 4  # one connection got it all
+    assert_fairness_consistent(f)
 
 
 # -- broken servers ----------------------------------------------------------------
@@ -248,6 +280,59 @@ def test_wrong_echo_bytes_are_errors_never_successes(fake: RunningServer) -> Non
     assert r["errors"]["wrong_reply"] > 0
     assert r["errors_total"] == r["errors"]["wrong_reply"]
     assert r["reconnects"] >= r["errors"]["wrong_reply"] - 4  # each break is reopened
+
+
+def assert_only_wrong_replies(r: dict[str, Any]) -> None:
+    """Every reply was refused as wrong, none counted, and each broke its connection."""
+    assert r["requests"] == 0 and r["throughput_rps"] == 0
+    assert r["latency_us"] == dict.fromkeys(LATENCY_KEYS)  # no latency from a wrong reply
+    assert r["errors"]["wrong_reply"] > 0
+    assert r["errors_total"] == r["errors"]["wrong_reply"]
+    assert r["reconnects"] >= r["errors"]["wrong_reply"] - r["config"]["connections"]
+
+
+# Each option set sends the replies down a different comparison in the engine:
+# one request in flight (the hot path: the whole reply in one read), two
+# pipelined (both replies usually in one read), open loop (the general path,
+# reply by reply).
+REPLY_PATHS = {
+    "one-in-flight": {},
+    "pipelined": {"pipeline": 2},
+    "open-loop": {"rate": 400},
+}
+
+
+@pytest.mark.parametrize("options", list(REPLY_PATHS.values()), ids=list(REPLY_PATHS))
+@pytest.mark.parametrize("fake", ["fake_flip_echo"], indirect=True)
+def test_right_header_and_length_but_one_wrong_byte_is_never_a_success(
+    fake: RunningServer, options: dict[str, Any]
+) -> None:
+    # 100-byte ECHO: the reply's header and length are right, its last byte is not.
+    r = run_load_json(fake.target, connections=4, size=100, duration=0.5, warmup=0.1, **options)
+    assert_only_wrong_replies(r)
+
+
+@pytest.mark.parametrize("fake", ["fake_flip_echo"], indirect=True)
+def test_cycling_requests_count_one_wrong_echo_byte_as_wrong(fake: RunningServer) -> None:
+    # mixed: each connection cycles 16 ECHO, 3 GET, 1 PUT, one reply per read
+    # (the engine's "one whole reply" path for cycling requests).  GET and PUT
+    # are served right; every ECHO is wrong and breaks the connection, so at
+    # most 4 successes follow 16 failures, plus a cycle's edge per connection.
+    connections = 3
+    options: dict[str, Any] = {"workload": "mixed", "size": 100, "duration": 0.5, "warmup": 0.1}
+    r = run_load_json(fake.target, connections=connections, **options)
+    wrong = r["errors"]["wrong_reply"]
+    assert wrong > 0 and r["errors_total"] == wrong
+    assert 0 < r["requests"] <= wrong / 4 + 8 * connections
+
+
+@pytest.mark.parametrize("fake", ["fake_flip_echo_deep"], indirect=True)
+def test_one_byte_flipped_deep_inside_a_64kib_reply_is_never_a_success(
+    fake: RunningServer,
+) -> None:
+    # The wrong byte sits 40,005 bytes into a 65,541-byte reply read in pieces.
+    r = run_load_json(fake.target, connections=2, size=64 * 1024, duration=0.5, warmup=0.1)
+    assert_only_wrong_replies(r)
 
 
 @pytest.mark.parametrize("fake", ["fake_bad_status"], indirect=True)
@@ -276,7 +361,7 @@ def test_open_loop_shows_a_server_stall_in_corrected_latency(fake: RunningServer
     assert set(uncorrected) == LATENCY_KEYS
     assert corrected["p99"] >= uncorrected["p99"] + 100_000
     assert corrected["max"] >= 250_000
-    assert r["loadgen"]["achieved_rate_ratio"] is not None
+    assert r["loadgen"]["achieved_rate_ratio"] == pytest.approx(r["throughput_rps"] / 1000)
 
 
 @pytest.mark.parametrize("fake", ["fake_never_reply"], indirect=True)

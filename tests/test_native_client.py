@@ -18,17 +18,13 @@ import pytest
 
 import servers
 from loadgen import native_client
-from loadgen.launch import RunningServer, start_server
+from loadgen.suite.launch import RunningServer, start_server
+from tests.fakes import fake_env
 
 REASON = native_client.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"native_client unavailable: {REASON}")
 
-FAKES = {
-    "fake_bad_echo": "tests.fakes.bad_echo",
-    "fake_flip_last_byte": "tests.fakes.flip_last_byte",
-    "fake_never_reply": "tests.fakes.never_reply",
-}
-FAKE_ENV = {"CONCURRENCY_BENCH_EXTRA": ",".join(f"{k}={v}" for k, v in FAKES.items())}
+FAKE_ENV = fake_env()  # the started servers know tests/fakes
 KINDS = {"refused", "reset", "timeout", "protocol", "wrong_reply"}
 
 
@@ -99,7 +95,7 @@ def test_wrong_length_reply_is_an_error(fake: RunningServer) -> None:
     assert r["error_kinds"]["wrong_reply"] == r["errors"] == 3
 
 
-@pytest.mark.parametrize("fake", ["fake_flip_last_byte"], indirect=True)
+@pytest.mark.parametrize("fake", ["fake_flip_echo"], indirect=True)
 @pytest.mark.parametrize("size", [64, 65_536])
 def test_one_wrong_byte_at_the_end_is_an_error(fake: RunningServer, size: int) -> None:
     r = native_client.run(fake.host, fake.port, 2, 2, size, warmup=0.1, duration=0.5)

@@ -147,13 +147,6 @@ def marked_processes(token: str) -> list[psutil.Process]:
     return found
 
 
-def loadgen_available() -> bool:
-    return (ROOT / "loadgen" / "__main__.py").is_file()
-
-
-needs_loadgen = pytest.mark.skipif(not loadgen_available(), reason="python -m loadgen missing")
-
-
 # -- scenarios and profiles --------------------------------------------------------
 
 
@@ -207,7 +200,6 @@ def test_run_all_reports_a_failed_verify_and_times_nothing(tmp_path: Path) -> No
 # -- Ctrl-C -------------------------------------------------------------------------------
 
 
-@needs_loadgen
 def test_ctrl_c_stops_everything_and_writes_partial_results(tmp_path: Path) -> None:
     token = uuid.uuid4().hex
     env = suite_env({"CB_TEST_TOKEN": token})
@@ -254,7 +246,6 @@ def test_ctrl_c_stops_everything_and_writes_partial_results(tmp_path: Path) -> N
 # -- a whole small run ---------------------------------------------------------------------
 
 
-@needs_loadgen
 def test_a_small_run_shows_a_failing_variant_instead_of_hiding_it(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, RUN_ALL, "--servers", "blocking_loop,thread_per_client",

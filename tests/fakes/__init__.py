@@ -24,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 # name -> (module in tests.fakes, summary)
 FAKES = {
     "fake_bad_echo": ("bad_echo", "test-only: ECHO answers the wrong bytes"),
+    "fake_flip_echo": ("flip_echo", "test-only: ECHO's last payload byte inverted"),
+    "fake_flip_echo_deep": ("flip_echo_deep", "test-only: ECHO's byte at offset 40,000 inverted"),
     "fake_pause_once": ("pause_once", "test-only: every reply stalls once for 300 ms"),
     "fake_never_reply": ("never_reply", "test-only: reads everything, never answers"),
     "fake_bad_status": ("bad_status", "test-only: every reply has status byte 7"),
