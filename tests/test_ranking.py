@@ -1,4 +1,5 @@
-"""loadgen.suite.ranking: bottleneck classes, the t distribution, intervals, Welch's test, rank ties,
+"""loadgen.suite.ranking: bottleneck classes, the t distribution, intervals, Welch's test,
+rank ties,
 compare, paired ratios. Pure functions: no server, no timing."""
 
 from __future__ import annotations
