@@ -38,9 +38,17 @@ FORKING_VARIANTS = variant_params(lambda v: v.forks)
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Benchmarks last: tests first say the servers are right, then they are measured."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks last: tests first say the servers are right, then they are measured.
+
+    Tests marked ``fuzz`` (the large fuzzing budget) run only when ``-m`` names them.
+    """
     items.sort(key=lambda item: item.nodeid.startswith("tests/benchmarks/"))
+    if "fuzz" not in (config.getoption("-m") or ""):
+        skip = pytest.mark.skip(reason="the large fuzzing budget runs with -m fuzz")
+        for item in items:
+            if item.get_closest_marker("fuzz"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="module", params=ALL_VARIANTS)
