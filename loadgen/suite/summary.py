@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.engine.result import RATE_SHORTFALL
 from loadgen.suite import ranking
 
 UNSTABLE_CV = 0.10
@@ -176,6 +177,7 @@ class Row:
     discarded_runs: int = 0
     reasons: list[str] = field(default_factory=list)
     saturated: bool = False  # the generator said so in a repeat (informative; see floor)
+    rate_missed: bool = False  # open loop: a repeat served under RATE_SHORTFALL of the rate
     unstable: list[str] = field(default_factory=list)
     rank: int | None = None
     tied: bool = False  # another row shares the rank
@@ -241,8 +243,8 @@ class Row:
         if self.floor:
             counts = _counts_text(self.bottleneck_counts)
             out.append(f"generator-bound ({counts}): req/s is a floor")
-        if self.kind == "open" and self.saturated:
-            out.append("the generator fell behind the asked rate in a repeat")
+        if self.rate_missed:
+            out.append(f"served under {RATE_SHORTFALL:.0%} of the asked rate in a repeat")
         if self.not_admitted:
             out.append(
                 f"{self.not_admitted} not admitted (never served before the measured window: "
@@ -272,7 +274,7 @@ class Row:
             out.append("not run")
         if self.floor:
             out.append("floor")
-        if self.kind == "open" and self.saturated:
+        if self.rate_missed:
             out.append("rate not reached")
         if self.not_admitted:
             out.append(f"{self.not_admitted} not admitted")
@@ -298,6 +300,7 @@ class Row:
             "bottleneck": bottleneck,
             "floor": self.floor,
             "saturated": self.saturated,
+            "rate_missed": self.rate_missed,
             "unstable": self.unstable,
             "not_admitted": self.not_admitted,
             "syscalls_by_name": self.syscalls_by_name,
@@ -421,6 +424,9 @@ def _row(
         row.status = "failed"
     row.saturated = any(
         ((r.get("result") or {}).get("loadgen") or {}).get("saturated") for r in measured
+    )
+    row.rate_missed = any(
+        x is not None and x < RATE_SHORTFALL for x in map(FIGURES["achieved_rate_ratio"], measured)
     )
     classes = [c for r in measured if (c := run_bottleneck(r)) is not None]
     if classes:
