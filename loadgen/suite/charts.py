@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
-from loadgen.suite.summary import CaseSummary, Row  # noqa: E402
+from loadgen.suite.summary import RATIO, CaseSummary, Row  # noqa: E402
 
 FAMILY_COLOURS = {
     "blocking": "#4C72B0",
@@ -144,7 +144,10 @@ def throughput_chart(summary: CaseSummary) -> Figure | None:
     ax.set_xlim(0, max(m + s for m, s in zip(means, sds, strict=True)) * 1.5)
     ax.xaxis.set_major_formatter(FuncFormatter(_k))
     n = max(r.stats["throughput_rps"].n for r in rows)
-    ax.set_title(f"{summary.label}: throughput (n = {n} repeats)")
+    basis = ""
+    if summary.ranked_by == RATIO:  # the order follows the ratio, not these bars
+        basis = f"; ranked by req/s ÷ {summary.paired_reference} in the same round"
+    ax.set_title(f"{summary.label}: throughput (n = {n} repeats{basis})")
     ax.grid(axis="x", alpha=0.3)
     _family_legend(ax, rows)
     return fig
