@@ -1,13 +1,13 @@
 """Charts of a run (matplotlib, Agg backend): PNG for reading, SVG for scaling.
 
-* ``throughput-<case>``: requests/s per variant (mean ± sd), one chart per case;
+* ``throughput-<case>``: requests/s per variant (mean, 95% interval), one chart per case;
 * ``latency-<case>``: p50 / p99 / p99.9 per variant, log scale;
 * ``connections``: requests/s and p99 against the number of connections;
 * ``memory-per-connection``: the idle-memory scenario.
 
 Bars are horizontal so that long variant names stay readable; colours are
 the family (blocking, event-driven, reference); failing rows are hatched
-and saturated rows are labelled as floors.
+and rows the generator limited are labelled as floors; ranks (``2=``) prefix the names.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
-from loadgen.suite.summary import CaseSummary, Row  # noqa: E402
+from loadgen.suite.summary import RATIO, CaseSummary, Row  # noqa: E402
 
 FAMILY_COLOURS = {
     "blocking": "#4C72B0",
@@ -74,6 +74,8 @@ def _save(fig: Figure, base: Path) -> Path:
 
 
 def _label(row: Row) -> str:
+    if row.rank_label:
+        return f"{row.rank_label}. {row.variant}"
     if row.reference:
         return f"{row.variant} (reference)"
     if row.status != "ok":
@@ -122,27 +124,30 @@ def throughput_chart(summary: CaseSummary) -> Figure | None:
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
     y = range(len(rows))
     means = [r.stats["throughput_rps"].mean for r in rows]
-    sds = [r.stats["throughput_rps"].sd for r in rows]
+    sds = [r.stats["throughput_rps"].half_width or 0.0 for r in rows]
     colours = [FAMILY_COLOURS.get(r.family, "#999999") for r in rows]
     bars = ax.barh(list(y), means, xerr=sds, color=colours, capsize=3, error_kw={"elinewidth": 1})
     for bar, r, sd in zip(bars, rows, sds, strict=True):
         if r.status != "ok":
             bar.set_hatch("//")
             bar.set_edgecolor("black")
-        note = " floor (loadgen saturated)" if r.saturated else ""
+        note = " floor (generator-bound)" if r.floor else ""
         ax.text(
             bar.get_width() + sd,
             bar.get_y() + bar.get_height() / 2,
-            f"  {bar.get_width():,.0f}{note}",
+            f"  {'≥ ' if r.floor else ''}{bar.get_width():,.0f}{note}",
             va="center",
             fontsize=8,
         )
     ax.set_yticks(list(y), [_label(r) for r in rows], fontsize=9)
-    ax.set_xlabel("requests per second (mean ± sd over repeats)")
+    ax.set_xlabel("requests per second (mean, 95% interval over the repeats)")
     ax.set_xlim(0, max(m + s for m, s in zip(means, sds, strict=True)) * 1.5)
     ax.xaxis.set_major_formatter(FuncFormatter(_k))
     n = max(r.stats["throughput_rps"].n for r in rows)
-    ax.set_title(f"{summary.label}: throughput (n = {n} repeats)")
+    basis = ""
+    if summary.ranked_by == RATIO:  # the order follows the ratio, not these bars
+        basis = f"; ranked by req/s ÷ {summary.paired_reference} in the same round"
+    ax.set_title(f"{summary.label}: throughput (n = {n} repeats{basis})")
     ax.grid(axis="x", alpha=0.3)
     _family_legend(ax, rows)
     return fig
@@ -236,7 +241,7 @@ def memory_chart(summary: CaseSummary) -> Figure | None:
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.9))
     stats = [r.memory_stat() for r in shown]
     kib = [s.mean / 1024 for s in stats]  # type: ignore[union-attr]
-    sds = [s.sd / 1024 for s in stats]  # type: ignore[union-attr]
+    sds = [(s.half_width or 0.0) / 1024 for s in stats]  # type: ignore[union-attr]
     bars = ax.barh(
         range(len(shown)),
         kib,
@@ -253,7 +258,7 @@ def memory_chart(summary: CaseSummary) -> Figure | None:
             fontsize=8,
         )
     ax.set_yticks(range(len(shown)), [_label(r) for r in shown], fontsize=9)
-    ax.set_xlabel("server memory per idle connection, KiB (USS, mean ± sd)")
+    ax.set_xlabel("server memory per idle connection, KiB (USS, mean, 95% interval)")
     top = max(k + d for k, d in zip(kib, sds, strict=True))
     ax.set_xlim(min(0, min(kib) * 1.2), max(top * 1.3, 1))
     ax.set_title(f"{summary.label}: memory per connection")

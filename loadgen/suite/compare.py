@@ -1,8 +1,8 @@
 """Two saved runs side by side: ``python run_all.py --compare [A [B]]``.
 
-A change is marked only when it is larger than the two runs' combined
-spread (sd of A + sd of B): smaller differences are noise on a shared
-machine (results/README.md).
+As ``pyperf compare_to``: for every figure, B's mean ÷ A's mean and whether the difference
+is significant (Welch's t-test at 5% over the repeats, :func:`loadgen.suite.ranking.compare`);
+"not significant" instead of a percentage when it is not (results/README.md).
 """
 
 from __future__ import annotations
@@ -10,26 +10,38 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.suite import results
+from loadgen.suite import ranking, results
 from loadgen.suite import summary as sm
 
 COMPARED_FIGURES = (
     "throughput_rps",
+    sm.RATIO,
     "p50_us",
     "p99_us",
     "cpu_us_per_request",
     "cpu_user_us_per_request",
+    "context_switches_per_request",
+    "syscalls_per_request",
     "memory_pss_bytes",
     "memory_per_connection_bytes",
     "memory_per_connection_uss_bytes",
 )
-LOWER_IS_BETTER = {f for f in COMPARED_FIGURES if f != "throughput_rps"}
+HIGHER_IS_BETTER = {"throughput_rps", sm.RATIO}
+# how a better / worse change reads, per figure (pyperf says "faster" / "slower")
+WORDS = {
+    "throughput_rps": ("faster", "slower"),
+    sm.RATIO: ("faster", "slower"),
+    "p50_us": ("faster", "slower"),
+    "p99_us": ("faster", "slower"),
+}
+DEFAULT_WORDS = ("smaller", "larger")  # CPU, counts and memory: less is better
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,16 @@ class Change:
     a: sm.Stat
     b: sm.Stat
 
+    @cached_property
+    def test(self) -> dict[str, Any]:
+        """:func:`loadgen.suite.ranking.compare` of the two sides' repeats."""
+        return ranking.compare(
+            self.a.values or (self.a.mean,),
+            self.b.values or (self.b.mean,),
+            higher_is_better=self.figure in HIGHER_IS_BETTER,
+            words=WORDS.get(self.figure, DEFAULT_WORDS),
+        )
+
     @property
     def delta(self) -> float:
         return self.b.mean - self.a.mean
@@ -49,19 +71,19 @@ class Change:
         return 100.0 * self.delta / self.a.mean if self.a.mean else None
 
     @property
-    def spread(self) -> float | None:
-        """The combined spread (sd A + sd B); None when either side has one run."""
-        if self.a.n < 2 or self.b.n < 2:
-            return None
-        return self.a.sd + self.b.sd
-
-    @property
     def significant(self) -> bool:
-        return self.spread is not None and abs(self.delta) > self.spread
+        return bool(self.test["significant"])
 
     @property
     def better(self) -> bool:
-        return (self.delta < 0) if self.figure in LOWER_IS_BETTER else (self.delta > 0)
+        return bool(self.test["better"])
+
+    @property
+    def text(self) -> str:
+        """ "1.23x faster (+23.0%)", or "not significant" (no percentage: it would be noise)."""
+        if not self.significant or self.pct is None:
+            return str(self.test["text"])
+        return f"{self.test['text']} ({self.pct:+.1f}%)"
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
@@ -113,13 +135,12 @@ def compare_runs(
         console.print(compare_table(mine, f"{case}: A = {a}  B = {b}"))
     flagged = [c for c in changes if c.significant]
     console.print(
-        f"\n{len(flagged)} of {len(changes)} figures changed by more than the "
-        "combined spread (sd A + sd B)."
+        f"\n{len(flagged)} of {len(changes)} figures changed significantly "
+        "(Welch's t-test, 5%, over the repeats)."
     )
     for c in flagged:
         console.print(
-            f"  * {c.case} {c.variant} {sm.SHORT_NAMES.get(c.figure, c.figure)}: "
-            f"{c.pct:+.1f}% ({'better' if c.better else 'worse'})"
+            f"  * {c.case} {c.variant} {sm.SHORT_NAMES.get(c.figure, c.figure)}: {c.text}"
         )
     return 0
 
@@ -128,16 +149,15 @@ def compare_table(changes: list[Change], title: str) -> Table:
     table = Table(
         title=title,
         title_justify="left",
-        caption="* = change larger than the combined spread (sd A + sd B); "
-        "no mark = within noise; 'n<2' = a side has one run, no spread known",
+        caption="ratio = mean B ÷ mean A; a change is given only where Welch's t-test (5%) "
+        "over the repeats says it is significant; 'n<2' = a side has one run, no spread known",
         caption_justify="left",
     )
-    for col in ("case", "variant", "figure", "A mean ± sd", "B mean ± sd", "change", ""):
+    for col in ("case", "variant", "figure", "A mean ± CI95", "B mean ± CI95", "ratio", "change"):
         table.add_column(col, justify="left" if col in ("case", "variant", "figure") else "right")
     for c in changes:
         fmt = _fmt_for(c.figure)
-        pct = "–" if c.pct is None else f"{c.pct:+.1f}%"
-        mark = "n<2" if c.spread is None else ("*" if c.significant else "")
+        ratio = c.test["ratio"]
         style = None
         if c.significant:
             style = "green" if c.better else "red"
@@ -145,20 +165,24 @@ def compare_table(changes: list[Change], title: str) -> Table:
             c.case,
             c.variant,
             sm.SHORT_NAMES.get(c.figure, c.figure),
-            f"{fmt(c.a.mean)} ± {fmt(c.a.sd)}",
-            f"{fmt(c.b.mean)} ± {fmt(c.b.sd)}",
-            pct,
-            mark,
+            sm.fmt_ci(c.a, fmt),
+            sm.fmt_ci(c.b, fmt),
+            "–" if ratio is None else f"{ratio:.3f}",
+            c.text,
             style=style,
         )
     return table
 
 
-def _fmt_for(figure: str) -> Callable[[float], str]:
+def _fmt_for(figure: str) -> Callable[[float | None], str]:
     if figure.endswith("_bytes"):
         return sm.fmt_bytes
     if figure == "throughput_rps":
         return sm.fmt_rate
+    if figure == sm.RATIO:
+        return sm.fmt_ratio
     if figure.startswith("cpu"):
-        return lambda x: f"{x:.2f} µs"
+        return lambda x: "–" if x is None else f"{x:.2f} µs"
+    if figure.endswith("per_request"):
+        return sm.fmt_count
     return sm.fmt_us

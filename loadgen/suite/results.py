@@ -211,24 +211,27 @@ def rich_table(s: sm.CaseSummary, question: str = "") -> Table:
         caption_justify="left",
         show_lines=False,
     )
-    for col in sm.columns(s.kind):
+    rows = [sm.cells(row, s) for row in s.rows]
+    for i, col in enumerate(sm.columns(s)):
+        # a figure never wraps, its header does: at 180 columns only the flags fold
+        widest = max([len(cells[i]) for cells in rows] + [len(w) for w in col.split()])
         if col == "flags":
             table.add_column(col, justify="left", overflow="fold", min_width=10)
         elif col == "variant":
             table.add_column(col, justify="left", no_wrap=True)
         else:
-            table.add_column(col, justify="right", overflow="fold")
-    for row in s.rows:
+            table.add_column(col, justify="right", overflow="fold", width=widest)
+    for row, cells in zip(s.rows, rows, strict=True):
         style = "dim" if row.reference else ("red" if row.status != "ok" else None)
-        table.add_row(*sm.cells(row, s.kind), style=style)
+        table.add_row(*cells, style=style)
     return table
 
 
 def markdown_table(s: sm.CaseSummary) -> str:
-    cols = sm.columns(s.kind)
+    cols = sm.columns(s)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in s.rows:
-        cells = [c.replace("|", "\\|") for c in sm.cells(row, s.kind)]
+        cells = [c.replace("|", "\\|") for c in sm.cells(row, s)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -277,6 +280,9 @@ def report_markdown(
     if skipped:
         out.append("Not run here: " + "; ".join(f"`{k}`: {v}" for k, v in skipped.items()) + ".")
         out.append("")
+    noise = noise_note(data.get("rounds") or [])
+    if noise:
+        out += [noise, ""]
     questions = {c["key"]: c.get("question", "") for c in data.get("cases", [])}
     not_applicable = {c["key"]: c.get("not_applicable", {}) for c in data.get("cases", [])}
     for s in summaries:
@@ -285,6 +291,10 @@ def report_markdown(
         out += [
             f"- {k}: not applicable ({why})." for k, why in not_applicable.get(s.case, {}).items()
         ]
+        calls = [(r.variant, line) for r in s.rows if (line := sm.top_syscalls(r))]
+        if calls:
+            out += ["", "Top system calls per request (server tree, mean over the repeats):", ""]
+            out += [f"- `{name}`: {line}" for name, line in calls]
         out.append("")
         for name in (
             (f"throughput-{s.case}", f"latency-{s.case}")
@@ -302,3 +312,22 @@ def report_markdown(
             "",
         ]
     return "\n".join(out)
+
+
+def noise_note(rounds: list[dict[str, Any]]) -> str:
+    """One line on the noise control: the rounds that waited for a quiet machine or were
+    redone for drift ("" when none did)."""
+    waited = [r for r in rounds if (r.get("waited_s") or 0) > 0]
+    redone = [r for r in rounds if r.get("rerun_of") is not None]
+    parts = []
+    if waited:
+        total = sum(r["waited_s"] for r in waited)
+        parts.append(f"{len(waited)} round(s) waited {total:.0f} s in all for other work to stop")
+    if redone:
+        what = "; ".join(
+            f"{r.get('case')} round {r.get('rerun_of')}"
+            + (f" ({r['reason']})" if r.get("reason") else "")
+            for r in redone
+        )
+        parts.append(f"{len(redone)} round(s) redone for drift: {what}")
+    return ("Noise control: " + "; ".join(parts) + ".") if parts else ""

@@ -1,34 +1,45 @@
-"""From raw runs to figures a reader can trust: mean ± sd, flags, ranking, comparison.
+"""From raw runs to figures a reader can trust: mean with a 95% interval, flags, ranks, ties.
 
-Rules (results/README.md explains them to readers):
+Rules (results/README.md explains them to readers; :mod:`loadgen.suite.ranking` has the
+statistics):
 
-* Every figure is the mean over the repeats with its sample standard
-  deviation; a figure whose coefficient of variation (sd / mean) is above
-  :data:`UNSTABLE_CV` is flagged *unstable*, as pyperf does.
-* *% of best* is relative to the best Python variant's mean requests/s
-  (reference rows excluded, failing rows excluded).
-* Where the load generator was saturated in any repeat, that variant's
-  requests/s is a floor (the generator, not the server, was the limit):
-  those variants are ranked first, among themselves by server *user* CPU
-  µs per request (less is better), then the others by requests/s.
-* A reference variant (``native_epoll``) is shown as a ceiling row, never
-  ranked.  A variant that failed verification, or failed at this level
-  (errors, starved connections, crash), is shown and flagged, never ranked.
-* :func:`compare` marks a change only when it is larger than the two runs'
-  combined spread (sd of A + sd of B).
+* Only the runs that count: a run marked ``discarded`` (its round was redone because the
+  machine drifted) stays in results.json but is left out of every figure here.
+* Every figure is the mean over the repeats with its sample standard deviation and its
+  Student t 95% interval (``ci95``). A figure whose coefficient of variation is above
+  :data:`UNSTABLE_CV` is flagged *unstable*, as pyperf does; the flag decides nothing.
+* Each run's *bottleneck* (server, generator, both, neither) comes from the engine, or is
+  computed from the CPU figures of older results; a row's class is the most frequent one.
+  A row whose class is ``generator`` shows its requests/s as a floor (``≥ 118k``).
+* Rows are ranked by the table's headline figure (:data:`HEADLINE`), best mean first, so a
+  row is never above one with a better mean; rows that Welch's test does not separate from
+  the row above share its rank (``2=``). Throughput tables may rank by the *paired ratio*
+  to the reference measured in the same round, when that is tighter (``ranked_by``).
+* A reference variant (``native_epoll``) is shown as a ceiling row, never ranked. A variant
+  that failed verification, or failed at this level, is shown and flagged, never ranked.
+  The open-loop table at each variant's own rate (``rate_basis`` "own") is never ranked:
+  its rows carry different loads.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from loadgen.engine.result import RATE_SHORTFALL
+from loadgen.suite import ranking
 
 UNSTABLE_CV = 0.10
 # memory per idle connection, in order of preference (see Row.memory_stat)
 MEMORY_FIGURES = ("memory_per_connection_uss_bytes", "memory_per_connection_bytes")
+# The smallest memory a connection can be seen to add: one page over all the connections.
+# USS and PSS move by whole pages, so a smaller figure is below what was measured.
+PAGE_BYTES = 4096
+REFERENCE_NAME = "native_epoll"  # the preferred reference row of a paired ratio
 
 
 def _dig(*path: str) -> Callable[[dict[str, Any]], float | None]:
@@ -38,11 +49,13 @@ def _dig(*path: str) -> Callable[[dict[str, Any]], float | None]:
             if not isinstance(node, dict):
                 return None
             node = node.get(key)
-        return (
-            float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
-        )
+        return _number(node)
 
     return get
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
 # figure name -> how to read it from a run record ({"result": loadgen JSON, ...})
@@ -58,12 +71,15 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "cpu_user_us_per_request": _dig("result", "server", "cpu_user_us_per_request"),
     "cpu_system_us_per_request": _dig("result", "server", "cpu_system_us_per_request"),
     "server_cpu_util": _dig("result", "server", "cpu_util"),
+    "context_switches_per_request": _dig("result", "server", "context_switches_per_request"),
+    "syscalls_per_request": _dig("result", "server", "syscalls_per_request"),
     "memory_pss_bytes": _dig("result", "server", "memory_pss_bytes"),
     "peak_threads": _dig("result", "server", "peak_threads"),
     "peak_children": _dig("result", "server", "peak_children"),
     "peak_fds": _dig("result", "server", "peak_fds"),
     "jain": _dig("result", "fairness", "jain"),
     "starved": _dig("result", "fairness", "starved"),
+    "not_admitted": _dig("result", "fairness", "not_admitted"),
     "errors_total": _dig("result", "errors_total"),
     "loadgen_cpu_util": _dig("result", "loadgen", "cpu_util_max"),
     "loadgen_cpu_us_per_request": _dig("result", "loadgen", "cpu_us_per_request"),
@@ -75,6 +91,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "memory_per_connection_uss_bytes": _dig("result", "idle", "memory_per_connection_bytes"),
     "idle_served": _dig("result", "idle", "served"),
 }
+RATIO = "ratio_to_reference"  # not read from a run: computed per round (_paired_ratios)
 
 # the figures whose instability is flagged (the ones rows are ranked or read by)
 STABILITY_FIGURES = {
@@ -89,21 +106,64 @@ class Stat:
     mean: float
     sd: float  # sample standard deviation; 0.0 for a single value
     n: int
+    values: tuple[float, ...] = ()  # the repeats: the interval and the tests need them
 
     @property
     def cv(self) -> float | None:
         return self.sd / abs(self.mean) if self.n > 1 and self.mean else None
 
-    @classmethod
-    def of(cls, values: list[float]) -> Stat | None:
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        if not values:
-            return None
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return cls(statistics.fmean(values), sd, len(values))
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """Student t 95% interval of the mean; ``(mean, mean)`` with one value."""
+        if len(self.values) < 2:
+            return (self.mean, self.mean)
+        low, high = ranking.ci95(self.values)
+        return (low, high)
 
-    def to_json(self) -> dict[str, float]:
-        return {"mean": self.mean, "sd": self.sd, "n": self.n, "cv": self.cv}
+    @property
+    def half_width(self) -> float | None:
+        """Half the 95% interval; None with one value (the spread is unknown, not zero)."""
+        if self.n < 2 or len(self.values) < 2:
+            return None
+        low, high = self.ci95
+        return (high - low) / 2.0
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> Stat | None:
+        kept = [float(v) for v in values if v is not None and math.isfinite(v)]
+        if not kept:
+            return None
+        sd = statistics.stdev(kept) if len(kept) > 1 else 0.0
+        return cls(statistics.fmean(kept), sd, len(kept), tuple(kept))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "sd": self.sd,
+            "n": self.n,
+            "cv": self.cv,
+            "ci95": list(self.ci95),
+        }
+
+
+def run_bottleneck(run: dict[str, Any]) -> str | None:
+    """The run's bottleneck class: the engine's, or computed from its CPU figures (older
+    results); None when the CPU figures are missing."""
+    result = run.get("result") or {}
+    given = result.get("bottleneck")
+    if given in ranking.BOTTLENECKS:
+        return given
+    server = result.get("server") or {}
+    loadgen = result.get("loadgen") or {}
+    util = _number(server.get("cpu_util"))
+    workers = [_number(w.get("cpu_util")) for w in loadgen.get("workers") or []]
+    generator = [w for w in workers if w is not None]
+    if not generator and _number(loadgen.get("cpu_util_max")) is not None:
+        generator = [float(loadgen["cpu_util_max"])]
+    if util is None or not generator:
+        return None
+    cpus = _number(server.get("cpus_allowed")) or 1.0  # pinned to one CPU before this key
+    return ranking.classify_bottleneck(util, cpus, generator)
 
 
 @dataclass
@@ -114,12 +174,21 @@ class Row:
     stats: dict[str, Stat] = field(default_factory=dict)
     runs: int = 0
     failed_runs: int = 0
+    discarded_runs: int = 0
     reasons: list[str] = field(default_factory=list)
-    saturated: bool = False
+    saturated: bool = False  # the generator said so in a repeat (informative; see floor)
+    rate_missed: bool = False  # open loop: a repeat served under RATE_SHORTFALL of the rate
     unstable: list[str] = field(default_factory=list)
     rank: int | None = None
+    tied: bool = False  # another row shares the rank
     pct_of_best: float | None = None
     kind: str = "throughput"
+    bottleneck: str | None = None
+    bottleneck_counts: dict[str, int] = field(default_factory=dict)
+    not_admitted: int = 0  # the most connections never served before the window, any repeat
+    syscalls_by_name: dict[str, float] | None = None  # per request, mean over the repeats
+    syscalls_unavailable: str | None = None
+    memory_resolution: float | None = None  # bytes: see memory_resolution()
 
     @property
     def reference(self) -> bool:
@@ -127,7 +196,24 @@ class Row:
 
     @property
     def ranked(self) -> bool:
+        """Eligible for a rank: a verified Python variant that did not fail at this level."""
         return self.status == "ok" and not self.reference
+
+    @property
+    def floor(self) -> bool:
+        """Its requests/s is a lower bound: the generator, not the server, was the limit.
+        (Closed loop only: an open loop's req/s is the rate asked; see ``saturated``.)"""
+        return self.bottleneck == "generator" and self.kind == "throughput"
+
+    @property
+    def rank_label(self) -> str | None:
+        return None if self.rank is None else ranking.rank_label(self.rank, self.tied)
+
+    @property
+    def below_resolution(self) -> bool:
+        stat = self.memory_stat()
+        res = self.memory_resolution
+        return stat is not None and res is not None and stat.mean < res
 
     def figure(self, name: str) -> float | None:
         s = self.stats.get(name)
@@ -154,11 +240,25 @@ class Row:
             )
         elif self.status == "not run":
             out.append("not run: " + "; ".join(self.reasons))
-        if self.saturated and self.kind != "memory":  # idle connections load nobody
-            out.append("loadgen saturated: req/s is a floor")
+        if self.floor:
+            counts = _counts_text(self.bottleneck_counts)
+            out.append(f"generator-bound ({counts}): req/s is a floor")
+        if self.rate_missed:
+            out.append(f"served under {RATE_SHORTFALL:.0%} of the asked rate in a repeat")
+        if self.not_admitted:
+            out.append(
+                f"{self.not_admitted} not admitted (never served before the measured window: "
+                "a limit of the model, not starvation during the window)"
+            )
+        if self.below_resolution and self.memory_resolution is not None:
+            out.append(
+                f"memory per connection below resolution (< {fmt_bytes(self.memory_resolution)})"
+            )
         for fig in self.unstable:
             cv = self.stats[fig].cv or 0.0
             out.append(f"unstable {SHORT_NAMES.get(fig, fig)} (CV {cv:.0%})")
+        if self.discarded_runs:
+            out.append(f"{self.discarded_runs} run(s) discarded (round redone for drift)")
         return out
 
     def short_flags(self) -> str:
@@ -172,33 +272,57 @@ class Row:
             out.append(f"FAILED {self.failed_runs}/{self.runs}")
         elif self.status == "not run":
             out.append("not run")
-        if self.saturated and self.kind != "memory":
-            out.append("saturated")
+        if self.floor:
+            out.append("floor")
+        if self.rate_missed:
+            out.append("rate not reached")
+        if self.not_admitted:
+            out.append(f"{self.not_admitted} not admitted")
         if self.unstable:
             out.append("unstable")
         return ", ".join(out)
 
     def to_json(self) -> dict[str, Any]:
+        bottleneck = None
+        if self.bottleneck is not None:
+            bottleneck = {"class": self.bottleneck, "counts": self.bottleneck_counts}
         return {
             "variant": self.variant,
             "family": self.family,
             "status": self.status,
             "runs": self.runs,
             "failed_runs": self.failed_runs,
+            "discarded_runs": self.discarded_runs,
             "reasons": list(dict.fromkeys(self.reasons)),
-            "saturated": self.saturated,
-            "unstable": self.unstable,
             "rank": self.rank,
+            "rank_label": self.rank_label,
             "pct_of_best": self.pct_of_best,
+            "bottleneck": bottleneck,
+            "floor": self.floor,
+            "saturated": self.saturated,
+            "rate_missed": self.rate_missed,
+            "unstable": self.unstable,
+            "not_admitted": self.not_admitted,
+            "syscalls_by_name": self.syscalls_by_name,
+            "syscalls_unavailable": self.syscalls_unavailable,
+            "memory_resolution_bytes": self.memory_resolution,
+            "below_resolution": self.below_resolution,
             "flags": self.flags(),
             "stats": {k: v.to_json() for k, v in self.stats.items()},
         }
 
 
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+
+
 SHORT_NAMES = {
     "throughput_rps": "req/s",
+    RATIO: "× ref",
     "cpu_user_us_per_request": "CPU user µs/req",
     "cpu_us_per_request": "CPU µs/req",
+    "context_switches_per_request": "ctx switches/req",
+    "syscalls_per_request": "syscalls/req",
     "p50_us": "p50",
     "p99_us": "p99",
     "memory_pss_bytes": "memory",
@@ -214,8 +338,10 @@ class CaseSummary:
     label: str
     kind: str
     rows: list[Row]
-    ranked_by_cpu: list[str] = field(default_factory=list)  # saturated variants
     x: int | None = None
+    ranked_by: str | None = None  # the figure ranks were decided on; None: not ranked
+    rate_basis: str | None = None  # open loop: "own" (each variant's) or "common"
+    paired_reference: str | None = None  # the reference row of ratio_to_reference
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -224,9 +350,14 @@ class CaseSummary:
             "label": self.label,
             "kind": self.kind,
             "x": self.x,
-            "ranked_by_cpu": self.ranked_by_cpu,
+            "ranked_by": self.ranked_by,
+            "rate_basis": self.rate_basis,
+            "paired_reference": self.paired_reference,
             "rows": [r.to_json() for r in self.rows],
         }
+
+
+# -- building the rows ------------------------------------------------------------------------
 
 
 def summarize_case(
@@ -237,82 +368,214 @@ def summarize_case(
 ) -> CaseSummary:
     """One table: a row per variant that was planned for this case.
 
-    ``case`` is a case record (key, scenario, label, kind, x, variants),
-    ``runs`` the run records of this case, ``variants`` name -> {"family"},
-    ``verify`` name -> {"ok", "reason"}.
+    ``case`` is a case record (key, scenario, label, kind, x, variants, rate_basis),
+    ``runs`` the run records of this case (discarded ones included: they are counted, not
+    used), ``variants`` name -> {"family"}, ``verify`` name -> {"ok", "reason"}.
     """
-    rows = []
-    for name in case["variants"]:
-        family = variants.get(name, {}).get("family", "?")
-        mine = [r for r in runs if r["variant"] == name and r["status"] != "interrupted"]
-        v = verify.get(name)
-        if v is not None and not v.get("ok"):
-            rows.append(Row(name, family, "not verified", reasons=[v.get("reason") or "?"]))
-            continue
-        if not mine:
-            rows.append(Row(name, family, "not run", reasons=["no completed measurement"]))
-            continue
-        row = Row(name, family, "ok", runs=len(mine), kind=case["kind"])
-        measured = [r for r in mine if r.get("result") is not None]
-        for fig, read in FIGURES.items():
-            stat = Stat.of([x for r in measured if (x := read(r)) is not None])
-            if stat is not None:
-                row.stats[fig] = stat
-        for r in mine:
-            if r["status"] != "ok":
-                row.failed_runs += 1
-                row.reasons.append(r.get("error") or "failed")
-        if row.failed_runs:
-            row.status = "failed"
-        row.saturated = any(
-            ((r.get("result") or {}).get("loadgen") or {}).get("saturated") for r in measured
-        )
-        figures = STABILITY_FIGURES.get(case["kind"], ())
-        if case["kind"] == "memory":  # only the figure the table is ranked by
-            figures = tuple(f for f in MEMORY_FIGURES if f in row.stats)[:1]
-        for fig in figures:
-            s = row.stats.get(fig)
-            if s is not None and s.cv is not None and s.cv > UNSTABLE_CV:
-                row.unstable.append(fig)
-        rows.append(row)
+    rate_basis = case.get("rate_basis")
+    if case["kind"] == "open" and rate_basis is None:
+        rate_basis = "own"  # before the common-rate case, the open loop used each one's own
     summary = CaseSummary(
-        case["key"], case["scenario"], case["label"], case["kind"], rows, x=case.get("x")
+        case["key"],
+        case["scenario"],
+        case["label"],
+        case["kind"],
+        [],
+        x=case.get("x"),
+        rate_basis=rate_basis,
     )
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for name in case["variants"]:
+        mine = [r for r in runs if r["variant"] == name and r["status"] != "interrupted"]
+        row, kept[name] = _row(name, case["kind"], mine, variants, verify)
+        summary.rows.append(row)
+    _paired_ratios(summary, kept)
     _rank(summary)
     return summary
 
 
+def _row(
+    name: str,
+    kind: str,
+    mine: list[dict[str, Any]],
+    variants: dict[str, dict[str, Any]],
+    verify: dict[str, dict[str, Any]],
+) -> tuple[Row, list[dict[str, Any]]]:
+    """The row of one variant, and the runs its figures come from."""
+    family = variants.get(name, {}).get("family", "?")
+    counted = [r for r in mine if not r.get("discarded")]
+    v = verify.get(name)
+    if v is not None and not v.get("ok"):
+        return Row(name, family, "not verified", reasons=[v.get("reason") or "?"]), []
+    if not counted:
+        return Row(name, family, "not run", reasons=["no completed measurement"]), []
+    row = Row(name, family, "ok", runs=len(counted), kind=kind)
+    row.discarded_runs = len(mine) - len(counted)
+    measured = [r for r in counted if r.get("result") is not None]
+    for fig, read in FIGURES.items():
+        stat = Stat.of([read(r) for r in measured])
+        if stat is not None:
+            row.stats[fig] = stat
+    for r in counted:
+        if r["status"] != "ok":
+            row.failed_runs += 1
+            row.reasons.append(r.get("error") or "failed")
+    if row.failed_runs:
+        row.status = "failed"
+    row.saturated = any(
+        ((r.get("result") or {}).get("loadgen") or {}).get("saturated") for r in measured
+    )
+    row.rate_missed = any(
+        x is not None and x < RATE_SHORTFALL for x in map(FIGURES["achieved_rate_ratio"], measured)
+    )
+    classes = [c for r in measured if (c := run_bottleneck(r)) is not None]
+    if classes:
+        row.bottleneck, row.bottleneck_counts = ranking.row_bottleneck(classes)
+    row.not_admitted = int(max((FIGURES["not_admitted"](r) or 0 for r in measured), default=0))
+    _syscalls(row, measured)
+    _flag_unstable(row)
+    if kind == "memory":
+        row.memory_resolution = memory_resolution(row)
+    return row, [r for r in measured if r["status"] == "ok"]
+
+
+def _syscalls(row: Row, measured: list[dict[str, Any]]) -> None:
+    """Per-name syscalls per request, mean over the repeats that have them; or why none."""
+    servers = [(r.get("result") or {}).get("server") or {} for r in measured]
+    tables = [s["syscalls_by_name"] for s in servers if isinstance(s.get("syscalls_by_name"), dict)]
+    if tables:
+        names = sorted({n for t in tables for n in t})
+        row.syscalls_by_name = {
+            n: statistics.fmean(v)
+            for n in names
+            if (v := [x for t in tables if (x := _number(t.get(n))) is not None])
+        }
+    reasons = [s["syscalls_unavailable"] for s in servers if s.get("syscalls_unavailable")]
+    if reasons and "syscalls_per_request" not in row.stats:
+        row.syscalls_unavailable = Counter(reasons).most_common(1)[0][0]
+
+
+def _flag_unstable(row: Row) -> None:
+    figures = STABILITY_FIGURES.get(row.kind, ())
+    if row.kind == "memory":  # only the figure the table is read by
+        figures = tuple(f for f in MEMORY_FIGURES if f in row.stats)[:1]
+    for fig in figures:
+        s = row.stats.get(fig)
+        if s is not None and s.cv is not None and s.cv > UNSTABLE_CV:
+            row.unstable.append(fig)
+
+
+def memory_resolution(row: Row) -> float | None:
+    """The smallest memory per connection this row could tell from zero, in bytes.
+
+    The larger of one page spread over the connections served (USS and PSS move by whole
+    pages) and the half-width of the 95% interval (a mean inside it is not told from zero).
+    """
+    return _resolution(row.memory_stat(), row.figure("idle_served"))
+
+
+def _resolution(stat: Stat | None, served: float | None) -> float | None:
+    if stat is None:
+        return None
+    page = PAGE_BYTES / served if served else 0.0
+    return max(page, stat.half_width or 0.0) or None
+
+
+# -- paired ratios and ranks ------------------------------------------------------------------
+
+
+def _by_round(runs: list[dict[str, Any]]) -> dict[Any, float]:
+    """round -> the mean requests/s of the runs of that round."""
+    seen: dict[Any, list[float]] = {}
+    for r in runs:
+        tp = FIGURES["throughput_rps"](r)
+        if tp is not None:
+            seen.setdefault(r.get("round"), []).append(tp)
+    return {k: statistics.fmean(v) for k, v in seen.items()}
+
+
+def _paired_ratios(summary: CaseSummary, kept: dict[str, list[dict[str, Any]]]) -> None:
+    """``ratio_to_reference``: per round, a row's req/s ÷ the reference's in that round."""
+    if summary.kind != "throughput":
+        return
+    refs = [r.variant for r in summary.rows if r.reference and kept.get(r.variant)]
+    if not refs:
+        return
+    ref = REFERENCE_NAME if REFERENCE_NAME in refs else refs[0]
+    reference = {k: v for k, v in _by_round(kept[ref]).items() if v > 0}
+    for row in summary.rows:
+        if row.reference or not kept.get(row.variant):
+            continue
+        mine = _by_round(kept[row.variant])
+        rounds = sorted(mine, key=str)
+        ratios = ranking.paired_ratios(
+            [mine[k] for k in rounds], [reference.get(k) for k in rounds]
+        )
+        stat = Stat.of(ratios)
+        if stat is not None:
+            row.stats[RATIO] = stat
+            summary.paired_reference = ref
+
+
 def _rank(summary: CaseSummary) -> None:
     rows = summary.rows
-    if summary.kind == "memory":
-        ranked = sorted(
-            (r for r in rows if r.ranked and r.memory_per_connection() is not None),
-            key=lambda r: r.memory_per_connection(),  # type: ignore[arg-type,return-value]
+    candidates = [r for r in rows if r.ranked]
+    if summary.kind == "throughput":
+        _pct_of_best(rows, candidates)
+    figure, higher = _ranking_figure(summary, candidates)
+    summary.ranked_by = figure
+    ranked: list[Row] = []
+    if figure is not None:
+        candidates = [r for r in candidates if figure in r.stats]
+        by_name = {r.variant: r for r in candidates}
+        order = ranking.rank_rows(
+            [(r.variant, r.stats[figure].values) for r in candidates], higher_is_better=higher
         )
-    else:
-        best = max((r.figure("throughput_rps") or 0.0 for r in rows if r.ranked), default=0.0)
-        for r in rows:
-            tp = r.figure("throughput_rps")
-            if best and tp is not None:
-                r.pct_of_best = 100.0 * tp / best
-        if summary.kind == "open":  # a fixed rate: rank by corrected p99, lower is better
-            ranked = sorted(
-                (r for r in rows if r.ranked and r.figure("p99_us") is not None),
-                key=lambda r: r.figure("p99_us"),  # type: ignore[arg-type,return-value]
-            )
-        else:
-            floor = [r for r in rows if r.ranked and r.saturated]
-            rest = [r for r in rows if r.ranked and not r.saturated]
-            floor.sort(key=lambda r: _or_inf(r.figure("cpu_user_us_per_request")))
-            rest.sort(key=lambda r: -(r.figure("throughput_rps") or 0.0))
-            ranked = floor + rest
-            summary.ranked_by_cpu = [r.variant for r in floor]
-    for i, r in enumerate(ranked, 1):
-        r.rank = i
-    unranked = [r for r in rows if r.rank is None]
-    # ranked first, then failing/unmeasured models, then reference ceilings last
-    unranked.sort(key=lambda r: (r.reference, r.status == "ok", r.variant))
-    summary.rows = ranked + unranked
+        for (name, rank), label in zip(order, ranking.rank_labels(order), strict=True):
+            row = by_name[name]
+            row.rank, row.tied = rank, label.endswith("=")
+            ranked.append(row)
+    rest = [r for r in rows if r.rank is None]
+    # ranked first, then unranked models (ok ones first), then reference ceilings last
+    rest.sort(key=lambda r: (r.reference, r.status != "ok", _unranked_key(summary, r)))
+    summary.rows = ranked + rest
+
+
+def _ranking_figure(summary: CaseSummary, candidates: list[Row]) -> tuple[str | None, bool]:
+    """The figure a table is ranked by and whether higher is better; None: not ranked."""
+    if summary.kind == "memory":
+        for fig in MEMORY_FIGURES:  # one unit for the whole table: USS if every row has it
+            if candidates and all(fig in r.stats for r in candidates):
+                return fig, False
+        return (MEMORY_FIGURES[0] if candidates else None), False
+    if summary.kind == "open":
+        return ("p99_us" if summary.rate_basis == "common" else None), False
+    raw = {
+        r.variant: r.stats["throughput_rps"].values
+        for r in candidates
+        if "throughput_rps" in r.stats
+    }
+    paired = {r.variant: r.stats[RATIO].values for r in candidates if RATIO in r.stats}
+    if raw and ranking.table_basis(raw, paired) == "paired":
+        return RATIO, True
+    return "throughput_rps", True
+
+
+def _unranked_key(summary: CaseSummary, row: Row) -> tuple[float, str]:
+    """Unranked rows (the own-rate open loop, failures) by their headline mean, then name."""
+    if summary.kind == "open":
+        return (_or_inf(row.figure("p99_us")), row.variant)
+    if summary.kind == "memory":
+        return (_or_inf(row.memory_per_connection()), row.variant)
+    return (-(row.figure("throughput_rps") or 0.0), row.variant)
+
+
+def _pct_of_best(rows: list[Row], candidates: list[Row]) -> None:
+    best = max((r.figure("throughput_rps") or 0.0 for r in candidates), default=0.0)
+    for r in rows:
+        tp = r.figure("throughput_rps")
+        if best and tp is not None:
+            r.pct_of_best = 100.0 * tp / best
 
 
 def _or_inf(x: float | None) -> float:
@@ -358,21 +621,55 @@ def fmt_bytes(x: float | None) -> str:
     return f"{x:.0f} B"
 
 
-def _pm(stat: Stat | None, fmt: Callable[[float | None], str]) -> str:
+def fmt_ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def fmt_count(x: float | None) -> str:
+    """A per-request count: 2 decimals under 10 (0.31 futex per request), else 1."""
+    if x is None:
+        return "–"
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
+
+
+def fmt_ci(stat: Stat | None, fmt: Callable[[float | None], str]) -> str:
+    """``mean ± half-width of the 95% interval``; the mean alone with one repeat."""
     if stat is None:
         return "–"
-    if stat.n < 2:
+    half = stat.half_width
+    if half is None:
         return fmt(stat.mean)
-    return f"{fmt(stat.mean)} ± {fmt(stat.sd)}"
+    if fmt is fmt_rate and stat.mean >= 10_000:  # both in k: "100.3k ± 5.6k"
+        return f"{fmt(stat.mean)} ± {half / 1000:.1f}k"
+    mean, pm = fmt(stat.mean), fmt(half)
+    unit = mean.rpartition(" ")[2]
+    if " " in mean and pm.endswith(" " + unit):  # one unit for both: "2.7 ± 1.6 ms"
+        return f"{mean.rpartition(' ')[0]} ± {pm}"
+    return f"{mean} ± {pm}"
 
 
-def columns(kind: str) -> list[str]:
-    if kind == "memory":
+def _memory_cell(row: Row, figure: str) -> str:
+    stat = row.stats.get(figure)
+    res = _resolution(stat, row.figure("idle_served"))
+    if stat is not None and res is not None and stat.mean < res:
+        return f"below resolution (< {fmt_bytes(res)})"
+    return fmt_ci(stat, fmt_bytes)
+
+
+COSTS = "ctx sw / syscalls per req"
+LIMIT = "limit"  # the bottleneck class
+FAIR = "Jain / starved / errors"
+
+
+def columns(summary: CaseSummary) -> list[str]:
+    """The table's header. Throughput tables fit 180 terminal columns: fairness and errors
+    share a column, and the paired-ratio column, when ranks come from it, replaces % best."""
+    if summary.kind == "memory":
         return [
             "#",
             "variant",
-            "memory/conn USS",
-            "memory/conn PSS",
+            "memory/conn USS ± CI95",
+            "memory/conn PSS ± CI95",
             "PSS before",
             "PSS with N",
             "threads",
@@ -380,36 +677,50 @@ def columns(kind: str) -> list[str]:
             "errors",
             "flags",
         ]
-    cols = [
+    if summary.kind == "open":
+        return [
+            "#",
+            "variant",
+            "req/s done / asked",
+            "p99 ± CI95",
+            "p50 / p99.9",
+            "p99 uncorr.",
+            "CPU µs/req usr/sys",
+            COSTS,
+            LIMIT,
+            FAIR,
+            "flags",
+        ]
+    relative = "% best"
+    if summary.ranked_by == RATIO:  # the figure the ranks were decided on must be visible
+        relative = f"× {summary.paired_reference or 'ref'} ± CI95"
+    return [
         "#",
         "variant",
-        "req/s ± sd",
-        "% best",
+        "req/s ± CI95",
+        relative,
         "p50 / p99 / p99.9",
-        "CPU µs/req user/sys",
+        "CPU µs/req usr/sys",
+        COSTS,
+        LIMIT,
         "PSS",
-        "Jain, starved",
-        "errors",
+        FAIR,
         "flags",
     ]
-    if kind == "open":
-        cols[2] = "req/s achieved"
-        cols[3] = "rate asked"  # each variant's own: % of best would compare nothing
-        cols.insert(5, "p99 uncorr.")
-    return cols
 
 
-def cells(row: Row, kind: str) -> list[str]:
+def cells(row: Row, summary: CaseSummary) -> list[str]:
+    """One row's cells, in :func:`columns` order."""
     s = row.stats
-    rank = str(row.rank) if row.rank else ("ref" if row.reference else "–")
-    err = s.get("errors_total")
-    errors = "–" if err is None else f"{err.mean:,.1f}".removesuffix(".0")
-    if kind == "memory":
+    rank = row.rank_label or ("ref" if row.reference else "–")
+    if summary.kind == "memory":
+        err = row.figure("errors_total")
+        errors = "–" if err is None else f"{err:,.1f}".removesuffix(".0")
         return [
             rank,
             row.variant,
-            _pm(s.get("memory_per_connection_uss_bytes"), fmt_bytes),
-            _pm(s.get("memory_per_connection_bytes"), fmt_bytes),
+            _memory_cell(row, MEMORY_FIGURES[0]),
+            _memory_cell(row, MEMORY_FIGURES[1]),
             fmt_bytes(row.figure("baseline_pss_bytes")),
             fmt_bytes(row.figure("memory_pss_bytes")),
             _num(row.figure("peak_threads")),
@@ -419,56 +730,128 @@ def cells(row: Row, kind: str) -> list[str]:
         ]
     user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
     cpu = "–" if user is None else f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
-    jain, starved = row.figure("jain"), row.figure("starved")
-    fair = "–" if jain is None else f"{jain:.2f}, {starved or 0:.0f}"
-    pct = "–" if row.pct_of_best is None else f"{row.pct_of_best:.0f}%"
+    shared = [cpu, _costs_cell(row), row.bottleneck or "–"]
+    if summary.kind == "open":
+        tails = " / ".join(fmt_us(row.figure(f)) for f in ("p50_us", "p999_us"))
+        return [
+            rank,
+            row.variant,
+            f"{fmt_rate(row.figure('throughput_rps'))} / {fmt_rate(row.figure('rate'))}",
+            fmt_ci(s.get("p99_us"), fmt_us),
+            tails,
+            fmt_us(row.figure("p99_uncorrected_us")),
+            *shared,
+            _fair_cell(row),
+            row.short_flags(),
+        ]
+    tp = fmt_ci(s.get("throughput_rps"), fmt_rate)
+    if row.floor and tp != "–":
+        tp = "≥ " + tp
+    if summary.ranked_by == RATIO:
+        relative = fmt_ci(s.get(RATIO), fmt_ratio)
+        if row.variant == summary.paired_reference:
+            relative = "1 (ref)"
+    else:
+        relative = "–" if row.pct_of_best is None else f"{row.pct_of_best:.0f}%"
     lat = " / ".join(fmt_us(row.figure(f)) for f in ("p50_us", "p99_us", "p999_us"))
-    out = [
+    return [
         rank,
         row.variant,
-        _pm(s.get("throughput_rps"), fmt_rate),
-        pct,
+        tp,
+        relative,
         lat,
-        cpu,
+        *shared,
         fmt_bytes(row.figure("memory_pss_bytes")),
-        fair,
-        errors,
+        _fair_cell(row),
         row.short_flags(),
     ]
-    if kind == "open":
-        out[3] = fmt_rate(row.figure("rate"))
-        out.insert(5, fmt_us(row.figure("p99_uncorrected_us")))
-    return out
+
+
+def _fair_cell(row: Row) -> str:
+    """``0.99 / 0 / 0``: Jain's index, starved connections and errors, means over repeats."""
+    jain, starved, err = (row.figure(f) for f in ("jain", "starved", "errors_total"))
+    if jain is None and err is None:
+        return "–"
+    errors = "–" if err is None else f"{err:,.1f}".removesuffix(".0")
+    return f"{'–' if jain is None else f'{jain:.2f}'} / {starved or 0:.0f} / {errors}"
+
+
+def _costs_cell(row: Row) -> str:
+    """``0.02 / 3.10``: context switches and system calls per request (``–`` if not counted;
+    the note under the table says why syscalls are missing)."""
+    cs, sc = row.figure("context_switches_per_request"), row.figure("syscalls_per_request")
+    if cs is None and sc is None:
+        return "–"
+    return f"{fmt_count(cs)} / {fmt_count(sc)}"
 
 
 def _num(x: float | None) -> str:
     return "–" if x is None else f"{x:,.0f}"
 
 
+def top_syscalls(row: Row, n: int = 5) -> str:
+    """``"recvfrom 1.00, sendto 1.00, epoll_wait 0.31"``: the row's most frequent calls per
+    request ("other", the calls not named, left out); "" when none were counted."""
+    if not row.syscalls_by_name:
+        return ""
+    items = [(k, v) for k, v in row.syscalls_by_name.items() if k != "other" and v > 0]
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {v:.2f}" for k, v in items[:n])
+
+
 def notes(summary: CaseSummary) -> list[str]:
-    """Sentences printed under a table: how it is ranked, what is a floor."""
-    out = []
-    if summary.kind == "memory":
+    """Sentences printed under a table: how it is ranked, what is a floor, what is missing."""
+    out = [_ranking_note(summary)]
+    rows = summary.rows
+    if any(r.bottleneck == "both" for r in rows) and summary.kind != "memory":
         out.append(
-            "Ranked by memory per connection, USS (memory private to the server's processes; "
-            "PSS where USS was not measured); less is better."
+            "limit `both`: the server and the generator were each at their CPU limit; on a "
+            "2-core machine that is the machine's figure, not the model's alone."
         )
-    elif summary.kind == "open":
+    floors = [r.variant for r in rows if r.floor]
+    if floors:
         out.append(
-            "Fixed rate (half of each variant's echo-small req/s); latency is measured from the "
-            "scheduled send time; ranked by that p99 (less is better)."
+            "≥: the load generator was the limit (limit `generator`) for "
+            + ", ".join(floors)
+            + ": their req/s is a floor; they are still ranked by it, so a floor may belong "
+            "higher."
         )
-    else:
-        out.append("Ranked by requests/s; % best is relative to the best ranked Python variant.")
-    for row in summary.rows:
+    unavailable = sorted({r.syscalls_unavailable for r in rows if r.syscalls_unavailable})
+    for why in unavailable:
+        out.append(f"syscalls/req not counted: {why}")
+    for row in rows:
         details = row.flags()
         if details:
             out.append(f"{row.variant}: " + "; ".join(details) + ".")
-    if summary.ranked_by_cpu:
-        out.append(
-            "The load generator was saturated for "
-            + ", ".join(summary.ranked_by_cpu)
-            + ": their requests/s is a floor, not a ranking, so they are ranked first among "
-            "themselves by server user CPU µs per request (less is better)."
-        )
     return out
+
+
+def _ranking_note(summary: CaseSummary) -> str:
+    tie = "rows that Welch's t-test (5%) does not separate from the row above share its rank (2=)"
+    if summary.kind == "memory":
+        return (
+            "Ranked by memory per connection (mean ± 95% CI half-width), "
+            f"{SHORT_NAMES.get(summary.ranked_by or '', 'USS')}, less is better; {tie}. "
+            "'below resolution' = under one page per connection or inside the interval of zero."
+        )
+    if summary.kind == "open":
+        if summary.rate_basis != "common":
+            return (
+                "Not ranked: each variant runs at half of its own echo-small req/s, so the rows "
+                "carry different loads; latency is measured from the scheduled send time. "
+                "Compare latency in the common-rate table."
+            )
+        return (
+            "One common rate for every concurrent variant; latency from the scheduled send "
+            f"time; ranked by that p99 (mean ± 95% CI half-width; less is better); {tie}."
+        )
+    if summary.ranked_by == RATIO:
+        return (
+            f"Ranked by the paired ratio to {summary.paired_reference} measured in the same "
+            "round (× ref ± 95% CI half-width): it cancels the machine's drift and was tighter "
+            f"than raw req/s here; {tie}. % best is relative to the best ranked variant's req/s."
+        )
+    return (
+        f"Ranked by requests/s (mean ± 95% CI half-width over the repeats); {tie}. "
+        "% best is relative to the best ranked Python variant."
+    )

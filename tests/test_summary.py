@@ -1,0 +1,392 @@
+"""The summary side of the report: ranks, ties, floors, paired ratios, costs, memory resolution.
+
+Synthetic run records in the schema of results.json (harness.RunOutcome.to_json with the
+engine's result, docs/RESULTS.md): they test the rules, never a speed. The last test renders
+the committed reference run, made before the new keys existed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen.suite import results
+from loadgen.suite import summary as sm
+from loadgen.suite.compare import compare
+from loadgen.suite.launch import suite_env
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "results" / "reference-2core"
+
+
+# -- synthetic records ------------------------------------------------------------------------
+
+
+def result(tp: float, **kw: Any) -> dict[str, Any]:
+    """An engine result with the keys the summary reads; ``kw`` overrides a few of them."""
+    server = {
+        "cpu_util": kw.get("server_cpu", 1.0),
+        "cpu_user_us_per_request": 5.0,
+        "cpu_system_us_per_request": 5.0,
+        "cpu_us_per_request": 10.0,
+        "memory_pss_bytes": 20_000_000,
+        "context_switches_per_request": kw.get("cs"),
+        "syscalls_per_request": kw.get("sc"),
+        "syscalls_by_name": kw.get("by_name"),
+        "syscalls_unavailable": kw.get("unavailable"),
+    }
+    if "cpus" in kw:
+        server["cpus_allowed"] = kw["cpus"]
+    out: dict[str, Any] = {
+        "throughput_rps": tp,
+        "latency_us": {"p50": 100.0, "p99": kw.get("p99", 400.0), "p999": 800.0},
+        "errors_total": 0,
+        "fairness": {"jain": 1.0, "starved": 0, "not_admitted": kw.get("not_admitted", 0)},
+        "loadgen": {"workers": [{"cpu_util": kw.get("gen_cpu", 0.5)}], "saturated": False},
+        "server": server,
+    }
+    if "bottleneck" in kw:
+        out["bottleneck"] = kw["bottleneck"]
+    if "idle" in kw:
+        out["idle"] = kw["idle"]
+    return out
+
+
+def run(variant: str, case: str, rnd: int, tp: float, **kw: Any) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "case": case,
+        "scenario": case,
+        "round": rnd,
+        "status": kw.pop("status", "ok"),
+        "error": kw.pop("error", None),
+        "discarded": kw.pop("discarded", None),
+        "rate": kw.pop("rate", None),
+        "memory_per_connection_bytes": kw.pop("pss_per_conn", None),
+        "result": result(tp, **kw),
+    }
+
+
+def data_for(
+    series: dict[str, list[float]],
+    *,
+    kind: str = "throughput",
+    case: str = "echo-small",
+    families: dict[str, str] | None = None,
+    per_run: dict[str, dict[str, Any]] | None = None,
+    extra_runs: list[dict[str, Any]] | None = None,
+    case_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A results.json dict with one case; ``series[v][i]`` is v's figure in round i + 1."""
+    families = families or {}
+    runs = [
+        run(name, case, i + 1, tp, **(per_run or {}).get(name, {}))
+        for name, values in series.items()
+        for i, tp in enumerate(values)
+    ]
+    return {
+        "plan": {"profile": "quick", "repeat": 3, "duration": 1, "warmup": 0.3},
+        "environment": {},
+        "variants": {n: {"family": families.get(n, "event")} for n in series},
+        "verify": {n: {"ok": True, "reason": None} for n in series},
+        "cases": [
+            {
+                "key": case,
+                "scenario": case,
+                "label": case,
+                "kind": kind,
+                "x": 64,
+                "variants": list(series),
+                **(case_extra or {}),
+            }
+        ],  # fmt: skip
+        "runs": runs + (extra_runs or []),
+    }
+
+
+def table(data: dict[str, Any]) -> sm.CaseSummary:
+    return sm.summarize(data)[0]
+
+
+def rows_of(summary: sm.CaseSummary) -> dict[str, sm.Row]:
+    return {r.variant: r for r in summary.rows}
+
+
+def assert_ranks_follow_means(summary: sm.CaseSummary, higher_is_better: bool = True) -> None:
+    """Table order is best mean first, ranks never decrease down the table, and a row
+    below one with a better mean of the ranked figure never has a better rank."""
+    ranked = [r for r in summary.rows if r.rank is not None]
+    assert summary.ranked_by is not None
+    means = [r.stats[summary.ranked_by].mean for r in ranked]
+    sign = 1 if higher_is_better else -1
+    assert all(sign * (a - b) >= 0 for a, b in zip(means, means[1:], strict=False)), means
+    ranks = [r.rank for r in ranked]
+    assert ranks == sorted(ranks)  # type: ignore[type-var]
+    assert ranks[0] == 1
+    for i, r in enumerate(ranked):  # competition ranks: a new rank is the position
+        assert r.rank == i + 1 or r.rank == ranked[i - 1].rank
+
+
+# -- ranks, ties ------------------------------------------------------------------------------
+
+
+def test_ranks_follow_the_means_and_ties_share_a_rank_shown_2_equals() -> None:
+    data = data_for({
+        "slow": [100.0, 101.0, 99.0],
+        "fast": [200.0, 201.0, 199.0],
+        "mid_a": [150.0, 151.0, 149.0],
+        "mid_b": [150.5, 152.0, 148.0],
+    })  # fmt: skip
+    summary = table(data)
+    assert [r.variant for r in summary.rows] == ["fast", "mid_b", "mid_a", "slow"]
+    assert [r.rank_label for r in summary.rows] == ["1", "2=", "2=", "4"]
+    assert_ranks_follow_means(summary)
+    md = results.markdown_table(summary)
+    assert "| 2= | mid_b |" in md and "| 2= | mid_a |" in md and "| 4 | slow |" in md
+    saved = summary.to_json()
+    assert [r["rank"] for r in saved["rows"]] == [1, 2, 2, 4]
+    assert saved["ranked_by"] == "throughput_rps"
+    low, high = saved["rows"][0]["stats"]["throughput_rps"]["ci95"]
+    assert low < 200.0 < high and high - low == pytest.approx(2 * 4.303 / 3**0.5, rel=1e-3)
+
+
+def test_a_generator_bound_row_is_a_floor_but_never_ranked_above_a_higher_mean() -> None:
+    # The old rule ranked saturated rows first by CPU: "floor" (180k) went above "fast".
+    data = data_for(
+        {"fast": [300.0, 302.0, 298.0], "floor": [180.0, 181.0, 179.0],
+         "ceiling": [400.0, 401.0, 399.0]},
+        families={"ceiling": "reference"},
+        per_run={"floor": {"bottleneck": "generator"}},
+    )  # fmt: skip
+    summary = table(data)
+    rows = rows_of(summary)
+    assert rows["fast"].rank == 1 and rows["floor"].rank == 2
+    assert rows["ceiling"].rank is None and summary.rows[-1].variant == "ceiling"
+    assert rows["floor"].bottleneck == "generator"
+    assert rows["floor"].floor and not rows["fast"].floor
+    cell = sm.cells(rows["floor"], summary)[2]
+    assert cell.startswith("≥ ") and "180" in cell
+    assert not sm.cells(rows["fast"], summary)[2].startswith("≥")
+    assert any("floor" in n for n in sm.notes(summary))
+
+
+def test_bottleneck_is_computed_for_old_results_and_counted_per_row() -> None:
+    # no "bottleneck" key: computed from the CPU figures, one CPU for the server when unknown
+    data = data_for(
+        {"v": [100.0, 100.0, 100.0], "two_cpus": [90.0, 91.0, 89.0]},
+        per_run={"two_cpus": {"server_cpu": 1.0, "cpus": 2, "gen_cpu": 0.95}},
+    )
+    data["runs"][2]["result"]["loadgen"]["workers"] = [{"cpu_util": 0.3}, {"cpu_util": 0.97}]
+    rows = rows_of(table(data))
+    assert rows["v"].bottleneck == "server"
+    assert rows["v"].bottleneck_counts == {"server": 2, "generator": 0, "both": 1, "neither": 0}
+    # 1 core of 2 allowed is not the server's limit; the generator at 0.95 is
+    assert rows["two_cpus"].bottleneck == "generator"
+    saved = rows["v"].to_json()["bottleneck"]
+    assert saved == {"class": "server", "counts": rows["v"].bottleneck_counts}
+
+
+def test_discarded_runs_are_kept_but_not_counted() -> None:
+    redone = run("a", "echo-small", 2, 5.0, discarded="round redone: reference -20%")
+    data = data_for({"a": [100.0, 102.0, 98.0], "b": [90.0, 91.0, 89.0]}, extra_runs=[redone])
+    summary = table(data)
+    a = rows_of(summary)["a"]
+    assert a.stats["throughput_rps"].n == 3
+    assert a.stats["throughput_rps"].mean == pytest.approx(100.0)
+    assert a.runs == 3 and a.discarded_runs == 1
+    assert any("discarded" in f for f in a.flags())
+
+
+# -- paired ratio ----------------------------------------------------------------------------
+
+DRIFT = [1.0, 0.8, 1.2, 0.9, 1.1]  # the machine's speed in each round
+
+
+def test_paired_ratio_is_used_when_tighter_and_shown() -> None:
+    # Every variant slows with the machine: raw req/s cannot separate a from b, the
+    # ratio to the reference measured in the same round can.
+    data = data_for(
+        {"native_epoll": [1000.0 * f for f in DRIFT],
+         "a": [500.0 * f * (1 + 0.002 * i) for i, f in enumerate(DRIFT)],
+         "b": [470.0 * f * (1 - 0.002 * i) for i, f in enumerate(DRIFT)]},
+        families={"native_epoll": "reference"},
+    )  # fmt: skip
+    summary = table(data)
+    rows = rows_of(summary)
+    assert summary.ranked_by == sm.RATIO and summary.paired_reference == "native_epoll"
+    assert rows["a"].stats[sm.RATIO].mean == pytest.approx(0.5, rel=0.01)
+    assert rows["a"].rank == 1 and rows["b"].rank == 2  # separated by the paired test
+    assert_ranks_follow_means(summary)
+    cols = sm.columns(summary)
+    assert "× native_epoll ± CI95" in cols
+    assert sm.cells(rows["a"], summary)[cols.index("× native_epoll ± CI95")].startswith("0.50")
+    assert summary.to_json()["ranked_by"] == "ratio_to_reference"
+    assert any("paired ratio to native_epoll" in n for n in sm.notes(summary))
+
+
+def test_raw_figure_is_used_when_the_ratio_is_not_tighter() -> None:
+    # a quiet machine, a reference that wanders on its own: dividing by it only adds noise
+    data = data_for(
+        {"native_epoll": [1000.0, 1300.0, 800.0], "a": [500.0, 501.0, 499.0],
+         "b": [300.0, 302.0, 298.0]},
+        families={"native_epoll": "reference"},
+    )  # fmt: skip
+    summary = table(data)
+    assert summary.ranked_by == "throughput_rps"
+    assert "% best" in sm.columns(summary)
+    assert not any(c.startswith("×") for c in sm.columns(summary))
+
+
+# -- costs, flags -----------------------------------------------------------------------------
+
+
+def test_cost_columns_top_syscalls_and_why_they_are_missing(tmp_path: Path) -> None:
+    by_name = {"recvfrom": 1.0, "sendto": 1.0, "epoll_wait": 0.31, "other": 0.5}
+    data = data_for(
+        {"counted": [100.0, 101.0, 99.0], "no_perf": [90.0, 91.0, 89.0]},
+        per_run={
+            "counted": {"cs": 0.02, "sc": 2.81, "by_name": by_name},
+            "no_perf": {"cs": 1.5, "unavailable": "perf not found (apt install linux-perf)"},
+        },
+    )
+    summary = table(data)
+    rows = rows_of(summary)
+    cols = sm.columns(summary)
+    assert sm.cells(rows["counted"], summary)[cols.index(sm.COSTS)] == "0.02 / 2.81"
+    assert sm.cells(rows["no_perf"], summary)[cols.index(sm.COSTS)] == "1.50 / –"
+    assert any("perf not found (apt install linux-perf)" in n for n in sm.notes(summary))
+    assert sm.top_syscalls(rows["counted"]) == "recvfrom 1.00, sendto 1.00, epoll_wait 0.31"
+    results.write(tmp_path, data, charts=False, latest=False)
+    report = (tmp_path / "report.md").read_text()
+    assert "- `counted`: recvfrom 1.00, sendto 1.00, epoll_wait 0.31" in report
+    saved = json.loads((tmp_path / "results.json").read_text())["summaries"][0]["rows"]
+    counted = next(r for r in saved if r["variant"] == "counted")
+    assert counted["stats"]["syscalls_per_request"]["mean"] == pytest.approx(2.81)
+    assert counted["syscalls_by_name"]["epoll_wait"] == pytest.approx(0.31)
+
+
+def test_not_admitted_is_a_flag_distinct_from_starved() -> None:
+    data = data_for(
+        {"capped": [100.0, 100.0, 100.0]},
+        per_run={"capped": {"not_admitted": 24}},
+    )
+    row = rows_of(table(data))["capped"]
+    assert row.not_admitted == 24
+    assert "24 not admitted" in row.short_flags()
+    assert "starved" not in row.short_flags()
+    assert row.to_json()["not_admitted"] == 24
+
+
+# -- open loop, memory ---------------------------------------------------------------------
+
+
+def test_open_loop_ranks_latency_only_at_the_common_rate() -> None:
+    series = {"low_p99": [1.0, 1.0, 1.0], "high_p99": [1.0, 1.0, 1.0]}
+    per_run = {"low_p99": {"p99": 300.0}, "high_p99": {"p99": 900.0}}
+    own = table(data_for(series, kind="open", case="open-loop", per_run=per_run))
+    assert own.rate_basis == "own" and own.ranked_by is None
+    assert all(r.rank is None for r in own.rows)
+    assert any("Not ranked" in n for n in sm.notes(own))
+    common = table(
+        data_for(series, kind="open", case="open-loop-common", per_run=per_run,
+                 case_extra={"rate_basis": "common"})
+    )  # fmt: skip
+    rows = rows_of(common)
+    assert common.ranked_by == "p99_us"
+    assert rows["low_p99"].rank == 1 and rows["high_p99"].rank == 2  # zero spread: differ
+    assert_ranks_follow_means(common, higher_is_better=False)
+
+
+def test_memory_per_connection_below_resolution() -> None:
+    served = 1000
+    idle = [{"served": served, "memory_per_connection_bytes": x} for x in (2.0, -3.0, 1.0)]
+    data = data_for(
+        {"reactor": [0.0, 0.0, 0.0], "threads": [0.0, 0.0, 0.0]},
+        kind="memory",
+        case="idle-memory",
+        per_run={"threads": {"idle": {"served": served, "memory_per_connection_bytes": 22e3},
+                             "pss_per_conn": 21e3},
+                 "reactor": {"pss_per_conn": -712.0}},
+    )  # fmt: skip
+    for r, ix in zip([r for r in data["runs"] if r["variant"] == "reactor"], idle, strict=True):
+        r["result"]["idle"] = ix
+    summary = table(data)
+    rows = rows_of(summary)
+    reactor = rows["reactor"]
+    # the resolution: the larger of one page over the connections and the CI half-width
+    half = reactor.stats["memory_per_connection_uss_bytes"].half_width
+    assert reactor.memory_resolution == pytest.approx(max(4096 / served, half))
+    assert reactor.below_resolution and not rows["threads"].below_resolution
+    uss, pss = sm.cells(reactor, summary)[2:4]
+    assert uss.startswith("below resolution (< ") and pss.startswith("below resolution (< ")
+    assert "-" not in uss + pss  # never a negative memory figure
+    assert sm.cells(rows["threads"], summary)[2].startswith("21.5 KiB")
+    assert reactor.to_json()["below_resolution"] is True
+    assert rows["reactor"].rank == 1 and rows["threads"].rank == 2
+
+
+# -- compare, notes -----------------------------------------------------------------------------
+
+
+def test_compare_says_not_significant_for_the_same_data() -> None:
+    a = data_for({"v": [100.0, 103.0, 97.0], "w": [50.0, 52.0, 49.0]})
+    changes = compare(a, a)
+    assert changes and all(not c.significant for c in changes)
+    assert {c.text for c in changes} == {"not significant"}
+    b = data_for({"v": [150.0, 152.0, 148.0], "w": [50.5, 53.0, 48.0]})
+    moved = {(c.variant, c.figure): c for c in compare(a, b)}
+    assert moved[("v", "throughput_rps")].text == "1.50x faster (+50.0%)"
+    assert moved[("w", "throughput_rps")].text == "not significant"
+
+
+def test_noise_note_names_rounds_that_waited_or_were_redone() -> None:
+    rounds = [
+        {"case": "echo-small", "round": 1, "busy_fraction": 0.02, "waited_s": 0, "rerun_of": None,
+         "reason": None},
+        {"case": "echo-small", "round": 2, "busy_fraction": 0.3, "waited_s": 4.2,
+         "rerun_of": None, "reason": None},
+        {"case": "echo-small", "round": 3, "busy_fraction": 0.01, "waited_s": 0, "rerun_of": 2,
+         "reason": "reference 22% below its median"},
+    ]  # fmt: skip
+    note = results.noise_note(rounds)
+    assert "1 round(s) waited 4 s" in note and "1 round(s) redone" in note
+    assert "reference 22% below its median" in note
+    assert results.noise_note(rounds[:1]) == ""
+
+
+# -- the committed reference, made before these keys existed -------------------------------
+
+
+def test_render_of_the_old_reference_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "reference"
+    run_dir.mkdir()
+    shutil.copy(REFERENCE / "results.json", run_dir / "results.json")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_all.py"), "--render", str(run_dir)],
+        env=suite_env({"COLUMNS": "180"}), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "echo-small" in proc.stdout and "Traceback" not in proc.stderr
+    saved = json.loads((run_dir / "results.json").read_text())
+    by_case = {s["case"]: s for s in saved["summaries"]}
+    for s in saved["summaries"]:
+        measured = [r for r in s["rows"] if r["status"] in ("ok", "failed")]
+        assert all(r["bottleneck"] for r in measured), s["case"]
+        ranked = [r for r in s["rows"] if r["rank"] is not None]
+        if s["ranked_by"] is None:
+            assert not ranked
+            continue
+        sign = -1 if s["kind"] in ("memory", "open") else 1
+        means = [sign * r["stats"][s["ranked_by"]]["mean"] for r in ranked]
+        assert means == sorted(means, reverse=True), s["case"]
+    assert by_case["open-loop"]["ranked_by"] is None  # each variant at its own rate
+    report = (run_dir / "report.md").read_text()
+    assert "req/s ± CI95" in report and "≥ " in report
+    memory = next(s for s in saved["summaries"] if s["kind"] == "memory")
+    assert any(r["below_resolution"] for r in memory["rows"])
