@@ -174,3 +174,7 @@ def test_calibrate_prints_the_ceiling_goal_and_why_it_is_missed() -> None:
     assert "[red]missed" in missed[0] and CEILING_LIMIT_NOTE in missed[-1]
     assert any("errors: C client 0, generator 3" in x for x in ceiling_lines(ceiling(0.95, 3)))
     assert "no ceiling measured" in ceiling_lines(ceiling(None))[0]
+    assert not any("disagree" in line for line in met)  # rounds 0.02 apart: consistent
+    noisy = ceiling(0.7)
+    noisy["rounds"] = [{"fraction": 0.41}, {"fraction": 1.01}]
+    assert any("rounds disagree by 0.60" in line for line in ceiling_lines(noisy))
