@@ -147,3 +147,34 @@ def test_calibrate_ceiling_alternates_and_pairs(native: RunningServer) -> None:
     assert c["fraction"] == pytest.approx(c["python_rps"] / c["native_rps"])
     assert c["native_rps"] == pytest.approx(sum(r["native_rps"] for r in c["rounds"]) / 2)
     assert no_clients_left()
+
+
+def ceiling(fraction: float | None, errors: int = 0) -> dict:
+    """A calibrate_ceiling result with two rounds around ``fraction`` (None: nothing measured)."""
+    rounds = [{"fraction": None if fraction is None else fraction + d} for d in (-0.01, 0.01)]
+    native = 100_000.0
+    python = 0.0 if fraction is None else fraction * native
+    return {
+        "native_rps": native,
+        "python_rps": python,
+        "fraction": fraction,
+        "rounds": rounds,
+        "errors": {"native": 0, "python": errors},
+    }
+
+
+def test_calibrate_prints_the_ceiling_goal_and_why_it_is_missed() -> None:
+    from loadgen.calibrate import CEILING_LIMIT_NOTE, ceiling_lines
+
+    met = ceiling_lines(ceiling(0.93))
+    assert "fraction 0.930 (goal >= 0.90) [green]met" in met[0]
+    assert met[1].endswith("0.920, 0.940")  # the paired rounds, not only their mean
+    assert not any(CEILING_LIMIT_NOTE in line for line in met)
+    missed = ceiling_lines(ceiling(0.85))
+    assert "[red]missed" in missed[0] and CEILING_LIMIT_NOTE in missed[-1]
+    assert any("errors: C client 0, generator 3" in x for x in ceiling_lines(ceiling(0.95, 3)))
+    assert "no ceiling measured" in ceiling_lines(ceiling(None))[0]
+    assert not any("disagree" in line for line in met)  # rounds 0.02 apart: consistent
+    noisy = ceiling(0.7)
+    noisy["rounds"] = [{"fraction": 0.41}, {"fraction": 1.01}]
+    assert any("rounds disagree by 0.60" in line for line in ceiling_lines(noisy))

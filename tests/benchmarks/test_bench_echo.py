@@ -1,24 +1,32 @@
-"""pytest-benchmark: echo-small against every registered variant, about a second each.
+"""pytest-benchmark: a fixed number of ECHO requests against every registered variant.
 
     pytest tests/benchmarks --benchmark-json results/ci/benchmark.json
-    pytest tests/benchmarks --benchmark-compare         # against the previous saved run
+    pytest tests/benchmarks --benchmark-autosave                  # save a baseline
+    pytest tests/benchmarks --benchmark-compare --benchmark-compare-fail=mean:10%
 
 One benchmark per variant of the registry (a new variant gets one without
-editing this file), each a single ``benchmark.pedantic`` round that runs the
-real load generator (``python -m loadgen``, 64-byte ECHO, 64 connections,
-0.3 s warm-up + 1 s measured) against a server started once per variant by a
-fixture, pinned apart from the generator when there are two CPUs.
+editing this file), against a server started once per variant by a module
+fixture, pinned apart from the client when there are two CPUs.  The timed
+function sends exactly ``REQUESTS`` 64-byte ECHO requests (16 connections,
+8 in flight on each; one connection for a variant that serves one client at
+a time) through :class:`~tests.benchmarks.echo_driver.EchoDriver`, whose
+connections are opened before timing starts and whose per-request Python
+work is one slice of a ``sendall`` and of a byte comparison.  So
+pytest-benchmark's own mean is the time the server takes for ``REQUESTS``
+requests, its OPS is rounds per second (× ``REQUESTS`` = requests/s), and
+``--benchmark-compare-fail=mean:10%`` catches a server that got slower.
 
-pytest-benchmark's own timing is the wall time of that round (~1.5 s) and
-means little; the figures are in ``extra_info``: throughput, p99, server
-CPU µs per request and whether the generator was saturated.  These are
+The load generator's figures (throughput, p99, server CPU µs per request,
+saturation) come from one short run of the real generator per variant,
+outside the timed function, and are in ``extra_info``.  These are
 measurements, not tests of speed: the only assertions are correctness --
-every reply was right (zero errors) and requests were served.
+every reply byte right, zero generator errors, requests served.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +36,18 @@ import servers
 from loadgen.suite import harness
 from loadgen.suite.launch import RunningServer, start_server
 from loadgen.suite.scenarios import SCENARIOS
+from tests.benchmarks.echo_driver import EchoDriver
 from tests.conftest import ALL_VARIANTS
 
 ECHO_SMALL = SCENARIOS["echo-small"].cases[0]
-WARMUP_S = 0.3
-DURATION_S = 1.0
+REQUESTS = 8192  # per timed round: 16 connections x 8 in flight x 64 batches
+CONNECTIONS = 16
+PIPELINE = 8
+SIZE = 64
+ROUNDS = 30  # timed rounds per variant (~20-100 ms each on a 2-core VM)
+WARMUP_ROUNDS = 3
+GEN_WARMUP_S = 0.2  # the generator's run for extra_info
+GEN_DURATION_S = 0.5
 
 
 @pytest.fixture(scope="module", params=ALL_VARIANTS)
@@ -47,38 +62,78 @@ def bench_server(
         assert server.process.poll() is None, "the server died during the benchmark"
 
 
-def test_echo_small(benchmark, bench_server) -> None:  # type: ignore[no-untyped-def]
-    variant, server, pinning = bench_server
+def generator_figures(
+    variant: servers.Variant, server: RunningServer, pinning: harness.Pinning | None
+) -> dict:
+    """One short run of the real load generator: the figures kept in ``extra_info``."""
     # A variant with a hard cap (blocking_loop: one client) gets as many
     # connections as it can hold: the benchmark measures, it does not fail it
     # (run_all.py's connections scenario shows where it fails).
     connections = min(ECHO_SMALL.connections, variant.max_clients or ECHO_SMALL.connections)
     case = dataclasses.replace(ECHO_SMALL, connections=connections)
+    result, error = harness.run_load(
+        server, case, duration=GEN_DURATION_S, warmup=GEN_WARMUP_S, pinning=pinning
+    )
+    assert error is None, error
+    assert result is not None
+    r = result.to_dict()
+    assert r["errors_total"] == 0, r["errors"]
+    assert r["requests"] > 0
+    srv = r.get("server") or {}
+    return {
+        "loadgen_connections": connections,
+        "throughput_rps": r["throughput_rps"],
+        "p99_us": r["latency_us"]["p99"],
+        "server_cpu_us_per_request": srv.get("cpu_us_per_request"),
+        "server_cpu_user_us_per_request": srv.get("cpu_user_us_per_request"),
+        "saturated": r["loadgen"]["saturated"],
+        "errors_total": r["errors_total"],
+        "starved_connections": r["fairness"]["starved"],
+    }
 
-    def once() -> dict:
-        result, error = harness.run_load(
-            server, case, duration=DURATION_S, warmup=WARMUP_S, pinning=pinning
-        )
-        assert error is None, error
-        assert result is not None
-        return result.to_dict()
 
-    result = benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
-    srv = result.get("server") or {}
+@dataclasses.dataclass
+class PinnedHere:
+    """This process on the client's CPUs for the timed rounds, its old affinity restored after."""
+
+    cpus: tuple[int, ...] | None
+
+    def __enter__(self) -> None:
+        self.saved = os.sched_getaffinity(0) if self.cpus else None
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            os.sched_setaffinity(0, self.saved)
+
+
+def test_echo_small(benchmark, bench_server) -> None:  # type: ignore[no-untyped-def]
+    variant, server, pinning = bench_server
+    info = generator_figures(variant, server, pinning)  # before: blocking_loop holds one client
+    connections = 1 if variant.max_clients == 1 else CONNECTIONS
+    driver = EchoDriver(
+        server.host,
+        server.port,
+        requests=REQUESTS,
+        connections=connections,
+        pipeline=PIPELINE,
+        size=SIZE,
+    )
+    with PinnedHere(pinning.loadgen if pinning else None), driver:
+        answered = benchmark.pedantic(driver.run, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+    assert answered == REQUESTS
+    stats = getattr(benchmark.stats, "stats", None)  # None under --benchmark-disable
     benchmark.extra_info.update(
         {
             "variant": variant.name,
             "family": variant.family,
+            "requests_per_round": REQUESTS,
             "connections": connections,
-            "throughput_rps": result["throughput_rps"],
-            "p99_us": result["latency_us"]["p99"],
-            "server_cpu_us_per_request": srv.get("cpu_us_per_request"),
-            "server_cpu_user_us_per_request": srv.get("cpu_user_us_per_request"),
-            "saturated": result["loadgen"]["saturated"],
-            "errors_total": result["errors_total"],
-            "starved_connections": result["fairness"]["starved"],
+            "pipeline": PIPELINE,
+            "size": SIZE,
+            "timed_rps": REQUESTS / stats.mean if stats and stats.mean else None,
+            **info,
             "pinned": dataclasses.asdict(pinning) if pinning else None,
         }
     )
-    assert result["errors_total"] == 0, result["errors"]
-    assert result["requests"] > 0
