@@ -80,7 +80,7 @@ def serve(w: Worker) -> None:
     # a forking server's children exit with their clients, and would leave
     # the tree before its memory is measured (bounded: the parent may be gone).
     try:
-        if w.ctl.poll(RELEASE_TIMEOUT):
+        if not w.stop_requested and w.ctl.poll(RELEASE_TIMEOUT):  # stopped: nothing to hold
             w.ctl.recv()  # Release
     except (EOFError, OSError):
         pass
