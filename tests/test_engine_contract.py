@@ -98,7 +98,8 @@ def full_result() -> dict[str, Any]:
             "admit_s": 0.01,
         },
         "server": {
-            "pid": 7, "cpus_allowed": 1, "cpu_s": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2, "cpu_util": 0.5,
+            "pid": 7, "cpus_allowed": 1, "cpu_s": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2,
+            "cpu_util": 0.5,
             "cpu_us_per_request": 5.0, "cpu_user_us_per_request": 3.0,
             "cpu_system_us_per_request": 2.0, "memory_pss_bytes": 1000, "memory_rss_bytes": 2000,
             "memory_pss_is_rss": False, "peak_threads": 1, "peak_fds": 9, "peak_children": 0,

@@ -107,7 +107,8 @@ def run_load(
     Either ``config`` or ``target="HOST:PORT"`` plus :class:`LoadConfig`
     field names as keywords (``workload``, ``size``, ``connections``,
     ``duration``, ``warmup``, ``rate``, ``pipeline``, ``processes``,
-    ``slow_clients``, ``cpus``, ``server_pid``, ``timeout``).  Raises
+    ``slow_clients``, ``cpus``, ``server_pid``, ``timeout``, ``admit_timeout``,
+    ``counters``).  Raises
     ValueError for bad options, :class:`LoadError` when the target cannot be
     loaded.  On KeyboardInterrupt the workers are stopped and reaped and the
     result is returned with ``partial: true``.
