@@ -27,6 +27,7 @@ CONFIGS = [
     LoadConfig("127.0.0.1", 8000, workload="idle", connections=1000, cpus=[1], server_pid=42),
     LoadConfig("127.0.0.1", 8000, workload="mixed", processes=2, cpus=[0, 1], slow_clients=3),
     LoadConfig("127.0.0.1", 8000, size=0, duration=1e-3, warmup=2.5),
+    LoadConfig("127.0.0.1", 8000, server_pid=42, admit_timeout=0.5, counters=False),
 ]
 
 
@@ -70,6 +71,7 @@ def full_result() -> dict[str, Any]:
             "target": "127.0.0.1:8000", "workload": "echo", "size": 64, "connections": 4,
             "duration_s": 1.0, "warmup_s": 0.5, "rate": 100.0, "pipeline": 1, "processes": 2,
             "mode": "open", "slow_clients": 1, "cpus": [1], "timeout_s": 2.0,
+            "admit_timeout_s": 5.0,
         },
         "throughput_rps": 99.0,
         "requests": 99,
@@ -82,7 +84,8 @@ def full_result() -> dict[str, Any]:
         "errors_total": 1,
         "reconnects": 1,
         "fairness": {"connections": 3, "jain": 0.9, "min_share": 0.8, "max_share": 1.1,
-                     "starved": 0},
+                     "starved": 0, "not_admitted": 0},
+        "bottleneck": "generator",
         "loadgen": {
             "workers": [
                 {"cpu_util": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2, "requests": 50,
@@ -92,14 +95,19 @@ def full_result() -> dict[str, Any]:
             ],
             "cpu_util_max": 0.5, "cpu_us_per_request": 9.1, "saturated": True,
             "saturation_reasons": ["achieved 99 req/s"], "achieved_rate_ratio": 0.99,
+            "admit_s": 0.01,
         },
         "server": {
-            "pid": 7, "cpu_s": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2, "cpu_util": 0.5,
+            "pid": 7, "cpus_allowed": 1, "cpu_s": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2,
+            "cpu_util": 0.5,
             "cpu_us_per_request": 5.0, "cpu_user_us_per_request": 3.0,
             "cpu_system_us_per_request": 2.0, "memory_pss_bytes": 1000, "memory_rss_bytes": 2000,
             "memory_pss_is_rss": False, "peak_threads": 1, "peak_fds": 9, "peak_children": 0,
             "processes": 1, "samples": 5, "interval_s": 0.2, "sampler_cpu_s": 0.001,
-            "error": None,
+            "error": None, "context_switches": {"voluntary": 10, "involuntary": 2},
+            "context_switches_per_request": 0.1212, "syscalls": {"recvfrom": 99, "sendto": 99},
+            "syscalls_per_request": 2.0, "syscalls_by_name": {"recvfrom": 1.0, "sendto": 1.0},
+            "syscalls_unavailable": None,
         },
         "slow_clients": {"connections": 1, "requests": 2, "latency_us": lat,
                          "byte_interval_s": 0.005},

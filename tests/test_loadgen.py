@@ -116,7 +116,7 @@ def assert_fairness_consistent(f: dict[str, Any]) -> None:
     """
     n, lo, hi = f["connections"], f["min_share"], f["max_share"]
     assert 0 <= lo <= 1 <= hi <= n
-    assert (f["starved"] > 0) == (lo == 0)
+    assert (f["starved"] + f["not_admitted"] > 0) == (lo == 0)
     least = ((hi - 1) ** 2 + (1 - lo) ** 2) / n
     most = (hi - 1) * (1 - lo)
     assert 1 / (1 + most) - 1e-9 <= f["jain"] <= 1 / (1 + least) + 1e-9
@@ -242,7 +242,7 @@ def test_idle_connections_are_served_once_then_held(tmp_path: Path) -> None:
     idle = r["idle"]
     assert idle["served"] == 20 and idle["connections"] == 20
     assert r["errors_total"] == 0 and r["requests"] == 0
-    assert r["fairness"]["starved"] == 0
+    assert r["fairness"]["starved"] == 0 and r["fairness"]["not_admitted"] == 0
     assert r["server"]["peak_threads"] > 20  # the connections were held open
     grown = idle["server_uss_after_bytes"] - idle["server_uss_before_bytes"]
     assert idle["memory_per_connection_bytes"] == pytest.approx(grown / 20)
@@ -261,11 +261,14 @@ def test_slow_clients_are_reported_apart(tmp_path: Path) -> None:
     assert r["requests"] > slow["requests"]
 
 
-def test_blocking_loop_starves_connections(tmp_path: Path) -> None:
+def test_blocking_loop_does_not_admit_connections(tmp_path: Path) -> None:
     with start_server("blocking_loop", tmp_path) as server:
-        r = run_load_json(server.target, connections=4, duration=0.5, warmup=0.1, timeout=5)
+        r = run_load_json(
+            server.target, connections=4, duration=0.5, warmup=0.1, timeout=5, admit_timeout=0.5
+        )
     f = r["fairness"]
-    assert f["starved"] == 3 and f["jain"] == pytest.approx(0.25)
+    # never served before the window: not admitted (a limit), not starved during it
+    assert f["not_admitted"] == 3 and f["starved"] == 0 and f["jain"] == pytest.approx(0.25)
     assert f["min_share"] == 0 and f["max_share"] == 4  # one connection got it all
     assert_fairness_consistent(f)
 
@@ -367,7 +370,7 @@ def test_open_loop_shows_a_server_stall_in_corrected_latency(fake: RunningServer
 @pytest.mark.parametrize("fake", ["fake_never_reply"], indirect=True)
 def test_exits_by_itself_when_the_server_never_answers(fake: RunningServer, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    duration, warmup = 1.0, 0.5
+    duration, warmup, admit = 1.0, 0.5, 1.0
     began = time.monotonic()
     proc = loadgen_cli(
         "--target",
@@ -380,13 +383,15 @@ def test_exits_by_itself_when_the_server_never_answers(fake: RunningServer, tmp_
         str(warmup),
         "--timeout",
         "0.5",
+        "--admit-timeout",
+        str(admit),
         "--json",
         str(out),
         "--quiet",
-        timeout=duration + warmup + 20,
+        timeout=admit + duration + warmup + 20,
     )
     took = time.monotonic() - began
-    assert took < duration + warmup + 5
+    assert took < admit + duration + warmup + 5
     assert "Traceback" not in proc.stderr
     r = json.loads(out.read_text())
     assert r["requests"] == 0

@@ -3,7 +3,8 @@
     python -m loadgen --target 127.0.0.1:PORT [--workload echo|raw|get|put|mixed|churn|idle]
         [--size N] [--connections C] [--duration S] [--warmup S] [--rate R]
         [--pipeline D] [--processes N] [--server-pid PID] [--slow-clients K]
-        [--cpus LIST] [--timeout S] [--json FILE] [--quiet]
+        [--cpus LIST] [--timeout S] [--admit-timeout S] [--no-counters]
+        [--json FILE] [--quiet]
 
 Only loopback targets are accepted.  Bad arguments or an unreachable target
 print one line on stderr and exit 2 (no traceback); Ctrl-C stops the

@@ -45,6 +45,8 @@ class LoadConfig:
     cpus: list[int] | None = None
     server_pid: int | None = None
     timeout: float = 2.0  # a reply later than this breaks the connection ("timeout")
+    admit_timeout: float = 5.0  # wait at most this long for every connection's first reply
+    counters: bool = True  # with server_pid: context switches and system calls per request
 
     def __post_init__(self) -> None:
         if self.workload == "slow":  # ECHO where some connections are slow
@@ -82,6 +84,7 @@ class LoadConfig:
             (1 <= self.processes <= 256, "processes must be 1..256"),
             (0 <= self.slow_clients < self.connections, "slow-clients must be < connections"),
             (self.timeout > 0, "timeout must be > 0"),
+            (self.admit_timeout > 0, "admit-timeout must be > 0"),
             (self.processes <= self.connections, "processes must be <= connections"),
         ]
         if self.workload in ("churn", "idle"):
@@ -123,6 +126,8 @@ class LoadConfig:
             cpus=parse_cpus(args.cpus) if args.cpus else None,
             server_pid=args.server_pid,
             timeout=args.timeout,
+            admit_timeout=args.admit_timeout,
+            counters=args.counters,
         )
 
     def to_argv(self) -> list[str]:
@@ -139,6 +144,9 @@ class LoadConfig:
                 continue
             if f.name == "slow_byte_interval":
                 raise ValueError("slow_byte_interval has no command-line option")
+            if f.name == "counters":  # a flag: only its non-default form is written
+                argv.append("--no-counters")
+                continue
             if f.name == "cpus":
                 text = ",".join(map(str, value))
             else:
@@ -198,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cpus", default=None, help="pin the workers, e.g. '1' or '0,1' or '2-3'")
     p.add_argument("--timeout", type=float, default=2.0, help="reply timeout in seconds (2)")
+    p.add_argument(
+        "--admit-timeout",
+        type=float,
+        default=5.0,
+        help="wait at most this long for every connection's first reply before warm-up (5)",
+    )
+    p.add_argument(
+        "--no-counters",
+        dest="counters",
+        action="store_false",
+        help="with --server-pid: do not count context switches and system calls",
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no live line, no table")
     return p

@@ -7,10 +7,13 @@ A run, as seen by the parent (:func:`run_load`):
 2. fork ``processes`` workers (:mod:`loadgen.engine.process`); each opens
    its share of the connections in batches (listen backlogs are small) and
    says :class:`~loadgen.engine.messages.Ready`;
-3. send every worker the same start instant ``T0``; warm-up until
-   ``T0 + warmup`` (results discarded), then the measured period until
-   ``T0 + warmup + duration``; the server monitor brackets the measured
-   period;
+3. send every worker the same start instant ``T0`` (traffic begins); each
+   says :class:`~loadgen.engine.messages.Admitted` once every one of its
+   connections has completed a first request; when all did (or
+   ``admit_timeout`` after ``T0``), warm-up for ``warmup`` seconds (results
+   discarded), then the measured period of ``duration``, sent to the workers
+   as :class:`~loadgen.engine.messages.Window`; the server monitor and the
+   cost counters (:mod:`loadgen.engine.counters`) bracket the measured period;
 4. each worker sends its count (``Done``), then its histograms and CPU
    times (``WorkerResult``); :func:`loadgen.engine.result.aggregate` merges
    them into the :class:`~loadgen.engine.result.LoadResult`.
@@ -29,7 +32,17 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
 from loadgen.engine.config import LoadConfig, LoadError
-from loadgen.engine.messages import Done, Failed, Ready, Release, Start, Stop, WorkerResult
+from loadgen.engine.messages import (
+    Admitted,
+    Done,
+    Failed,
+    Ready,
+    Release,
+    Start,
+    Stop,
+    Window,
+    WorkerResult,
+)
 from loadgen.engine.plan import build_plan, prepare_files
 from loadgen.engine.process import worker_entry
 from loadgen.engine.result import LoadResult, RunFacts, aggregate
@@ -42,7 +55,7 @@ M = TypeVar("M")
 class Progress:
     """What the live line shows; passed to the ``progress`` callback about 4 times a second."""
 
-    phase: str  # "ramp-up", "warm-up", "measuring", "collecting"
+    phase: str  # "ramp-up", "admission", "warm-up", "measuring", "collecting"
     elapsed_s: float  # in this phase
     phase_s: float  # its length (0 if unknown)
     completed: int  # every correct reply so far (any phase)
@@ -94,7 +107,8 @@ def run_load(
     Either ``config`` or ``target="HOST:PORT"`` plus :class:`LoadConfig`
     field names as keywords (``workload``, ``size``, ``connections``,
     ``duration``, ``warmup``, ``rate``, ``pipeline``, ``processes``,
-    ``slow_clients``, ``cpus``, ``server_pid``, ``timeout``).  Raises
+    ``slow_clients``, ``cpus``, ``server_pid``, ``timeout``, ``admit_timeout``,
+    ``counters``).  Raises
     ValueError for bad options, :class:`LoadError` when the target cannot be
     loaded.  On KeyboardInterrupt the workers are stopped and reaped and the
     result is returned with ``partial: true``.
@@ -122,6 +136,9 @@ class _Run:
         self.partial = False
         self.monitor: Any = None
         self.monitor_started = False
+        self.counters: Any = None  # CostCounters with --server-pid, unless --no-counters
+        self.costs: dict[str, Any] | None = None
+        self.admit_s: float | None = None
         self.server: dict[str, Any] | None = None
         self.t_launch = time.perf_counter()
         self.worker_errors: list[str] = []
@@ -143,6 +160,10 @@ class _Run:
                 self.monitor = ServerMonitor(cfg.server_pid)
             except ValueError as exc:
                 raise LoadError(str(exc)) from None
+            if cfg.counters:
+                from loadgen.engine.counters import CostCounters
+
+                self.counters = CostCounters(cfg.server_pid)
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
@@ -169,8 +190,13 @@ class _Run:
             self.collect(WorkerResult, time.monotonic() + 2.0)
         finally:
             self.reap()
-        if self.monitor is not None and self.monitor_started and self.server is None:
-            self.server = self.monitor.stop(self.requests_done())
+            if self.monitor_started:  # else the period never began: nothing to report
+                if self.server is None:  # interrupted during the period
+                    self.pause_counters()
+                    self.server = self.monitor.stop(self.requests_done())
+                self.stop_counters(self.requests_done())
+            elif self.counters is not None:
+                self.counters.close()
         return self.result()
 
     # -- steps ----------------------------------------------------------------
@@ -187,29 +213,76 @@ class _Run:
                     errors[k] = errors.get(k, 0) + v
             what = ", ".join(f"{k} {v}" for k, v in errors.items() if v) or "none connected"
             raise LoadError(f"no connection to {cfg.target} could be opened ({what})")
+        if self.counters is not None:
+            # perf's slow attach, before any traffic: a child the server forks from now on
+            # is counted (perf inherits), and the window's edges cost one pipe round trip.
+            self.counters.attach()
         t0 = time.perf_counter_ns() + 20_000_000
         for ctl in self.ctls:
             ctl.send(Start(t0))
-        t_measure = t0 / 1e9 + cfg.warmup
+        t_measure = self.admit(t0) + cfg.warmup
+        for ctl in self.ctls:
+            try:
+                ctl.send(Window(int(t_measure * 1e9)))
+            except OSError:
+                pass  # that worker is gone; collect() notices
         t_end = t_measure + cfg.duration
         self.t_measure = t_measure
         self.wait_until(t_measure, "warm-up", cfg.warmup)
+        if self.counters is not None:
+            self.counters.start()
         if self.monitor is not None:
             self.monitor.start()
             self.monitor_started = True
         self.wait_until(t_end, "measuring", cfg.duration)
         done = self.collect(Done, time.monotonic() + 2.5, phase="collecting")
+        requests = sum(m.requests for m in done.values())
+        self.pause_counters()
         if self.uss_before is not None:
             self.uss_after = _tree_uss(cfg.server_pid)  # type: ignore[arg-type]
         if self.monitor is not None:
-            self.server = self.monitor.stop(sum(m.requests for m in done.values()))
+            self.server = self.monitor.stop(requests)
         for ctl in self.ctls:  # the workers may close their connections now
             try:
                 ctl.send(Release())
             except OSError:
                 pass
+        self.stop_counters(requests)  # ends perf: slow (~2.5 s) unless a TracepointHold runs
         # workers record their latencies into histograms now: allow for long runs
         self.collect(WorkerResult, time.monotonic() + 5.0 + cfg.duration, phase="collecting")
+
+    def admit(self, t0: int) -> float:
+        """Wait (at most ``admit_timeout``) until every connection completed a first request.
+
+        Returns the instant (perf_counter seconds) the parent knew it, or the
+        timeout's; sets ``admit_s`` (None when the timeout hit).
+        """
+        cfg = self.cfg
+        deadline = time.monotonic() + (t0 - time.perf_counter_ns()) / 1e9 + cfg.admit_timeout
+        admitted = self.collect(Admitted, deadline, phase="admission")
+        if len(admitted) == len(self.procs):
+            self.admit_s = max(0.0, max(m.at_ns for m in admitted.values()) - t0) / 1e9
+        return time.perf_counter()
+
+    def pause_counters(self) -> None:
+        """The measured period's end for the cost counters (quick; perf keeps running)."""
+        if self.counters is not None and self.costs is None:
+            try:
+                self.counters.pause()
+            except (RuntimeError, OSError) as exc:
+                self.counters.close()
+                self.costs = _no_costs(f"counting failed: {exc}")
+
+    def stop_counters(self, requests: int) -> None:
+        """End perf and keep the counters' figures for the ``server`` object."""
+        if self.counters is None or self.costs is not None:
+            return
+        try:
+            self.costs = self.counters.stop(requests)
+        except (RuntimeError, OSError, AssertionError) as exc:
+            self.costs = _no_costs(f"counting failed: {exc}")
+        finally:
+            self.counters.close()
 
     def wait_until(self, t: float, phase: str, length: float) -> None:
         """Sleep until perf_counter() reaches ``t``, updating the live line."""
@@ -303,5 +376,16 @@ class _Run:
             raise LoadError(self.worker_failure("no worker returned a result"))
         # a worker that did not report, or was stopped early: the figures cover less
         partial = self.partial or len(results) < len(self.procs) or any(r.stopped for r in results)
-        facts = RunFacts(self.server, self.uss_before, self.uss_after, partial)
+        server = self.server
+        if server is not None:
+            reason = "off (--no-counters)" if not self.cfg.counters else "not measured"
+            server = {**server, **(self.costs or _no_costs(reason))}
+        facts = RunFacts(server, self.uss_before, self.uss_after, partial, self.admit_s)
         return aggregate(self.cfg, results, facts)
+
+
+def _no_costs(reason: str) -> dict[str, Any]:
+    """The ``server`` object's cost-counter keys when nothing was counted, and why."""
+    keys = ("context_switches", "context_switches_per_request", "syscalls")
+    keys += ("syscalls_per_request", "syscalls_by_name")
+    return {**dict.fromkeys(keys), "syscalls_unavailable": reason}

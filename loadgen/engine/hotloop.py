@@ -27,7 +27,7 @@ import resource
 import time
 
 from loadgen.engine.conns import CONNECTING, OPEN, RECV_SIZE
-from loadgen.engine.worker import _EPOLLIN, _EPOLLOUT, Worker, error_kind
+from loadgen.engine.worker import _EPOLLIN, _EPOLLOUT, ADMIT_CHECK_NS, Worker, error_kind
 
 HOUSEKEEPING_NS = 100_000_000  # 0.1 s: timeouts, progress counters
 
@@ -87,7 +87,7 @@ def run(w: Worker) -> None:
                     completed += 1
                     if measuring:
                         lat_append(t - sent_at[fd])
-                        done[slot_of[fd]] += 1
+                    done[slot_of[fd]] += 1  # before the period too: admission
                     later(fd)  # its next request goes out after the batch (below)
                 elif not data:
                     w.break_conn(fd, "reset")
@@ -98,8 +98,7 @@ def run(w: Worker) -> None:
             s = socks[fd]
             if s is None:
                 if fd == ctl_fd:
-                    w.finishing = True
-                    w.stop_requested = True
+                    w.on_control()  # the period's start, or stop
                 continue
             if fast[fd]:
                 w.unfast(fd)
@@ -127,7 +126,7 @@ def run(w: Worker) -> None:
                 completed += 1
                 if measuring:
                     lat_append(t - started)
-                    done[slot] += 1
+                done[slot] += 1
                 cycle = cycles[slot]
                 i = pos[slot]
                 pos[slot] = i + 1 if i + 1 < len(cycle) else 0
@@ -185,10 +184,11 @@ def run(w: Worker) -> None:
 
 def tick(w: Worker, now: int) -> bool:
     """Phase changes, timers, housekeeping.  False when the loop must end."""
-    if w.measuring is False and w.measure_start_seen == 0 and now >= w.t_measure:
-        w.measuring = True
-        w.measure_start_seen = now
-        w.ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    if w.measure_start_seen == 0:
+        if now >= w.t_measure:
+            w.begin_measuring(now)
+        elif not w.admit_sent:
+            w.check_admitted(now)
     if now >= w.t_end or now >= w.deadline:
         w.measure_end_seen = now
         w.ru1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -198,9 +198,11 @@ def tick(w: Worker, now: int) -> bool:
     if now >= w.next_housekeeping:
         housekeeping(w, now)
         w.next_housekeeping = now + HOUSEKEEPING_NS
-    wake = min(w.next_housekeeping, w.t_end)
+    wake = min(w.next_housekeeping, w.t_end, w.deadline)
     if not w.measuring:
         wake = min(wake, w.t_measure)
+        if not w.admit_sent:
+            wake = min(wake, now + ADMIT_CHECK_NS)
     if w.timers:
         wake = min(wake, w.timers[0][0])
     w.wake_ns = wake
@@ -235,6 +237,6 @@ def housekeeping(w: Worker, now: int) -> None:
     if p is not None:
         base = w.index * 4
         p[base] = w.completed
-        p[base + 1] = sum(w.done)
+        p[base + 1] = sum(w.done) if w.measure_start_seen else 0  # before: admission counts
         p[base + 2] = sum(w.errors.values())
         p[base + 3] = len(w.live)

@@ -1,7 +1,10 @@
 """What the parent and a worker say to each other over their pipe, in order.
 
 worker -> parent   Ready      connections open after the ramp-up
-parent -> worker   Start      the common start instant T0
+parent -> worker   Start      the common start instant T0: traffic begins
+worker -> parent   Admitted   each of its connections has completed a first request
+parent -> worker   Window     the measured period: every worker admitted (or the admit
+                              timeout), plus the warm-up
 parent -> worker   Stop       (Ctrl-C) end the loop now
 worker -> parent   Done       the measured period's count, as soon as it ends
 parent -> worker   Release    the server's figures are read: close the connections
@@ -22,6 +25,14 @@ class Ready(NamedTuple):
 
 class Start(NamedTuple):
     t0_ns: int  # perf_counter_ns() at which warm-up starts
+
+
+class Admitted(NamedTuple):
+    at_ns: int  # perf_counter_ns() when the worker saw its last connection's first reply
+
+
+class Window(NamedTuple):
+    t_measure_ns: int  # perf_counter_ns() at which the measured period starts
 
 
 class Stop(NamedTuple):
@@ -48,6 +59,7 @@ class WorkerResult:
     index: int
     slots: list[int]  # the connection slots this worker ran
     done: list[int]  # completions per slot (idle: 1 if served), in ``slots`` order
+    admitted: list[int]  # 1 if the slot completed a request before the period, ``slots`` order
     requests: int
     elapsed_s: float
     hist: bytes  # encoded HdrHistogram (stats.encode)

@@ -89,6 +89,7 @@ class ServerMonitor:
         self._thread: threading.Thread | None = None
         self._sampler_cpu = 0.0  # CPU seconds the sampler thread used
         self._cpu0: tuple[float, float] = (0.0, 0.0)
+        self._cpus_allowed: int | None = None
         self._t0 = 0.0
 
     # -- the interface the engine uses -------------------------------------
@@ -100,6 +101,7 @@ class ServerMonitor:
         sampler thread's, so the caller is held up for one read of the tree.
         """
         self._cpu0, self._t0 = self._cpu_snapshot(self._tree())
+        self._cpus_allowed = _cpus_allowed(self._leader)
         self._thread = threading.Thread(target=self._run, name="server-monitor", daemon=True)
         self._thread.start()
 
@@ -121,7 +123,7 @@ class ServerMonitor:
         mem = tree_memory(tree)
         pss_is_rss = not mem.full  # smaps unreadable: RSS stands in, flagged
         pss, rss = (mem.rss if pss_is_rss else mem.pss), mem.rss
-        result: dict[str, object] = {"pid": self.pid}
+        result: dict[str, object] = {"pid": self.pid, "cpus_allowed": self._cpus_allowed}
         result.update(_cpu_figures(self._cpu0, cpu1 if alive else None, wall, requests))
         with self._lock:
             peaks = self._peaks
@@ -198,6 +200,18 @@ class ServerMonitor:
                 continue  # exited (or a zombie: no threads, no fds) since the walk
         with self._lock:
             self._peaks.update(threads, fds, len(tree) - 1)
+
+
+def _cpus_allowed(proc: psutil.Process) -> int | None:
+    """How many CPUs the leader may run on (its affinity), None if unknown.
+
+    Read at start: the server's CPU use is judged against it (a server pinned
+    to one CPU is saturated at one core, not at the machine's count).
+    """
+    try:
+        return len(proc.cpu_affinity())
+    except (*_GONE, AttributeError, OSError):
+        return None
 
 
 def _cpu_figures(

@@ -68,16 +68,19 @@ def serve(w: Worker) -> None:
     if not isinstance(msg, Start):
         return
     w.t0 = msg.t0_ns
-    w.t_measure = w.t0 + int(w.cfg.warmup * 1e9)
-    w.t_end = w.t_measure + int(w.cfg.duration * 1e9)
-    w.deadline = w.t_end + int(1.5e9)
+    # The parent's Window sets the period once every worker is admitted; until then
+    # only this hard deadline bounds the loop (the parent may be gone).
+    cfg = w.cfg
+    w.deadline = w.t0 + int((cfg.admit_timeout + cfg.warmup + cfg.duration + 3.0) * 1e9)
     hotloop.run(w)
+    if not w.measure_start_seen:  # no period: what was counted was admission, not the run
+        w.done[:] = [0] * len(w.done)
     w.ctl.send(Done(sum(w.done), w.measuring_elapsed_ns()))
     # Hold the connections until the parent has read the server's figures:
     # a forking server's children exit with their clients, and would leave
     # the tree before its memory is measured (bounded: the parent may be gone).
     try:
-        if w.ctl.poll(RELEASE_TIMEOUT):
+        if not w.stop_requested and w.ctl.poll(RELEASE_TIMEOUT):  # stopped: nothing to hold
             w.ctl.recv()  # Release
     except (EOFError, OSError):
         pass
@@ -139,6 +142,7 @@ def result(w: Worker, malloc: str, cpu: list[int] | None) -> WorkerResult:
         slots=w.slots,
         # idle: fairness is over "was this connection served at all"
         done=[(w.idle_ok if w.idle else w.done)[s] for s in w.slots],
+        admitted=[w.admitted[s] for s in w.slots],
         requests=sum(w.done),
         elapsed_s=elapsed,
         hist=stats.encode(hist),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from loadgen.engine import stats
+from loadgen.engine.bottleneck import classify_bottleneck
 from loadgen.engine.config import LoadConfig
 from loadgen.engine.messages import WorkerResult
 from loadgen.engine.worker import ERROR_KINDS
@@ -43,6 +44,7 @@ class ResultConfig:
     slow_clients: int
     cpus: list[int] | None
     timeout_s: float
+    admit_timeout_s: float
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Fairness:
     min_share: float
     max_share: float
     starved: int
+    not_admitted: int
 
 
 @dataclass
@@ -83,6 +86,7 @@ class LoadgenFigures:
     saturated: bool
     saturation_reasons: list[str]
     achieved_rate_ratio: float | None
+    admit_s: float | None
 
 
 @dataclass
@@ -90,6 +94,7 @@ class ServerFigures:
     """What :class:`~loadgen.engine.monitor.ServerMonitor` measured of the server's tree."""
 
     pid: int
+    cpus_allowed: int | None
     cpu_s: float | None
     cpu_user_s: float | None
     cpu_system_s: float | None
@@ -108,6 +113,13 @@ class ServerFigures:
     interval_s: float
     sampler_cpu_s: float
     error: str | None
+    # cost counters (loadgen.engine.counters), over the same period; null with --no-counters
+    context_switches: dict[str, int] | None
+    context_switches_per_request: float | None
+    syscalls: dict[str, int] | None
+    syscalls_per_request: float | None
+    syscalls_by_name: dict[str, float] | None
+    syscalls_unavailable: str | None
 
 
 @dataclass
@@ -153,6 +165,7 @@ class LoadResult:
     errors_total: int
     reconnects: int
     fairness: Fairness
+    bottleneck: str | None
     loadgen: LoadgenFigures
     server: ServerFigures | None
     slow_clients: SlowClients | None
@@ -213,6 +226,7 @@ class RunFacts:
     uss_before: int | None  # idle: the server tree's USS before / after the connections
     uss_after: int | None
     partial: bool
+    admit_s: float | None  # T0 to the last connection's first reply; None: admit timeout
 
 
 def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> LoadResult:
@@ -222,14 +236,18 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
     hist = stats.merge(r.hist for r in results)
     unc = stats.merge(r.hist_unc or b"" for r in results) if cfg.rate is not None else None
     per_slot = [0] * cfg.connections
+    admitted = [0] * cfg.connections
     for r in results:
-        for slot, n in zip(r.slots, r.done, strict=True):
+        for slot, n, a in zip(r.slots, r.done, r.admitted, strict=True):
             per_slot[slot] = n
+            admitted[slot] = a
     errors = dict.fromkeys(ERROR_KINDS, 0)
     for r in results:
         for k, v in r.errors.items():
             errors[k] += v
     throughput = requests / elapsed if elapsed > 0 else 0.0
+    loadgen = _loadgen_figures(cfg, results, requests, throughput, facts.admit_s)
+    server = _build(ServerFigures, facts.server) if facts.server is not None else None
     return LoadResult(
         schema=SCHEMA,
         config=ResultConfig(
@@ -246,6 +264,7 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
             slow_clients=cfg.slow_clients,
             cpus=cfg.cpus,
             timeout_s=cfg.timeout,
+            admit_timeout_s=cfg.admit_timeout,
         ),
         throughput_rps=throughput,
         requests=requests,
@@ -257,9 +276,10 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
         errors=errors,
         errors_total=sum(errors.values()),
         reconnects=sum(r.reconnects for r in results),
-        fairness=Fairness(**stats.fairness(per_slot[cfg.slow_clients :])),  # type: ignore[arg-type]
-        loadgen=_loadgen_figures(cfg, results, requests, throughput),
-        server=_build(ServerFigures, facts.server) if facts.server is not None else None,
+        fairness=_fairness(per_slot[cfg.slow_clients :], admitted[cfg.slow_clients :]),
+        bottleneck=_bottleneck(loadgen, server),
+        loadgen=loadgen,
+        server=server,
         slow_clients=_slow_clients(cfg, results),
         idle=_idle(cfg, results, facts),
         environment=Environment(
@@ -273,8 +293,34 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
     )
 
 
+def _fairness(done: list[int], admitted: list[int]) -> Fairness:
+    """Shares over every normal connection; starved counts admitted ones only.
+
+    A connection that never completed a request before the period is *not
+    admitted* (a limit of the server, like a cap on children): it is counted
+    there, not as starved, but its zero still weighs in Jain's index and the
+    minimum share.
+    """
+    figures = stats.fairness(done)
+    figures["starved"] = sum(1 for n, a in zip(done, admitted, strict=True) if a and n == 0)
+    figures["not_admitted"] = admitted.count(0)
+    return Fairness(**figures)  # type: ignore[arg-type]
+
+
+def _bottleneck(loadgen: LoadgenFigures, server: ServerFigures | None) -> str | None:
+    """bottleneck.classify_bottleneck over the measured CPU of both sides; None if unknown."""
+    if server is None or server.cpu_util is None:
+        return None
+    cpus = server.cpus_allowed or os.cpu_count() or 1
+    return classify_bottleneck(server.cpu_util, cpus, [w.cpu_util for w in loadgen.workers])
+
+
 def _loadgen_figures(
-    cfg: LoadConfig, results: list[WorkerResult], requests: int, throughput: float
+    cfg: LoadConfig,
+    results: list[WorkerResult],
+    requests: int,
+    throughput: float,
+    admit_s: float | None,
 ) -> LoadgenFigures:
     """The generator's own cost, and whether it (not the server) was the limit."""
     workers = [
@@ -300,6 +346,7 @@ def _loadgen_figures(
         saturated=bool(reasons),
         saturation_reasons=reasons,
         achieved_rate_ratio=ratio,
+        admit_s=admit_s,
     )
 
 

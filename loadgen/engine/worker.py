@@ -35,11 +35,14 @@ from typing import Any
 
 from loadgen.engine.config import LoadConfig
 from loadgen.engine.conns import CONNECTING, OPEN, RECV_SIZE, ConnTable
+from loadgen.engine.messages import Admitted, Window
 from loadgen.engine.plan import Plan
 
 ERROR_KINDS = ("refused", "reset", "timeout", "protocol", "wrong_reply")
 RAMP_BATCH = 128  # connections opened at once; the server's listen backlog is small
 RECONNECT_DELAY_NS = 10_000_000  # 10 ms: so a refusing server does not make us spin
+ADMIT_CHECK_NS = 10_000_000  # 10 ms: how often a worker checks its connections' first replies
+NEVER = 1 << 62  # a perf_counter_ns() instant no run reaches: the period before Window sets it
 # timer kinds: (when ns, kind, fd or slot, the fd's generation)
 T_SCHEDULE, T_DRIP, T_RECONNECT = 0, 1, 2
 
@@ -107,8 +110,12 @@ class Worker(ConnTable):
         self.finishing = False
         self.measuring = False
         self.t0 = 0
-        self.t_measure = 0
-        self.t_end = 0
+        self.t_measure = NEVER  # set by the parent's Window once every worker is admitted
+        self.t_end = NEVER
+        # admission: the normal slots that must complete a first request before the period
+        self.must_admit = [slot for slot in slots if not self.is_slow[slot]]
+        self.admit_sent = False
+        self.admitted = [0] * cfg.connections  # per slot, fixed when the period starts
         self.deadline = 0
         self.measure_start_seen = 0
         self.measure_end_seen = 0
@@ -412,11 +419,11 @@ class Worker(ConnTable):
             return
         if self.measuring:
             self.lat.append(now - sent_at)
-            self.done[slot] += 1
             if self.open_loop:
                 self.lat_unc.append(now - self.actual[fd].popleft())
         elif self.open_loop:
             self.actual[fd].popleft()
+        self.done[slot] += 1  # before the period: admission (begin_measuring resets it)
         if self.open_loop:
             self.on_schedule(fd, now)
         elif self.churn:
@@ -492,6 +499,42 @@ class Worker(ConnTable):
             return
         self.outq[fd] += unsent  # the socket took part of it (or none): wait for room
         self.ep.modify(fd, _EPOLLIN | _EPOLLOUT)
+
+    # -- admission and the measured period ---------------------------------------
+
+    def is_admitted(self, slot: int) -> bool:
+        """The slot completed a request (open loop: or has not asked anything yet)."""
+        return self.done[slot] > 0 or (self.open_loop and self.open_sent[slot] == 0)
+
+    def check_admitted(self, now: int) -> None:
+        """Tell the parent, once, that every normal connection completed a first request."""
+        if all(self.is_admitted(slot) for slot in self.must_admit):
+            self.admit_sent = True
+            self.ctl.send(Admitted(now))
+
+    def begin_measuring(self, now: int) -> None:
+        """The period starts: fix which slots were admitted, count from zero from now on."""
+        for slot in self.must_admit:
+            self.admitted[slot] = int(self.is_admitted(slot))
+        self.done[:] = [0] * len(self.done)  # in place: the hot loop holds this list
+        self.measuring = True
+        self.measure_start_seen = now
+        self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
+
+    def on_control(self) -> None:
+        """The parent wrote: the measured period's start (Window), or stop (Stop, EOF)."""
+        try:
+            msg = self.ctl.recv()
+        except (EOFError, OSError):
+            msg = None
+        if isinstance(msg, Window) and not self.measure_start_seen:
+            self.t_measure = msg.t_measure_ns
+            self.t_end = self.t_measure + int(self.cfg.duration * 1e9)
+            self.deadline = self.t_end + int(1.5e9)
+            self.wake_ns = 0  # let tick() take the new instants into account
+            return
+        self.finishing = True
+        self.stop_requested = True
 
     def measuring_elapsed_ns(self) -> int:
         if not self.measure_start_seen:

@@ -35,8 +35,8 @@ differ; the intervals in the table show that. It is chosen over cutting groups e
 because cutting a chain anywhere puts two rows the test cannot separate at different ranks,
 and those are the pairs that swap places between two runs.
 
-Bottleneck (:func:`classify_bottleneck`)
-----------------------------------------
+Bottleneck (:func:`classify_bottleneck`, from :mod:`loadgen.engine.bottleneck`)
+-------------------------------------------------------------------------------
 A run is ``server`` when the server tree used at least 0.9 of the CPUs it may use (pinned: 1)
 and no generator worker reached 0.9 of its core; ``generator`` the other way round; ``both``
 when both did; ``neither`` when nobody was CPU-bound (latency-bound: one connection waits for
@@ -59,9 +59,10 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+# The per-run rule lives in the engine (it classifies every run); re-exported here for rows.
+from loadgen.engine.bottleneck import BOTTLENECKS, SATURATED, classify_bottleneck  # noqa: F401
+
 ALPHA = 0.05  # two-sided significance level of every test here
-SATURATED = 0.9  # a CPU at or above this fraction of its capacity is the limit
-BOTTLENECKS = ("server", "generator", "both", "neither")
 # row_bottleneck's tie-break, first wins. The classes in which the generator was saturated come
 # first: then the row's req/s is shown as a floor, a claim that stays true whichever of the
 # tied classes was the real one. "server" beats "neither": a CPU at its limit was observed.
@@ -69,31 +70,6 @@ TIE_PREFERENCE = ("generator", "both", "server", "neither")
 
 
 # -- bottleneck ---------------------------------------------------------------------------------
-
-
-def classify_bottleneck(
-    server_cores: float,
-    server_cpus: float,
-    generator_cores: Sequence[float],
-    threshold: float = SATURATED,
-) -> str:
-    """``"server" | "generator" | "both" | "neither"`` for one measured run.
-
-    ``server_cores``: CPU seconds of the server tree per second; ``server_cpus``: how many CPUs
-    it may run on; ``generator_cores``: each load-generator worker's CPU seconds per second. The
-    generator is saturated if ANY worker is: that worker's connections wait for it.
-    """
-    if server_cpus <= 0:
-        raise ValueError(f"server_cpus must be > 0, got {server_cpus}")
-    if not generator_cores:
-        raise ValueError("no generator worker measured")
-    server = server_cores / server_cpus >= threshold
-    generator = max(generator_cores) >= threshold
-    if server and generator:
-        return "both"
-    if server:
-        return "server"
-    return "generator" if generator else "neither"
 
 
 def row_bottleneck(classes: Sequence[str]) -> tuple[str, dict[str, int]]:

@@ -30,6 +30,8 @@ FAKES = {
     "fake_never_reply": ("never_reply", "test-only: reads everything, never answers"),
     "fake_bad_status": ("bad_status", "test-only: every reply has status byte 7"),
     "fake_close_after_one": ("close_after_one", "test-only: closes after one reply"),
+    "fake_sleepy_echo": ("sleepy_echo", "test-only: every reply 2 ms late (latency-bound)"),
+    "fake_slow_first": ("slow_first", "test-only: each connection's first reply 0.4 s late"),
 }
 
 
