@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
+import signal
 import time
 from dataclasses import dataclass
 
@@ -34,6 +36,20 @@ def killpg(pgid: int, signum: int) -> None:
     try:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a helper process (perf, its sleeper): SIGKILL it when we die.
+
+    Linux's ``PR_SET_PDEATHSIG``: if the process that started it is killed --
+    even with SIGKILL, which runs none of our cleanup -- the kernel kills the
+    helper too, so no perf outlives the load generator.  A no-op elsewhere.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
         pass
 
 

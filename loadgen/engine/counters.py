@@ -74,6 +74,8 @@ from types import TracebackType
 
 import psutil
 
+from loadgen.procs import die_with_parent
+
 __all__ = [
     "MAX_DUTY",
     "SYSCALLS",
@@ -458,6 +460,7 @@ class SyscallCounter:
                     stderr=err,
                     pass_fds=(ctl_r, ack_w),
                     start_new_session=True,  # its own group: our Ctrl-C is not its, we end it
+                    preexec_fn=die_with_parent,  # ...and if we are killed, so is perf
                 )
             finally:
                 os.close(ctl_r)
@@ -537,7 +540,9 @@ class TracepointHold:
     def start(self) -> None:
         # perf attaches to a sleep we own and reap: given a workload of its own
         # (``perf stat -- sleep``), perf exits on SIGINT without reaping it.
-        self._sleeper = subprocess.Popen(["sleep", "86400"], start_new_session=True)
+        self._sleeper = subprocess.Popen(
+            ["sleep", "86400"], start_new_session=True, preexec_fn=die_with_parent
+        )
         try:
             self._counter.start([self._sleeper.pid])  # events are registered once enabled
         except BaseException:
