@@ -501,6 +501,8 @@ def _analyse(record: dict[str, Any]) -> None:
     record["verdict"] = verdict(record["fits"])
     if record["status"] == "failed":
         record["verdict"] = f"failed ({record['reason']}); {record['verdict']}"
+    elif record["status"] == "interrupted":
+        record["verdict"] = f"interrupted; {record['verdict']}"
 
 
 def rule_text() -> str:
