@@ -63,6 +63,7 @@ from rich.table import Table
 
 import servers
 from loadgen.client import Client, ServerError
+from loadgen.engine.result import LoadResult
 from loadgen.procs import killpg, process_tree, tree_memory
 from loadgen.suite import harness
 from loadgen.suite.harness import Pinning
@@ -381,7 +382,8 @@ def _segments(
     record["status"] = "ok"
 
 
-def _slow_requests(result: Any) -> int:
+def _slow_requests(result: LoadResult) -> int:
+    """The slow clients' completed requests: counted apart from ``requests`` by the engine."""
     return result.slow_clients.requests if result.slow_clients is not None else 0
 
 
