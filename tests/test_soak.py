@@ -1,0 +1,98 @@
+"""The soak's leak rule on synthetic series, and one tiny real soak that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import psutil
+import pytest
+from rich.console import Console
+
+import servers
+from loadgen.suite import soak
+
+
+def series(requests: list[int], **resources: list[float]) -> list[dict[str, float]]:
+    """Samples as the soak records them; resources not given stay flat."""
+    flat = {"rss_bytes": 20 * soak.MIB, "fds": 5, "threads": 1, "children": 0}
+    out = []
+    for i, r in enumerate(requests):
+        sample = {"segment": i, "requests": r, **flat}
+        sample.update({k: v[i] for k, v in resources.items()})
+        out.append(sample)
+    return out
+
+
+REQUESTS = [i * 7_919 for i in range(30)]  # a run of about 230k requests
+
+
+def test_fit_by_hand() -> None:
+    # y = 0, 1, 3 at 0, 1, 2 million: slope 1.5, SSE 1/6, se sqrt(1/12), t(0.975, 1) = 12.706
+    fit = soak.fit_slope([0, 1_000_000, 2_000_000], [0, 1, 3])
+    assert fit is not None
+    assert fit.slope == pytest.approx(1.5)
+    half = 12.7062 * math.sqrt(1 / 12)
+    assert (fit.low, fit.high) == pytest.approx((1.5 - half, 1.5 + half), rel=1e-4)
+    assert fit.growth == pytest.approx(3.0)
+
+
+def test_flat_series_is_no_leak() -> None:
+    rng = random.Random(1)
+    noisy_rss = [20 * soak.MIB + rng.randint(-300_000, 300_000) for _ in REQUESTS]
+    fits = soak.judge(series(REQUESTS, rss_bytes=noisy_rss))
+    assert all(f["leak"] is False for f in fits.values())
+    assert fits["fds"]["slope"] == 0
+    assert soak.verdict(fits) == "no leak"
+
+
+def test_one_fd_per_10k_requests_is_a_leak_with_the_right_slope() -> None:
+    fds = [5 + r // 10_000 for r in REQUESTS]
+    fits = soak.judge(series(REQUESTS, fds=fds))
+    assert fits["fds"]["leak"] is True
+    assert fits["fds"]["slope"] == pytest.approx(100, rel=0.05)  # per million requests
+    assert fits["fds"]["low"] > 0
+    assert soak.verdict(fits) == "leaks fds"
+
+
+def test_growth_below_the_threshold_is_not_a_leak() -> None:
+    # one thread more over the whole run, steadily: significant, but under 2 threads
+    threads = [1 + i / len(REQUESTS) for i in range(len(REQUESTS))]
+    fits = soak.judge(series(REQUESTS, threads=threads))
+    assert fits["threads"]["low"] > 0
+    assert fits["threads"]["leak"] is False
+
+
+def test_warm_up_growth_is_discarded() -> None:
+    rss = [10 * soak.MIB, 30 * soak.MIB] + [40 * soak.MIB] * (len(REQUESTS) - 2)
+    assert soak.verdict(soak.judge(series(REQUESTS, rss_bytes=rss))) == "no leak"
+
+
+def test_too_few_samples_give_no_verdict() -> None:
+    fits = soak.judge(series([0, 1000, 2000, 3000]))
+    assert fits["fds"]["leak"] is None
+    assert soak.verdict(fits) == "too short to tell"
+
+
+@pytest.mark.skipif(
+    not servers.get("epoll_reactor").available, reason="epoll_reactor unavailable here"
+)
+def test_tiny_real_soak(tmp_path: Path) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    console = Console(file=open(tmp_path / "console.txt", "w"), width=120)  # noqa: SIM115
+    with console.file:
+        report = soak.run_soak(["epoll_reactor"], 10 / 60, tmp_path, console, segment=1.0)
+    rec = report["variants"]["epoll_reactor"]
+    assert rec["status"] == "ok"
+    assert len(rec["samples"]) >= 3
+    assert rec["samples"][-1]["requests"] == rec["requests"] > 0
+    assert rec["resets"] > 0
+    assert rec["verdict"] in ("no leak", "too short to tell") or rec["verdict"].startswith("leaks")
+    assert not {"wrong_reply", "protocol"} & set(rec["errors"])
+    saved = json.loads((tmp_path / "soak.json").read_text())
+    assert saved["variants"]["epoll_reactor"]["verdict"] == rec["verdict"]
+    assert "epoll_reactor" in (tmp_path / "soak.md").read_text()
+    after = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert after <= before  # every server and load generator stopped and reaped
