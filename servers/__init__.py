@@ -206,8 +206,9 @@ _VARIANTS = [
         concurrent=True,
         code="blocking",
         scheduling="processes",
-        limit="one process per client; ForkingMixIn caps live children at max_children (40)",
-        max_clients=40,
+        limit="one process per client; ForkingMixIn blocks at max_children (40) live children,"
+        " so the 40th simultaneous client is refused busy",
+        max_clients=39,
         forks=True,
         requires=_needs_fork,
     ),
