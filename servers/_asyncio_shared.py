@@ -219,7 +219,7 @@ class SessionProtocol(asyncio.Protocol):
             self.transport.write(reply)  # type: ignore[union-attr]  # sends what it can
         if not session.in_request:
             self.request_began = None
-        elif self.request_began is None:  # a request's first bytes: its own, shorter deadline
+        elif self.request_began is None or reply:  # a request began in ``data``: its own deadline
             self.request_began = self.last_input
             self.arm_by(self.last_input + self.limits.request_timeout)
         if session.closing or session.pending:  # rare: QUIT, or the reply budget was spent

@@ -141,7 +141,7 @@ async def converse(
             reply = session.receive_data(data)
             if not session.in_request:
                 began = None
-            elif began is None:
+            elif began is None or reply:  # a reply: the request in progress began in ``data``
                 began = clock()
         if reply:
             writer.write(reply)
