@@ -46,8 +46,8 @@ from functools import partial
 import gevent
 from gevent.server import StreamServer
 
-from servers._blocking import serve_stream
-from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session
+from servers._blocking import over_limit, refuse, send_if_room, serve_stream
+from servers.protocol import TIMEOUT_REPLY, Session
 from servers.tuning import Limits
 
 
@@ -70,10 +70,10 @@ def dispatch(
     address: object,
 ) -> None:
     """Already in a new greenlet: serve this client to the end, or turn it away."""
+    if over_limit(len(live), limits):
+        refuse(sock)  # client N+1: one ERROR server busy frame, then the door
+        return
     with sock:
-        if limits.max_clients is not None and len(live) >= limits.max_clients:
-            send_if_room(sock, BUSY_REPLY)  # client N+1: one frame, then the door
-            return
         live.add(sock)
         try:
             conn = TimedConnection(sock, new_session(), limits)
@@ -82,15 +82,6 @@ def dispatch(
                 send_if_room(sock, TIMEOUT_REPLY)
         finally:
             live.discard(sock)
-
-
-def send_if_room(sock: socket.socket, reply: bytes) -> None:
-    """Send ``reply`` only if the socket takes it at once: never wait on a refused client."""
-    try:
-        sock.settimeout(0.0)
-        sock.send(reply)
-    except OSError:
-        pass
 
 
 class TimedConnection:
