@@ -104,6 +104,9 @@ class Variant:
     # for the models that spend a thread or a process per client, so that a
     # flood of connections cannot take the machine down; None: unlimited.
     default_max_clients: int | None = None
+    # "how hostile clients hurt the model; what protects it here" (issue 10):
+    # the README's "fails how; protected how" column.  The docstring says more.
+    protection: str = ""
     requires: Callable[[], str | None] | None = None  # returns why unavailable
     forks: bool = False  # serves clients in child processes (zombie and orphan checks apply)
     module: str = ""  # import path; default servers.<name>
@@ -179,6 +182,7 @@ _VARIANTS = [
         scheduling="one at a time",
         limit="serves one client at a time; every other client waits in the listen backlog",
         max_clients=1,
+        protection="one silent client stops everyone; the timeouts bound that to one timeout",
     ),
     Variant(
         "fork_per_client",
@@ -190,6 +194,8 @@ _VARIANTS = [
         forks=True,
         requires=_needs_fork,
         default_max_clients=DEFAULT_CLIENT_LIMIT,
+        protection="a process per silent client;"
+        " socket timeouts in the child, client limit (1,024) counted by the parent",
     ),
     Variant(
         "thread_per_client",
@@ -199,6 +205,8 @@ _VARIANTS = [
         scheduling="threads",
         limit="one OS thread (and its stack) per client; the GIL serialises Python code",
         default_max_clients=DEFAULT_CLIENT_LIMIT,
+        protection="a thread per silent client, EMFILE from accept;"
+        " socket timeouts, a semaphore of threads (1,024), a spare descriptor",
     ),
     Variant(
         "socketserver_forking",
@@ -206,10 +214,13 @@ _VARIANTS = [
         concurrent=True,
         code="blocking",
         scheduling="processes",
-        limit="one process per client; ForkingMixIn caps live children at max_children (40)",
-        max_clients=40,
+        limit="one process per client; ForkingMixIn blocks at max_children (40) live children,"
+        " so the 40th simultaneous client is refused busy",
+        max_clients=39,
         forks=True,
         requires=_needs_fork,
+        protection="ForkingMixIn blocks everyone at 40 children;"
+        " the 40th refused busy, socket timeouts",
     ),
     Variant(
         "socketserver_threading",
@@ -219,6 +230,8 @@ _VARIANTS = [
         scheduling="threads",
         limit="one OS thread (and its stack) per client; the GIL serialises Python code",
         default_max_clients=DEFAULT_CLIENT_LIMIT,
+        protection="spins while out of descriptors;"
+        " a spare descriptor in get_request, client limit (1,024), socket timeouts",
     ),
     Variant(
         "gevent_server",
@@ -228,6 +241,8 @@ _VARIANTS = [
         scheduling="greenlets",
         limit="one process, one core; anything that blocks without yielding stalls everyone",
         requires=_needs_module("gevent", "gevent is not installed"),
+        protection="a blocking call stalls all;"
+        " gevent.Timeout per recv/send, StreamServer backs off on EMFILE",
     ),
     # -- one thread, non-blocking sockets, a readiness loop (servers/_nonblocking.py) --
     Variant(
@@ -239,6 +254,8 @@ _VARIANTS = [
         limit="select() cannot watch a descriptor >= FD_SETSIZE (1024): about 1020 clients,"
         " the rest are closed on accept; O(n) scan of every socket per call",
         max_clients=1020,
+        protection="FD_SETSIZE, spins while out of descriptors;"
+        " a timer heap, a spare descriptor, a paused listener",
     ),
     Variant(
         "poll_reactor",
@@ -248,6 +265,8 @@ _VARIANTS = [
         scheduling="event loop",
         limit="one thread, one core; poll() copies and scans every socket per call (O(n))",
         requires=_needs_attr("select", "poll", "select.poll is not available on this platform"),
+        protection="spins while out of descriptors;"
+        " a timer heap, a spare descriptor, a paused listener",
     ),
     Variant(
         "epoll_reactor",
@@ -257,6 +276,8 @@ _VARIANTS = [
         scheduling="event loop",
         limit="Linux only; one thread, one core",
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+        protection="spins while out of descriptors;"
+        " a timer heap, a spare descriptor, a paused listener",
     ),
     Variant(
         "epoll_edge",
@@ -266,6 +287,8 @@ _VARIANTS = [
         scheduling="event loop",
         limit="Linux only; one thread, one core",
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+        protection="deaf once out of descriptors (no new edge);"
+        " a timer heap, a spare descriptor, accept retried on a timer",
     ),
     # -- asyncio's loop (servers/_asyncio_shared.py) ---------------------------
     Variant(
@@ -275,6 +298,8 @@ _VARIANTS = [
         code="asyncio",
         scheduling="event loop",
         limit="one thread, one core; a blocking step stalls every client",
+        protection="deaf out of descriptors (asyncio logs EMFILE);"
+        " timeout_at per read, a spare-descriptor listener",
     ),
     Variant(
         "asyncio_protocol",
@@ -283,6 +308,8 @@ _VARIANTS = [
         code="asyncio",
         scheduling="event loop",
         limit="one thread, one core; a blocking callback stalls every client",
+        protection="deaf out of descriptors (asyncio logs EMFILE);"
+        " a call_later timer per connection, a spare-descriptor listener",
     ),
     Variant(
         "uvloop_protocol",
@@ -292,6 +319,8 @@ _VARIANTS = [
         scheduling="event loop",
         limit="one thread, one core; POSIX only",
         requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
+        protection="a blocking callback stalls all;"
+        " asyncio_protocol's timers, libuv's own spare descriptor",
     ),
     # -- the reference: a native ceiling, measured but not ranked -------------
     Variant(
@@ -302,6 +331,7 @@ _VARIANTS = [
         scheduling="event loop",
         limit="serves ECHO only; needs a C compiler at run time",
         requires=_needs_c_compiler,
+        protection="no timeouts, no client limit (a reference); EMFILE handled in C",
     ),
 ]
 

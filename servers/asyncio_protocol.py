@@ -26,9 +26,23 @@ glibc's 128 KiB mmap threshold; the suite pins that threshold (see
 ``loadgen.procs.MALLOC_ENV``).  One thread, so one core.
 
 How it fails: a callback that blocks (a big PUT's ``fsync``) stalls every
-client.  SIGTERM and SIGINT are taken by ``loop.add_signal_handler`` so the
-loop stops cleanly between callbacks, rather than an exception unwinding
-through the middle of the event loop.
+client.  Out of descriptors, asyncio's own accept loop fails up to 1,024
+times per wake-up and logs every failure with a traceback (about 3 MB/s of
+stderr); with stderr a pipe nobody reads, the loop blocks writing its log
+and the server, alive, never answers again.  SIGTERM and SIGINT are taken by
+``loop.add_signal_handler`` so the loop stops cleanly between callbacks,
+rather than an exception unwinding through the middle of the event loop.
+
+How it is protected: timeouts are one ``loop.call_later`` timer per
+connection, re-armed only when it fires or a deadline moves earlier
+(:mod:`servers._asyncio_shared`): the hot path pays one
+``time.monotonic()`` and one ``in_request`` test per ``data_received``, an
+active client one timer callback per idle timeout.  ``--max-clients``: the
+protocol of client N+1 writes ``ERROR server busy`` and closes in
+``connection_made``.  Out of descriptors: the loop is given a
+:class:`~servers._asyncio_shared.SpareDescriptorListener`, which keeps one
+spare descriptor to accept the excess client, answer it busy and close it,
+so asyncio never sees EMFILE, the backlog drains and nothing spins.
 """
 
 from __future__ import annotations
@@ -37,11 +51,12 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from servers._asyncio_shared import serve_protocol
+from servers._asyncio_shared import SpareDescriptorListener, serve_protocol
 from servers.protocol import Session
 from servers.tuning import Limits
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run the protocol server on the standard asyncio loop until SIGTERM/SIGINT."""
-    asyncio.run(serve_protocol(listener, new_session))
+    guarded = SpareDescriptorListener.wrap(listener)  # asyncio's EMFILE handling goes deaf
+    asyncio.run(serve_protocol(guarded, new_session, limits))

@@ -18,13 +18,33 @@ closes, so that a close with unread input cannot RST the reply away.
 
 What it costs: a task and a coroutine frame per client, and for every
 request a trip through StreamReader's buffer plus two awaits (read, drain)
--- each a future, a callback and a task step.  More Python per byte than
-``asyncio_protocol``; one thread, so one core.
+-- each a future, a callback and a task step -- plus the read's timeout (see
+below).  More Python per byte than ``asyncio_protocol``; one thread, so one
+core.
 
 How it fails: a step that blocks (a big PUT's ``fsync``) stalls every
 client; a forgotten ``drain()`` lets a client that never reads grow the
-server's memory without bound.  SIGTERM/SIGINT stop the loop through
-``loop.add_signal_handler`` (:mod:`servers._asyncio_shared`).
+server's memory without bound.  Out of descriptors, asyncio's own accept
+loop logs up to 1,024 tracebacks per wake-up; with stderr a pipe nobody
+reads, the loop blocks writing its log and the server, alive, goes deaf.
+SIGTERM/SIGINT stop the loop through ``loop.add_signal_handler``
+(:mod:`servers._asyncio_shared`).
+
+How it is protected: every ``reader.read()`` runs inside
+``asyncio.timeout_at(deadline)`` -- the idle deadline (now + idle timeout)
+between requests, the request's own (its first byte + request timeout)
+while one is incomplete, so a trickling client cannot push it back.  The
+timeout is the plainest idiom and the dearest: a ``Timeout`` object and a
+timer in the loop's heap, made and cancelled for every read, i.e. every
+request (``asyncio_protocol`` keeps one timer per connection instead).  A
+``drain()`` that has to wait runs under ``asyncio.timeout`` too, and gives
+up only when a whole request timeout passes with no byte sent; the close
+after it is bounded the same way.  ``--max-clients``: the task of client N+1
+writes ``ERROR server busy`` and closes.  Out of descriptors:
+``start_server`` is given a
+:class:`~servers._asyncio_shared.SpareDescriptorListener`, which keeps one
+spare descriptor to accept the excess client, answer it busy and close it,
+so asyncio never sees EMFILE and nothing spins.
 """
 
 from __future__ import annotations
@@ -34,8 +54,8 @@ import socket
 from collections.abc import Callable
 from functools import partial
 
-from servers._asyncio_shared import stop_signal
-from servers.protocol import Session
+from servers._asyncio_shared import SpareDescriptorListener, stop_signal
+from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session
 from servers.tuning import HIGH_WATER, LINGER_LIMIT, LISTEN_BACKLOG, LOW_WATER, RECV_SIZE, Limits
 
 STOP_TIMEOUT = 2.0  # seconds for aborted clients' tasks to finish at shutdown
@@ -43,14 +63,17 @@ STOP_TIMEOUT = 2.0  # seconds for aborted clients' tasks to finish at shutdown
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run the standard asyncio loop until SIGTERM/SIGINT."""
-    asyncio.run(serve_until_stopped(listener, new_session))
+    guarded = SpareDescriptorListener.wrap(listener)  # asyncio's EMFILE handling goes deaf
+    asyncio.run(serve_until_stopped(guarded, new_session, limits))
 
 
-async def serve_until_stopped(listener: socket.socket, new_session: Callable[[], Session]) -> None:
+async def serve_until_stopped(
+    listener: socket.socket, new_session: Callable[[], Session], limits: Limits
+) -> None:
     """Start the stream server; on a stop signal, close it and abort every client."""
     live: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
     server = await asyncio.start_server(
-        partial(handle_client, new_session, live),
+        partial(handle_client, new_session, limits, live),
         sock=listener,
         limit=RECV_SIZE,
         backlog=LISTEN_BACKLOG,  # asyncio listen()s again, with 100 unless told
@@ -71,38 +94,99 @@ async def serve_until_stopped(listener: socket.socket, new_session: Callable[[],
 
 async def handle_client(
     new_session: Callable[[], Session],
+    limits: Limits,
     live: dict[asyncio.StreamWriter, asyncio.Task[None]],
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
-    """One task per client: converse until it leaves, then close."""
+    """One task per client: converse until it leaves or times out, then close."""
+    if limits.max_clients is not None and len(live) >= limits.max_clients:
+        writer.write(BUSY_REPLY)  # client N+1: one frame, then the door
+        writer.close()
+        return
     writer.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
     live[writer] = asyncio.current_task()  # type: ignore[assignment]
     try:
-        await converse(reader, writer, new_session())
-    except OSError:  # reset or broken pipe: this client is gone, the server is not
-        pass
+        await converse(reader, writer, new_session(), limits)
+        await close_when_sent(writer, limits.request_timeout)
+    except (OSError, TimeoutError):  # reset, broken pipe, or timed out: this client is done
+        writer.transport.abort()
     finally:
         live.pop(writer, None)
-        writer.close()  # flushes what is buffered, then closes
 
 
 async def converse(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session, limits: Limits
 ) -> None:
-    """Read, feed the session, write and drain; after QUIT, FIN and linger."""
+    """Read (within the deadline), feed the session, write and drain; after QUIT, FIN and linger."""
+    clock = asyncio.get_running_loop().time
+    began: float | None = None  # when the request in progress began (loop time)
     while not session.closing:
         if session.pending:  # requests held back by the reply budget come first
             reply = session.resume()
         else:
-            data = await reader.read(RECV_SIZE)
+            if began is None:
+                deadline = clock() + limits.idle_timeout
+            else:
+                deadline = began + limits.request_timeout  # a trickle cannot push it back
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(RECV_SIZE)
+            except TimeoutError:
+                if began is not None:
+                    writer.write(TIMEOUT_REPLY)  # close_when_sent() drops it if it cannot go
+                return
             if not data:  # the peer closed its side
                 return
             reply = session.receive_data(data)
+            if not session.in_request:
+                began = None
+            elif began is None or reply:  # a reply: the request in progress began in ``data``
+                began = clock()
         if reply:
             writer.write(reply)
-            await writer.drain()  # waits only while over 1 MiB is unsent
+            if await drain_while_moving(writer, limits.request_timeout) and began is not None:
+                began = clock()  # we, not the client, held its request up
     writer.write_eof()  # FIN once the buffer is flushed
     discarded = 0
-    while discarded <= LINGER_LIMIT and (data := await reader.read(RECV_SIZE)):
+    while discarded <= LINGER_LIMIT:
+        async with asyncio.timeout(limits.idle_timeout):  # TimeoutError: handle_client aborts
+            data = await reader.read(RECV_SIZE)
+        if not data:
+            return
         discarded += len(data)  # read only so that close() does not RST the reply
+
+
+async def drain_while_moving(writer: asyncio.StreamWriter, timeout: float) -> bool:
+    """``drain()``; raise TimeoutError if ``timeout`` s pass with no byte sent.
+
+    Only a buffer over the low-water mark can make ``drain()`` wait, so the
+    common case -- a small reply, sent at once -- pays no timer.  Returns
+    True when the output was backed up (over the low-water mark).
+    """
+    transport = writer.transport
+    waited = False
+    while (unsent := transport.get_write_buffer_size()) > LOW_WATER:
+        waited = True
+        try:
+            async with asyncio.timeout(timeout):
+                await writer.drain()
+            return True
+        except TimeoutError:
+            if transport.get_write_buffer_size() >= unsent:
+                raise  # not one byte went out: the client has stopped reading
+    await writer.drain()  # returns at once; raises if the connection was lost
+    return waited
+
+
+async def close_when_sent(writer: asyncio.StreamWriter, timeout: float) -> None:
+    """Close after the unsent replies go out; raise TimeoutError if they stop moving."""
+    transport = writer.transport
+    writer.close()
+    while (unsent := transport.get_write_buffer_size()) > 0:
+        try:  # shielded: a timeout must not cancel the close itself
+            await asyncio.wait_for(asyncio.shield(writer.wait_closed()), timeout)
+            return
+        except TimeoutError:
+            if transport.get_write_buffer_size() >= unsent:
+                raise

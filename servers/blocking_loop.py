@@ -14,6 +14,18 @@ stops the service for everyone else -- the fairness figures show the other
 connections starved.  Once the backlog (``listen(backlog)``, capped by
 ``net.core.somaxconn``) is full, further connection attempts are refused
 or time out.
+
+How it is protected: by its timeouts alone.  The client's socket has a
+timeout (servers/_blocking.py, :class:`~servers._blocking.TimedSocket`): a
+client idle for ``--idle-timeout`` is closed, a request still incomplete
+``--request-timeout`` after its first byte is answered ``ERROR request
+timeout`` and closed, a send that makes no progress for as long gives up.
+One silent client therefore denies service for at most a timeout instead of
+forever -- still a denial: the waiting clients are not answered meanwhile.
+The cost is one more system call per read and per write (the ``poll``
+behind a socket timeout).  There is no client limit to enforce (one at a
+time is the model; ``--max-clients`` is ignored) and no way to run out of
+descriptors: the loop holds the listener and one client.
 """
 
 from __future__ import annotations
@@ -30,9 +42,9 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
     """Accept forever; each client is served to the end before the next."""
     while True:
         sock, _ = listener.accept()
-        dispatch(sock, new_session)
+        dispatch(sock, new_session, limits)
 
 
-def dispatch(sock: socket.socket, new_session: Callable[[], Session]) -> None:
-    """Serve this client right here; return only when it has gone."""
-    handle_client(sock, new_session())
+def dispatch(sock: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
+    """Serve this client right here; return only when it has gone or timed out."""
+    handle_client(sock, new_session(), limits)

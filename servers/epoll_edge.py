@@ -35,7 +35,22 @@ to send, and one extra ``recv``/``accept`` per socket per wake-up to see
 
 How it fails: forgetting to drain (or to remember what was not drained)
 hangs clients silently, with no error anywhere -- the classic
-edge-triggered bug.  Anything slow in the loop stalls every client.
+edge-triggered bug.  Anything slow in the loop stalls every client.  Out
+of descriptors is the same bug in disguise: ``accept()`` fails with EMFILE
+and the client stays in the backlog; the edge that announced it is spent,
+and no new one comes until yet another client connects -- the server
+stays alive, idle, and deaf to everyone waiting.
+
+How it is protected (:mod:`servers._nonblocking` has the details): out of
+descriptors, the waiting clients are refused (``ERROR server busy``)
+through a spare descriptor, until ``EAGAIN`` like every accept here; then
+the acceptor pauses, and the loop's timer -- not an edge -- makes it
+accept again: the backlog may hold connections no edge will announce.
+``--max-clients``: the next client is refused the same way.  Timeouts: a
+heap of deadlines, and ``poll()`` waits no longer than the nearest (or not
+at all while the ready list has input); a read only stores the time, no
+heap operation; each connection's entry is checked once per period (at
+most ``min(idle, request timeout)``).
 """
 
 from __future__ import annotations
@@ -44,7 +59,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers._nonblocking import Connection, accept_one, close_all
+from servers._nonblocking import Acceptor, Connection, Timers, close_all
 from servers.protocol import Session
 from servers.tuning import Limits
 
@@ -59,18 +74,19 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
     listener.setblocking(False)
     poller = select.epoll()
     poller.register(listener.fileno(), IN | EDGE)
+    acceptor, timers = Acceptor(listener, limits), Timers(limits)
     clients: dict[int, Connection] = {}
     unread: set[Connection] = set()  # may hold input we have not read to EAGAIN yet
     try:
         while True:
             # Don't block while some socket still has input we know about.
-            timeout = 0 if any(c.wants_read for c in unread) else -1
+            if any(c.wants_read for c in unread):
+                timeout: float | None = 0
+            else:
+                timeout = timers.timeout(acceptor.retry_at)
             for fd, events in poller.poll(timeout):
                 if fd == listener.fileno():
-                    for sock in accept_all(listener):
-                        conn = Connection(sock, new_session())
-                        clients[conn.fd] = conn
-                        poller.register(conn.fd, IN | OUT | EDGE)  # once, for good
+                    accept_all(acceptor, poller, clients, timers, new_session)
                 else:
                     handle(clients[fd], events, unread)
                     update(poller, clients, unread, clients[fd])
@@ -78,17 +94,29 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
                 if drain_input(conn):
                     unread.discard(conn)
                 update(poller, clients, unread, conn)
+            for conn in timers.expire():
+                update(poller, clients, unread, conn)
+            if acceptor.retry_at is not None and acceptor.ready():
+                # Paused out of descriptors: no edge will tell us about the backlog.
+                accept_all(acceptor, poller, clients, timers, new_session)
     finally:
         close_all(clients.values())
+        acceptor.close()
         poller.close()
 
 
-def accept_all(listener: socket.socket) -> list[socket.socket]:
-    """Accept until EAGAIN: a connection left in the backlog gets no second edge."""
-    accepted = []
-    while (sock := accept_one(listener)) is not None:
-        accepted.append(sock)
-    return accepted
+def accept_all(
+    acceptor: Acceptor,
+    poller: select.epoll,
+    clients: dict[int, Connection],
+    timers: Timers,
+    new_session: Callable[[], Session],
+) -> None:
+    """Accept until EAGAIN (or a pause): a connection left in the backlog gets no second edge."""
+    while (sock := acceptor.accept_one(len(clients))) is not None:
+        conn = timers.add(Connection(sock, new_session()))
+        clients[conn.fd] = conn
+        poller.register(conn.fd, IN | OUT | EDGE)  # once, for good
 
 
 def drain_input(conn: Connection) -> bool:

@@ -18,8 +18,18 @@ one core.  Linux only (BSD and macOS have kqueue instead).
 
 How it fails: as every single-threaded reactor does -- anything slow in the
 loop (a big PUT's ``fsync``, a GET of a large file) stalls every client.
-Out of descriptors (EMFILE), the listening socket stays readable and the
-loop spins until one is freed.
+Out of descriptors (EMFILE), ``accept()`` fails and leaves the client in
+the backlog, so the listening socket stays readable: a loop that only
+retried would spin at 100% of a core until a descriptor is freed.
+
+How it is protected (:mod:`servers._nonblocking` has the details): the
+timeouts are a heap of deadlines, and ``poll()`` waits no longer than the
+nearest -- a read only stores the time, no ``epoll_ctl``, no heap
+operation; each connection's entry is checked once per period (at most
+``min(idle, request timeout)``).  ``--max-clients``: the next client is
+told ``ERROR server busy`` and closed.  Out of descriptors: the waiting
+clients are refused through a spare descriptor, and the listener is
+unwatched (``modify(listener, 0)``) for a pause, then watched again.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers._nonblocking import Connection, accept_clients, close_all
+from servers._nonblocking import Acceptor, Connection, Timers, close_all
 from servers.protocol import Session
 from servers.tuning import Limits
 
@@ -41,22 +51,30 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
     listener.setblocking(False)
     poller = select.epoll()
     poller.register(listener.fileno(), IN)
+    acceptor, timers = Acceptor(listener, limits), Timers(limits)
     clients: dict[int, Connection] = {}
     watching: dict[int, int] = {}  # fd -> the events we asked epoll about
+    listening = True
     try:
         while True:
-            for fd, events in poller.poll():
+            for fd, events in poller.poll(timers.timeout(acceptor.retry_at)):
                 if fd == listener.fileno():
-                    for sock in accept_clients(listener):
-                        conn = Connection(sock, new_session())
+                    for sock in acceptor.accept(len(clients)):
+                        conn = timers.add(Connection(sock, new_session()))
                         clients[conn.fd] = conn
                         watching[conn.fd] = interest(conn)
                         poller.register(conn.fd, watching[conn.fd])
                 else:
                     handle(clients[fd], events)
                     update(poller, clients, watching, clients[fd])
+            for conn in timers.expire():
+                update(poller, clients, watching, conn)
+            if acceptor.ready() != listening:  # paused out of descriptors, or resumed
+                listening = not listening
+                poller.modify(listener.fileno(), IN if listening else 0)
     finally:
         close_all(clients.values())
+        acceptor.close()
         poller.close()
 
 

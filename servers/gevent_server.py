@@ -2,7 +2,7 @@
 
 Where the concurrency comes from: greenlets -- coroutines that switch on
 I/O.  Each connection runs the same blocking routine as the rest of the
-blocking family, but on a gevent socket: when ``recv`` or ``sendall`` would
+blocking family, but on a gevent socket: when ``recv`` or ``send`` would
 block, the greenlet yields to the hub (libev/libuv), which resumes whichever
 greenlet's socket is ready.  Code that looks blocking, scheduled like an
 event loop.  No monkey-patching is needed here: StreamServer hands the
@@ -16,32 +16,108 @@ gevent -- a C extension, a CPU-bound request, a blocking file read or
 ``fsync`` in PUT -- stalls every client, because nothing pre-empts a
 greenlet.  Forgetting ``monkey.patch_all()`` in code that uses the standard
 ``socket`` module directly turns the whole server into a blocking loop.
+
+How it is protected: every ``recv`` and ``send`` of the shared routine runs
+inside a ``gevent.Timeout`` (:class:`TimedConnection`), gevent's own idiom:
+the hub arms a timer and, when it fires, throws the exception *into the
+waiting greenlet* -- no thread, no signal, no select timeout to compute.
+``recv`` gets the idle timeout between requests and, mid-request, what is
+left of the request's own (its first byte + request timeout, so a trickle
+cannot push it back); ``send`` gets the request timeout per call, each call
+sending what the client has room for, so only a client that takes no byte
+for that long is dropped.  What it costs: a ``Timeout`` (an object and a
+libev timer started and stopped) per ``recv`` and per ``send``, i.e. two
+per request.  (``sock.settimeout`` would do the same underneath: a gevent
+socket implements its timeout with a ``Timeout`` around each wait.)
+``--max-clients``: the greenlet of client N+1 sends ``ERROR server busy``
+and closes.  Out of descriptors: StreamServer itself stops accepting and
+retries on a timer (0.01 s doubling up to 1 s), logging one traceback per
+retry; the waiting clients stay in the backlog until descriptors come free.
 """
 
 from __future__ import annotations
 
 import signal
 import socket
+import time
 from collections.abc import Callable
+from functools import partial
 
 import gevent
 from gevent.server import StreamServer
 
-from servers._blocking import handle_client
-from servers.protocol import Session
+from servers._blocking import over_limit, refuse, send_if_room, serve_stream
+from servers.protocol import TIMEOUT_REPLY, Session
 from servers.tuning import Limits
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Serve forever; StreamServer spawns a greenlet per accepted client."""
     listener.setblocking(False)  # the hub waits for it to be readable, not accept()
-    server = StreamServer(listener, lambda sock, address: dispatch(sock, new_session))
+    live: set[socket.socket] = set()
+    server = StreamServer(listener, partial(dispatch, new_session, limits, live))
     # Python-level handlers run late under the hub; let gevent deliver these.
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, server.stop)
     server.serve_forever()
 
 
-def dispatch(sock: socket.socket, new_session: Callable[[], Session]) -> None:
-    """Already in a new greenlet: serve this client to the end."""
-    handle_client(sock, new_session())
+def dispatch(
+    new_session: Callable[[], Session],
+    limits: Limits,
+    live: set[socket.socket],
+    sock: socket.socket,
+    address: object,
+) -> None:
+    """Already in a new greenlet: serve this client to the end, or turn it away."""
+    if over_limit(len(live), limits):
+        refuse(sock)  # client N+1: one ERROR server busy frame, then the door
+        return
+    with sock:
+        live.add(sock)
+        try:
+            conn = TimedConnection(sock, new_session(), limits)
+            serve_stream(conn.recv, conn.send, conn.session)  # a timeout ends it as a reset would
+            if conn.request_expired:
+                send_if_room(sock, TIMEOUT_REPLY)
+        finally:
+            live.discard(sock)
+
+
+class TimedConnection:
+    """A client's ``recv`` and ``send``, each bounded by a ``gevent.Timeout``."""
+
+    __slots__ = ("sock", "session", "limits", "began", "request_expired")
+
+    def __init__(self, sock: socket.socket, session: Session, limits: Limits) -> None:
+        self.sock = sock
+        self.session = session
+        self.limits = limits
+        self.began: float | None = None  # when the request in progress began (monotonic)
+        self.request_expired = False  # the request timeout, not the idle one, ended it
+
+    def recv(self, size: int) -> bytes:
+        """``sock.recv`` within the idle timeout, or what is left of the request's."""
+        if not self.session.in_request:
+            self.began = None
+            seconds = self.limits.idle_timeout
+        else:
+            now = time.monotonic()
+            if self.began is None:  # the bytes just fed to the session began a request
+                self.began = now
+            seconds = self.began + self.limits.request_timeout - now
+        try:
+            with gevent.Timeout(max(seconds, 0.0), TimeoutError):
+                return self.sock.recv(size)
+        except TimeoutError:
+            self.request_expired = self.began is not None
+            raise  # an OSError: serve_stream ends this client
+
+    def send(self, data: bytes) -> None:
+        """``sendall``, giving up once the client takes no byte for the request timeout."""
+        self.began = None  # a reply: requests completed, so bytes still buffered began anew
+        view = memoryview(data)
+        while view:
+            with gevent.Timeout(self.limits.request_timeout, TimeoutError):
+                sent = self.sock.send(view)  # waits for room, then sends what fits
+            view = view[sent:]

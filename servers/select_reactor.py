@@ -21,7 +21,19 @@ writes past the bitmap).  With stdin, stdout, stderr and the listening
 socket taking 0-3, about 1020 clients fit.  This server closes any new
 connection whose descriptor would cross the limit, says so once on stderr,
 and keeps serving the clients it has.  Anything slow in the loop (a big
-PUT's ``fsync``) stalls every client.
+PUT's ``fsync``) stalls every client.  Out of descriptors (EMFILE),
+``accept()`` fails and leaves the client in the backlog, so the listening
+socket stays readable: a loop that only retried would spin at 100% of a
+core until a descriptor is freed.
+
+How it is protected (:mod:`servers._nonblocking` has the details): the
+timeouts are a heap of deadlines, and ``select()``'s timeout is the time to
+the nearest -- a read only stores the time, no heap operation; each
+connection's entry is checked once per period (at most ``min(idle, request
+timeout)``).  ``--max-clients``: the next client is told ``ERROR server
+busy`` and closed.  Out of descriptors: the waiting clients are refused
+through a spare descriptor, and the listener is left out of the read list
+for a pause, then put back.  Past FD_SETSIZE: closed, as above.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers._nonblocking import Connection, accept_clients, close_all, warn_once
+from servers._nonblocking import Acceptor, Connection, Timers, close_all, warn_once
 from servers.protocol import Session
 from servers.tuning import Limits
 
@@ -41,27 +53,34 @@ FD_SETSIZE = 1024  # glibc's fd_set holds descriptors 0..1023
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Wait until some sockets are ready, serve each a little, repeat."""
     listener.setblocking(False)
+    acceptor, timers = Acceptor(listener, limits), Timers(limits)
     clients: dict[int, Connection] = {}
     try:
         while True:
-            for fd, events in wait(listener, clients):
+            listen = [listener.fileno()] if acceptor.ready() else []  # not while paused
+            for fd, events in wait(listen, clients, timers.timeout(acceptor.retry_at)):
                 if fd == listener.fileno():
-                    for sock in accept_clients(listener):
+                    for sock in acceptor.accept(len(clients)):
                         if admit(sock):
-                            conn = Connection(sock, new_session())
+                            conn = timers.add(Connection(sock, new_session()))
                             clients[conn.fd] = conn
                 else:
                     handle(clients[fd], events)
                     update(clients, clients[fd])
+            for conn in timers.expire():
+                update(clients, conn)
     finally:
         close_all(clients.values())
+        acceptor.close()
 
 
-def wait(listener: socket.socket, clients: dict[int, Connection]) -> list[tuple[int, int]]:
+def wait(
+    listen: list[int], clients: dict[int, Connection], timeout: float | None
+) -> list[tuple[int, int]]:
     """One ``select()``: build the watch lists from scratch, return (fd, events) pairs."""
-    readers = [listener.fileno()] + [fd for fd, c in clients.items() if c.wants_read]
+    readers = listen + [fd for fd, c in clients.items() if c.wants_read]
     writers = [fd for fd, c in clients.items() if c.wants_write]
-    readable, writable, _ = select.select(readers, writers, [])
+    readable, writable, _ = select.select(readers, writers, [], timeout)
     ready = dict.fromkeys(readable, IN)
     for fd in writable:
         ready[fd] = ready.get(fd, 0) | OUT

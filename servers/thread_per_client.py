@@ -15,8 +15,25 @@ are, and threads on different cores hand the GIL back and forth.
 How it fails: thousands of clients mean thousands of threads; the process
 meets ``RLIMIT_NPROC``/``threads-max`` or address-space limits
 (``RuntimeError: can't start new thread``), and context switches and GIL
-contention grow with the number of busy clients.  Daemon threads are used so
-that a client that never leaves cannot keep the process alive at shutdown.
+contention grow with the number of busy clients.  Every thread holds a
+descriptor, so the process runs out of descriptors too, and ``accept()``
+then raises ``EMFILE`` -- unhandled, that ends the server.  Daemon threads
+are used so that a client that never leaves cannot keep the process alive
+at shutdown.
+
+How it is protected: each thread's socket has a timeout (servers/_blocking.py,
+:class:`~servers._blocking.TimedSocket`): an idle client is closed after
+``--idle-timeout``, a request still incomplete ``--request-timeout`` after its
+first byte is answered ``ERROR request timeout``, a send that makes no
+progress for as long gives up -- so a thread blocked on a silent client ends,
+and the thread with it.  The timeouts cost the thread nothing while it waits;
+each read and write costs one more system call (the ``poll`` behind a socket
+timeout).  A semaphore counts the live client threads: client
+``--max-clients`` + 1 (default 1,024) gets ``ERROR server busy`` and is closed
+by the accepting loop, and so is a client whose thread cannot be started.
+Out of descriptors, the loop answers the excess client with a descriptor held
+in reserve (:class:`~servers._blocking.SpareDescriptor`) and never spins nor
+exits.
 """
 
 from __future__ import annotations
@@ -25,19 +42,50 @@ import socket
 import threading
 from collections.abc import Callable
 
-from servers._blocking import handle_client
+from servers._blocking import SpareDescriptor, handle_client, refuse
 from servers.protocol import Session
 from servers.tuning import Limits
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
-    """Accept forever; each client gets a thread of its own."""
-    while True:
-        sock, _ = listener.accept()
-        dispatch(sock, new_session)
+    """Accept forever; each client gets a thread of its own, up to the client limit."""
+    spare = SpareDescriptor()
+    # A semaphore with no limit never blocks: one code path for both cases.
+    slots = threading.Semaphore(limits.max_clients or 2**31 - 1)
+    try:
+        while True:
+            accepted = spare.accept(listener)
+            if accepted is not None:
+                dispatch(accepted[0], new_session, limits, slots)
+    finally:
+        spare.close()
 
 
-def dispatch(sock: socket.socket, new_session: Callable[[], Session]) -> None:
-    """Start a daemon thread to serve this client; return at once."""
-    thread = threading.Thread(target=handle_client, args=(sock, new_session()), daemon=True)
-    thread.start()
+def dispatch(
+    sock: socket.socket,
+    new_session: Callable[[], Session],
+    limits: Limits,
+    slots: threading.Semaphore,
+) -> None:
+    """Start a daemon thread to serve this client, or refuse it busy; return at once."""
+    if not slots.acquire(blocking=False):  # --max-clients threads are serving already
+        refuse(sock)
+        return
+    thread = threading.Thread(
+        target=run_client, args=(sock, new_session(), limits, slots), daemon=True
+    )
+    try:
+        thread.start()
+    except RuntimeError:  # can't start new thread: the process is at its limit
+        slots.release()
+        refuse(sock)
+
+
+def run_client(
+    sock: socket.socket, session: Session, limits: Limits, slots: threading.Semaphore
+) -> None:
+    """In the client's thread: serve it to the end, then give its place back."""
+    try:
+        handle_client(sock, session, limits)
+    finally:
+        slots.release()

@@ -19,6 +19,16 @@ up to 250 kB -- over glibc's 128 KiB mmap threshold, which the suite pins
 How it fails: as every event loop does -- a callback that blocks stalls
 every client.  Not available on Windows (uvloop is POSIX only); the registry
 marks it unavailable where uvloop cannot be imported.
+
+How it is protected: timeouts and ``--max-clients`` are the shared
+protocol's, as in ``asyncio_protocol`` (one ``call_later`` timer per
+connection; client N+1 answered ``ERROR server busy`` in
+``connection_made``).  Out of descriptors needs nothing of ours: libuv's
+accept keeps a spare descriptor of its own for EMFILE and uses it to accept
+and close the waiting connections, so the listener is never left readable
+and the server never goes deaf -- the trick ``asyncio_protocol`` copies in
+Python (:class:`servers._asyncio_shared.SpareDescriptorListener`).  libuv's
+version closes the excess clients without a word; ours answers them busy.
 """
 
 from __future__ import annotations
@@ -35,4 +45,4 @@ from servers.tuning import Limits
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run the protocol server on a uvloop loop until SIGTERM/SIGINT."""
-    uvloop.run(serve_protocol(listener, new_session))
+    uvloop.run(serve_protocol(listener, new_session, limits))

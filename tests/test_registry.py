@@ -3,7 +3,8 @@
 Read from the source files with ``ast`` -- nothing here imports a variant:
 
 * each variant's one-line ``summary`` (the registry's) is the first line of
-  its module docstring and its row in README's models table;
+  its module docstring and its row in README's models table, whose last
+  column is the registry's ``protection`` (fails how; protected how);
 * no variant module imports another variant module: what they share lives in
   the non-variant modules (``protocol``, ``service``, ``tuning``,
   ``_blocking``, ``_nonblocking``, ``_asyncio_shared``, ``native_build``);
@@ -60,10 +61,11 @@ def test_docstring_opens_with_the_registry_summary(variant: servers.Variant) -> 
 
 
 def test_readme_models_table_is_the_registry() -> None:
-    row = r"^\| `(\w+)` \| (.+) \| (.+) \|$"  # | `name` | model | scheduling |
+    row = r"^\| `(\w+)` \| (.+) \| (.+) \| (.+) \|$"  # | `name` | model | scheduling | fails |
     rows = re.findall(row, README.read_text(encoding="utf-8"), re.M)
-    table = {name: (plain(model), scheduling) for name, model, scheduling in rows}
-    assert table == {v.name: (plain(v.summary), v.scheduling) for v in VARIANTS}
+    table = {name: (plain(model), sched, plain(fails)) for name, model, sched, fails in rows}
+    expected = {v.name: (plain(v.summary), v.scheduling, plain(v.protection)) for v in VARIANTS}
+    assert table == expected
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
