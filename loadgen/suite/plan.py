@@ -73,6 +73,9 @@ class PlannedCase:
             rate_basis=case.rate_basis,
         )
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def _applies(scenario: Scenario, case: Case, name: str) -> str | None:
     """Why ``name`` does not run ``case`` (None: it does)."""
@@ -85,9 +88,6 @@ def _applies(scenario: Scenario, case: Case, name: str) -> str | None:
         if not variant.concurrent:
             return f"serves one client at a time: cannot hold {case.connections} connections"
     return scenario.applies(variant)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

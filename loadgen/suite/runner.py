@@ -212,6 +212,7 @@ class Session:
         self.estimated_done = 0.0  # estimated seconds of the work done so far
         self.quiet_budget = QUIET_WAIT_BUDGET_S
         self.verified: set[str] = set()
+        self.clock, self.pause = time.monotonic, time.sleep  # the quiet check's (tests: fakes)
         self.cases = cases_by_key()
         self.records = {c["key"]: c for c in data["cases"]}
         data.setdefault("rounds", [])
@@ -322,10 +323,10 @@ class Session:
             and self.quiet_budget > 0
             and self.time_left_for(self.plan_case(key), extra_s=1.0)
         ):
-            t = time.monotonic()
-            time.sleep(1.0 - QUIET_SAMPLE_S)  # 1 s steps, the sample included
+            t = self.clock()
+            self.pause(1.0 - QUIET_SAMPLE_S)  # 1 s steps, the sample included
             busy = harness.cpu_busy(cpus, QUIET_SAMPLE_S)
-            step = time.monotonic() - t
+            step = self.clock() - t
             waited += step
             self.quiet_budget -= step
         reason = None
