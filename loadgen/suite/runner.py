@@ -129,13 +129,15 @@ def _print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path) -> None:
         f" × {plan.repeat} repeats = {plan.runs} runs of {plan.warmup:g} s warm-up + "
         f"{plan.duration:g} s"
     )
+    extras = f"redone rounds (≤ {MAX_RERUNS} per case), " + (
+        f"--until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case), " if plan.until_stable else ""
+    )
     console.print(
         f"estimated {plan.estimate_s() / 60:.1f} min (verify, every run, the reference's runs "
-        f"and a {QUIET_SAMPLE_S:g} s quiet check per round); at most "
-        f"{plan.worst_case_s() / 60:.1f} min with redone rounds (≤ {MAX_RERUNS} per case)"
-        + (f", --until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case)" if plan.until_stable else "")
-        + f" and waits for a quiet machine (≤ {QUIET_WAIT_BUDGET_S:g} s in all): these stop at "
-        f"{plan.time_cap_s / 60:.1f} min"
+        f"and a {QUIET_SAMPLE_S:g} s quiet check per round); {extras}and waits for a quiet "
+        f"machine (≤ {QUIET_WAIT_BUDGET_S:g} s in all) may add up to "
+        f"{(plan.worst_case_s() - plan.estimate_s()) / 60:.1f} min: they stop at the "
+        f"{plan.time_cap_s / 60:.1f} min time cap"
     )
     pin = env["pinning"]
     console.print(
