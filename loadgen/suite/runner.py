@@ -363,13 +363,15 @@ class Session:
         slow = sorted((tp, r) for r, tp in by_round.items() if tp < (1 - DRIFT_FRACTION) * median)
         redone = []
         for tp, round_no in slow[:MAX_RERUNS]:
-            if not self.time_left_for(record):
-                self.note(record, "drift", f"round {round_no} not redone: time cap reached")
-                break
             reason = (
                 f"the reference {ref} gave {tp:,.0f} req/s in round {round_no}, "
                 f"{1 - tp / median:.0%} below its median {median:,.0f} over the case's rounds"
             )
+            if not self.time_left_for(record):
+                skipped = f"{reason}: not redone (time cap)"
+                self.progress.console.print(f"[yellow]{record.key}: {skipped}[/]")
+                self.note(record, "drift", skipped)
+                break
             self.progress.console.print(f"[yellow]{record.key}: {reason}: redoing it[/]")
             self.discard(record.key, round_no, f"round redone: {reason}")
             self.add_round(record, rerun_of=round_no, reason=reason)
