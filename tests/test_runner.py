@@ -176,6 +176,11 @@ def test_drift_reruns_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(reruns) == MAX_RERUNS
     assert max(r["round"] for r in data["runs"]) == 7 + MAX_RERUNS
     assert len({r["round"] for r in data["runs"] if r["discarded"]}) == MAX_RERUNS
+    late, _ = run(
+        plan_for(MODELS, repeat=7, time_cap_s=0.0), FakeHarness(late_slowdown), monkeypatch
+    )
+    assert max(r["round"] for r in late["runs"]) == 7  # no time left: nothing redone, and said
+    assert "not redone (time cap)" in late["cases"][0]["drift"]
 
 
 # -- quiet check -----------------------------------------------------------------------
