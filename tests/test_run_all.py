@@ -185,7 +185,8 @@ def test_run_all_reports_a_failed_verify_and_times_nothing(tmp_path: Path) -> No
     env = suite_env(BAD_ECHO)
     proc = subprocess.run(
         [sys.executable, RUN_ALL, "--servers", "fake_bad_echo", "--scenarios", "echo-small",
-         "--repeat", "1", "--duration", "0.5", "--no-charts", "--output", str(tmp_path)],
+         "--no-reference", "--repeat", "1", "--duration", "0.5", "--no-charts",
+         "--output", str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -205,7 +206,8 @@ def test_ctrl_c_stops_everything_and_writes_partial_results(tmp_path: Path) -> N
     env = suite_env({"CB_TEST_TOKEN": token})
     proc = subprocess.Popen(
         [sys.executable, RUN_ALL, "--servers", "thread_per_client", "--scenarios", "echo-small",
-         "--repeat", "3", "--duration", "3", "--no-charts", "--output", str(tmp_path)],
+         "--no-reference", "--repeat", "3", "--duration", "3", "--no-charts",
+         "--output", str(tmp_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

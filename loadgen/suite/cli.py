@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n".join(
             f"  {p.name}: {p.description}; scenarios {', '.join(p.scenarios)}; "
             f"{p.repeat} repeats of {p.warmup:g} s warm-up + {p.duration:g} s"
+            + ("; --until-stable" if p.until_stable else "")
             for p in PROFILES.values()
         )
         + "\n\nscenarios (--scenarios):\n"
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(n for n, v in servers.REGISTRY.items() if v.family != "test")
         + "\n\nexamples:\n"
         "  python run_all.py                                  # quick profile, every variant\n"
-        "  python run_all.py --profile full                   # everything, 5 repeats\n"
+        "  python run_all.py --profile full                   # everything, 4+ repeats\n"
         "  python run_all.py --servers thread_per_client,gevent_server --scenarios churn\n"
         "  python run_all.py --compare                        # newest run vs the one before\n"
         "  python run_all.py --compare results/A results/B\n"
@@ -84,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="discarded warm-up seconds per run (default: the profile's)",
+    )
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="do not measure native_epoll in every round of the throughput cases (it is the "
+        "in-round reference: a round where it drops > 15%% below its median is redone)",
+    )
+    p.add_argument(
+        "--until-stable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after a throughput case's planned rounds, add rounds (at most 3, and only while "
+        "the run stays under the profile's time cap) until every ranked row's 95%% CI is "
+        "within ±5%% of its centre (default: on in the full profile, off in quick)",
     )
     p.add_argument(
         "--no-pin",

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,8 @@ class RunOutcome:
     leftover: bool = False  # the server's group outlived stop()
     started_at: float = field(default_factory=time.time)
     wall_s: float = 0.0
+    discarded: str | None = None  # why this run does not count (its round was redone)
+    rerun_of: int | None = None  # the round this one redoes
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,6 +212,9 @@ def load_config(
     cpus: tuple[int, ...] | None = None,
 ) -> LoadConfig:
     """The engine's settings for one case against ``server`` (its tree measured)."""
+    extra: dict[str, Any] = {}
+    if "admit_timeout" in _CONFIG_FIELDS:  # the engine's ramp rule (issue 9)
+        extra["admit_timeout"] = admit_timeout(case)
     return LoadConfig(
         host=server.host,
         port=server.port,
@@ -223,7 +228,20 @@ def load_config(
         slow_clients=case.slow_clients,
         cpus=list(cpus) if cpus else None,
         server_pid=server.pid,
+        **extra,
     )
+
+
+_CONFIG_FIELDS = {f.name for f in fields(LoadConfig)}
+
+
+def admit_timeout(case: Case) -> float:
+    """Seconds the engine waits for every connection's first reply before the window.
+
+    A fork- or thread-per-client server needs time to start 1,000 workers; a
+    connection still unserved after this is "not admitted" (a real limit).
+    """
+    return max(5.0, case.connections / 100)
 
 
 def loadgen_argv(cfg: LoadConfig, json_path: str) -> list[str]:
@@ -357,7 +375,7 @@ def run_load(
             cpus=cpus,
         )  # fmt: skip
         argv = loadgen_argv(cfg, json_path)
-        timeout = expected_seconds(case, duration, warmup) + LOADGEN_GRACE
+        timeout = expected_seconds(case, duration, warmup) + admit_timeout(case) + LOADGEN_GRACE
         status, stderr = run_loadgen(argv, cpus=cpus, timeout=timeout, on_tick=on_tick)
         text = Path(json_path).read_text() if os.path.getsize(json_path) else ""
     finally:
@@ -409,9 +427,10 @@ def _measure_with(
 def run_failure(result: LoadResult, case: Case) -> str | None:
     """Why a completed loadgen result means the variant failed at this level, or None.
 
-    Errors of any kind, starved connections (a closed-loop connection that
-    completed nothing: the variant could not hold that many clients), or an
-    interrupted run.
+    Errors of any kind, connections not admitted (never served before the
+    measured window, within the ramp timeout: the server's limit), starved
+    connections (a closed-loop connection that completed nothing *during* the
+    window: the variant could not hold that many clients), or an interrupted run.
     """
     if result.partial:
         return "the load generator's run was interrupted"
@@ -424,13 +443,31 @@ def run_failure(result: LoadResult, case: Case) -> str | None:
         if held < case.connections:
             return f"only {held} of {case.connections} idle connections were accepted and served"
         return None
+    conns = result.fairness.connections or case.connections
+    # getattr: the engine reports not_admitted from issue 9's ramp rule on.
+    not_admitted = getattr(result.fairness, "not_admitted", 0) or 0
+    if not_admitted:
+        return (
+            f"{not_admitted} of {conns} connections not admitted within the ramp timeout: "
+            "the server did not serve them (a real limit)"
+        )
     starved = result.fairness.starved
     if starved:
-        conns = result.fairness.connections or case.connections
         return f"{starved} of {conns} connections starved (completed no request)"
     if not result.requests:
         return "no request completed"
     return None
+
+
+def cpu_busy(cpus: tuple[int, ...] | None, seconds: float) -> float:
+    """Share (0..1) of ``cpus`` (None: every CPU) busy over the next ``seconds``.
+
+    Called between runs, when nothing of ours is running: whatever is busy is
+    someone else, and would be measured as part of the next run.
+    """
+    per_cpu = psutil.cpu_percent(interval=seconds, percpu=True)
+    chosen = [per_cpu[c] for c in cpus if c < len(per_cpu)] if cpus else per_cpu
+    return sum(chosen) / (100.0 * len(chosen)) if chosen else 0.0
 
 
 def _idle_served(result: LoadResult, case: Case) -> int:

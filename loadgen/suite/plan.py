@@ -3,6 +3,12 @@
 :func:`make_plan` turns the command line and a profile into a
 :class:`RunPlan`; results.json keeps it (``plan``, and one ``cases`` record
 per :class:`PlannedCase`), so a saved run says what it set out to do.
+
+Noise control (the numbers below) is planned here too, so that the
+estimate printed before the run counts it: the reference measured in every
+round of every throughput case, a quiet check before each round, rounds
+redone when the reference drifts, and ``--until-stable`` rounds -- the last
+two only while the run stays under the profile's time cap.
 """
 
 from __future__ import annotations
@@ -15,6 +21,19 @@ from typing import Any
 import servers
 from loadgen.suite import harness
 from loadgen.suite.scenarios import PROFILES, SCENARIOS, Case, Scenario, resolve
+
+# The in-round reference: measured beside the variants in every round of every
+# throughput case, so a round where the machine was slow shows in its figure.
+REFERENCE = "native_epoll"
+QUIET_SAMPLE_S = 0.5  # CPU sample before each round
+QUIET_BUSY = 0.10  # others using more than this share of our CPUs: wait
+QUIET_MAX_WAIT_S = 10.0  # per round ...
+QUIET_WAIT_BUDGET_S = 60.0  # ... and in all (and never past the time cap): a busy
+# machine delays a run, it does not stall it
+DRIFT_FRACTION = 0.15  # a round whose reference is this far below its median is redone
+MAX_RERUNS = 2  # redone rounds per case
+UNTIL_STABLE_CI = 0.05  # ±5% of the centre
+MAX_EXTRA_ROUNDS = 3  # --until-stable rounds per case
 
 
 @dataclass
@@ -30,10 +49,17 @@ class PlannedCase:
     settings: str  # the case's settings as python -m loadgen options (Case.describe)
     variants: list[str]
     not_applicable: dict[str, str]  # variant -> why
+    rate_basis: str | None = None  # open loop: "own" | "common" (Case.rate_basis)
 
     @classmethod
-    def of(cls, scenario: Scenario, case: Case, names: list[str]) -> PlannedCase:
-        not_applicable = {n: r for n in names if (r := scenario.applies(servers.get(n)))}
+    def of(
+        cls, scenario: Scenario, case: Case, names: list[str], reference: str | None = None
+    ) -> PlannedCase:
+        """``reference``: measured in this case too when it is a throughput case."""
+        not_applicable = {n: r for n in names if (r := _applies(scenario, case, n))}
+        if reference and case.kind == "throughput" and reference not in names:
+            if not scenario.applies(servers.get(reference)):
+                names = [*names, reference]
         return cls(
             key=case.key,
             scenario=scenario.name,
@@ -44,10 +70,24 @@ class PlannedCase:
             settings=case.describe(),
             variants=[n for n in names if n not in not_applicable],
             not_applicable=not_applicable,
+            rate_basis=case.rate_basis,
         )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _applies(scenario: Scenario, case: Case, name: str) -> str | None:
+    """Why ``name`` does not run ``case`` (None: it does)."""
+    variant = servers.get(name)
+    if case.rate_basis == "common":
+        # One rate for the models that can hold 64 clients at once: a
+        # one-at-a-time server cannot, and the reference is not a model.
+        if variant.is_reference:
+            return "the common rate is set for the models, not the reference"
+        if not variant.concurrent:
+            return f"serves one client at a time: cannot hold {case.connections} connections"
+    return scenario.applies(variant)
 
 
 @dataclass
@@ -63,6 +103,10 @@ class RunPlan:
     rest: float  # pause between runs
     seed: int  # of the shuffled order
     pin: bool
+    reference: str | None = None  # measured in every round of throughput cases (drift)
+    reference_added: bool = False  # ... although --servers did not name it
+    until_stable: bool = False
+    time_cap_s: float = 0.0  # no extra round starts if it would end the run after this
     runs: int = field(init=False)  # measurements planned
 
     def __post_init__(self) -> None:
@@ -72,15 +116,34 @@ class RunPlan:
         """results.json's ``plan`` (the cases are stored beside it, as ``cases``)."""
         return {k: v for k, v in asdict(self).items() if k not in ("cases", "runs")}
 
+    def round_s(self, record: PlannedCase) -> float:
+        """Rough wall time of one round of one case: quiet check + every variant's run."""
+        case = cases_by_key()[record.key]
+        run = harness.expected_seconds(case, self.duration, self.warmup) + self.rest
+        return QUIET_SAMPLE_S + run * len(record.variants)
+
     def estimate_s(self) -> float:
-        """Rough wall time of the whole plan."""
-        cases = cases_by_key()
-        per_round = sum(
-            harness.expected_seconds(cases[c.key], self.duration, self.warmup) + self.rest
-            for c in self.cases
-            for _ in c.variants
-        )
-        return len(self.variants) * 1.0 + per_round * self.repeat
+        """Rough wall time of the planned rounds (verify, reference runs, quiet checks)."""
+        return len(self.variants) * 1.0 + sum(self.round_s(c) for c in self.cases) * self.repeat
+
+    def extra_rounds_s(self) -> float:
+        """Rough wall time of every extra round allowed (before the time cap cuts them)."""
+        total = 0.0
+        for c in self.cases:
+            extra = MAX_RERUNS if self.drift_checked(c) else 0
+            extra += MAX_EXTRA_ROUNDS if self.until_stable and c.kind == "throughput" else 0
+            total += extra * self.round_s(c)
+        return total
+
+    def worst_case_s(self) -> float:
+        """The longest the run may take (at the estimated pace): quiet waits and extra
+        rounds stop at the time cap."""
+        extra = self.extra_rounds_s() + QUIET_WAIT_BUDGET_S
+        return max(self.estimate_s(), min(self.estimate_s() + extra, self.time_cap_s))
+
+    def drift_checked(self, record: PlannedCase) -> bool:
+        """Whether the case's rounds are checked against the reference (and redone)."""
+        return record.kind == "throughput" and self.reference in record.variants
 
 
 def make_plan(args: argparse.Namespace) -> RunPlan:
@@ -95,21 +158,42 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
     warmup = args.warmup if args.warmup is not None else profile.warmup
     if repeat < 1 or duration <= 0 or warmup < 0:
         raise ValueError("--repeat must be >= 1, --duration > 0, --warmup >= 0")
+    if getattr(args, "no_reference", False) and not _split(args.servers):
+        names = [n for n in names if n != REFERENCE]
     skipped = {n: r for n in names if (r := servers.get(n).unavailable_reason)}
     runnable = [n for n in names if n not in skipped]
+    reference = _reference(args, runnable)
+    cases = [PlannedCase.of(s, case, runnable, reference) for s in scenarios for case in s.cases]
+    added = reference is not None and reference not in runnable
+    if added and any(reference in c.variants for c in cases):
+        runnable.append(reference)  # verified like any other
+    until_stable = getattr(args, "until_stable", None)
     return RunPlan(
         profile=profile.name,
         variants=runnable,
         skipped=skipped,
         scenarios=[s.name for s in scenarios],
-        cases=[PlannedCase.of(s, case, runnable) for s in scenarios for case in s.cases],
+        cases=cases,
         repeat=repeat,
         duration=duration,
         warmup=warmup,
         rest=profile.rest,
         seed=args.seed if args.seed is not None else random.randrange(1 << 30),
         pin=not args.no_pin,
+        reference=reference,
+        reference_added=added,
+        until_stable=profile.until_stable if until_stable is None else until_stable,
+        time_cap_s=profile.time_cap_s,
     )
+
+
+def _reference(args: argparse.Namespace, runnable: list[str]) -> str | None:
+    """The in-round reference, or None (--no-reference, or it cannot run here)."""
+    if getattr(args, "no_reference", False) or REFERENCE not in servers.REGISTRY:
+        return None
+    if REFERENCE in runnable or servers.get(REFERENCE).available:
+        return REFERENCE
+    return None
 
 
 def _split(text: str | None) -> list[str]:

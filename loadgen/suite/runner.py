@@ -4,14 +4,26 @@ Each (case, variant) is measured on a freshly started server
 (:func:`loadgen.suite.harness.measure`), in a shuffled order each round;
 each measurement is appended to disk as soon as it is done, and the report
 is written at the end or on Ctrl-C (:mod:`loadgen.suite.results`).
+
+A case's rounds run one after the other, each with noise control
+(issue 9): a quiet check first (:meth:`Session.quiet_check`: wait while
+other processes use our CPUs, record what was seen in ``data["rounds"]``);
+the reference measured in every round of a throughput case; after the
+planned rounds, a round whose reference fell more than 15% below its median
+is redone (:meth:`Session.redo_drifted`), and with ``--until-stable``
+rounds are added until every ranked row's throughput CI is within ±5%
+(:meth:`Session.until_stable`).  Extra rounds are bounded in number and
+stop at the profile's time cap.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shlex
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,8 +42,23 @@ from rich.progress import (
 import servers
 from loadgen.suite import harness, results
 from loadgen.suite import summary as sm
-from loadgen.suite.plan import RunPlan, cases_by_key
+from loadgen.suite.plan import (
+    DRIFT_FRACTION,
+    MAX_EXTRA_ROUNDS,
+    MAX_RERUNS,
+    QUIET_BUSY,
+    QUIET_MAX_WAIT_S,
+    QUIET_SAMPLE_S,
+    QUIET_WAIT_BUDGET_S,
+    UNTIL_STABLE_CI,
+    PlannedCase,
+    RunPlan,
+    cases_by_key,
+)
+from loadgen.suite.ranking import relative_ci_halfwidth
 from loadgen.suite.scenarios import Case
+
+LOAD_WARN_PER_CPU = 0.5  # load average per CPU above which the start warns
 
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed to 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=180)
@@ -62,8 +89,10 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         "verify": {},
         "cases": [c.to_json() for c in plan.cases],
         "runs": [],
+        "rounds": [],  # per (case, round): the quiet check and why a round was added
         "wall_s": 0.0,
     }
+    data["environment"]["quiet_check"] = quiet_check_record()
     if args.run_dir:
         run_dir = results.reuse_run_dir(Path(args.run_dir))
     else:
@@ -98,7 +127,17 @@ def _print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path) -> None:
         f"[bold]concurrency-bench[/] profile {plan.profile}: {len(plan.variants)} variants"
         f" × {len(plan.cases)} cases ({', '.join(c.key for c in plan.cases)})"
         f" × {plan.repeat} repeats = {plan.runs} runs of {plan.warmup:g} s warm-up + "
-        f"{plan.duration:g} s; estimated {plan.estimate_s() / 60:.1f} min"
+        f"{plan.duration:g} s"
+    )
+    extras = f"redone rounds (≤ {MAX_RERUNS} per case), " + (
+        f"--until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case), " if plan.until_stable else ""
+    )
+    console.print(
+        f"estimated {plan.estimate_s() / 60:.1f} min (verify, every run, the reference's runs "
+        f"and a {QUIET_SAMPLE_S:g} s quiet check per round); {extras}and waits for a quiet "
+        f"machine (≤ {QUIET_WAIT_BUDGET_S:g} s in all) may add up to "
+        f"{(plan.worst_case_s() - plan.estimate_s()) / 60:.1f} min: they stop at the "
+        f"{plan.time_cap_s / 60:.1f} min time cap"
     )
     pin = env["pinning"]
     console.print(
@@ -107,10 +146,32 @@ def _print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path) -> None:
         + (f"server CPU {pin['server']}, loadgen CPU {pin['loadgen']}" if pin else "off")
         + f"; load average {', '.join(f'{x:.2f}' for x in env['load_average_start'] or [])}"
     )
+    quiet = env["quiet_check"]
+    if quiet["warned"]:
+        console.print(
+            f"[yellow bold]warning: load average {quiet['load_per_cpu_start']:.2f} per CPU "
+            f"(> {LOAD_WARN_PER_CPU:g}): other work is running; figures will be lower and "
+            "noisier than on a quiet machine (recorded in results.json)[/]"
+        )
     console.print("variants: " + ", ".join(plan.variants))
+    if plan.reference_added:
+        console.print(
+            f"{plan.reference} added as the in-round reference of every throughput case "
+            "(--servers did not name it; --no-reference leaves it out)"
+        )
+    elif plan.reference is None:
+        console.print("[yellow]no in-round reference: rounds are not checked for drift[/]")
     for name, reason in plan.skipped.items():
         console.print(f"[yellow]skipped {name}: {reason}[/]")
     console.print(f"writing to {run_dir}\n")
+
+
+def quiet_check_record() -> dict[str, Any]:
+    """``environment.quiet_check``: the load average per CPU we may use, and whether we warned."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    per_cpu = load / max(1, cpus or 1)
+    return {"load_per_cpu_start": round(per_cpu, 3), "warned": per_cpu > LOAD_WARN_PER_CPU}
 
 
 def _run_plan(
@@ -119,9 +180,6 @@ def _run_plan(
     run_dir: Path,
     pinning: harness.Pinning | None,
 ) -> None:
-    cases = cases_by_key()
-    rng = random.Random(plan.seed)
-    total = len(plan.variants) + plan.runs
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -130,90 +188,327 @@ def _run_plan(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
-        whole = progress.add_task("plan", total=total)
-        current = progress.add_task("", total=1.0)
+        session = Session(plan, data, run_dir, pinning, progress)
+        session.verify_all()
+        for record in plan.cases:
+            session.run_case(record)
 
-        def save() -> None:
-            # Cheap: one line per measurement.  The summaries, report and charts
-            # are written once at the end (or on Ctrl-C), so a long plan does
-            # not spend its rests re-summarising everything.
-            results.append_progress(run_dir, data)
 
-        for name in plan.variants:
-            progress.update(current, description=f"verify {name}", completed=0, total=1)
+class Session:
+    """One run of a plan: the rounds of each case, and the noise control around them."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        data: dict[str, Any],
+        run_dir: Path | None,
+        pinning: harness.Pinning | None,
+        progress: Progress,
+    ) -> None:
+        self.plan, self.data, self.run_dir, self.pinning = plan, data, run_dir, pinning
+        self.progress = progress
+        self.whole = progress.add_task("plan", total=len(plan.variants) + plan.runs)
+        self.current = progress.add_task("", total=1.0)
+        self.rng = random.Random(plan.seed)
+        self.t0 = time.perf_counter()
+        self.estimated_done = 0.0  # estimated seconds of the work done so far
+        self.quiet_budget = QUIET_WAIT_BUDGET_S
+        self.verified: set[str] = set()
+        self.clock, self.pause = time.monotonic, time.sleep  # the quiet check's (tests: fakes)
+        self.cases = cases_by_key()
+        self.records = {c["key"]: c for c in data["cases"]}
+        data.setdefault("rounds", [])
+
+    def save(self) -> None:
+        # Cheap: one line per measurement.  The summaries, report and charts
+        # are written once at the end (or on Ctrl-C), so a long plan does
+        # not spend its rests re-summarising everything.
+        if self.run_dir is not None:
+            results.append_progress(self.run_dir, self.data)
+
+    def verify_all(self) -> None:
+        for name in self.plan.variants:
+            self.progress.update(self.current, description=f"verify {name}", completed=0, total=1)
             v = harness.verify(
                 name,
                 reference=servers.get(name).is_reference,
-                cpus=pinning.server if pinning else None,
+                cpus=self.pinning.server if self.pinning else None,
             )
-            data["verify"][name] = {"ok": v.ok, "reason": v.reason, "seconds": v.seconds}
+            self.data["verify"][name] = {"ok": v.ok, "reason": v.reason, "seconds": v.seconds}
             if not v.ok:
-                progress.console.print(f"[red]{name} FAILED verification: {v.reason}[/]")
-            progress.advance(whole)
-        save()
-        verified = {n for n, v in data["verify"].items() if v["ok"]}
-        for round_no in range(1, plan.repeat + 1):
-            for record in plan.cases:
-                case = cases[record.key]
-                order = list(record.variants)
-                rng.shuffle(order)
-                for name in order:
-                    if name in verified:
-                        _one_run(name, case, round_no, plan, data, pinning, progress, current)
-                        save()
-                        time.sleep(plan.rest)
-                    progress.advance(whole)
+                self.progress.console.print(f"[red]{name} FAILED verification: {v.reason}[/]")
+            self.progress.advance(self.whole)
+            self.estimated_done += 1.0
+        self.save()
+        self.verified = {n for n, v in self.data["verify"].items() if v["ok"]}
 
+    # -- rounds ----------------------------------------------------------------
 
-def _one_run(
-    name: str,
-    case: Case,
-    round_no: int,
-    plan: RunPlan,
-    data: dict[str, Any],
-    pinning: harness.Pinning | None,
-    progress: Progress,
-    current: Any,
-) -> None:
-    expected = harness.expected_seconds(case, plan.duration, plan.warmup)
-    progress.update(
-        current, description=f"{case.key} {name} (round {round_no})", completed=0, total=expected
-    )
-    rate = None
-    if case.rate_fraction is not None:
-        capacity = sm.Stat.of(
-            [
-                r["result"]["throughput_rps"]
-                for r in data["runs"]
-                if r["variant"] == name and r["case"] == "echo-small" and r.get("result")
-            ]
+    def run_case(self, record: PlannedCase) -> None:
+        """The planned rounds, then redone rounds (drift), then --until-stable rounds."""
+        for round_no in range(1, self.plan.repeat + 1):
+            self.run_round(record, round_no)
+        if self.plan.drift_checked(record):
+            self.redo_drifted(record)
+        if self.plan.until_stable and record.kind == "throughput":
+            self.until_stable(record)
+
+    def run_round(
+        self,
+        record: PlannedCase,
+        round_no: int,
+        *,
+        rerun_of: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A quiet check, then every variant of the case once, in a shuffled order."""
+        noise = self.quiet_check(record.key, round_no)
+        noise["rerun_of"] = rerun_of
+        noise["reason"] = "; ".join(r for r in (reason, noise["reason"]) if r) or None
+        self.data["rounds"].append(noise)
+        case = self.cases[record.key]
+        order = list(record.variants)
+        self.rng.shuffle(order)
+        for name in order:
+            if name in self.verified:
+                self.one_run(name, case, round_no, rerun_of)
+                self.save()
+                time.sleep(self.plan.rest)
+            self.progress.advance(self.whole)
+        self.estimated_done += self.plan.round_s(record)
+
+    def add_round(self, record: PlannedCase, **kwargs: Any) -> None:
+        """An extra round: the next round number, the progress bar grown to match."""
+        task = self.progress.tasks[self.whole]
+        self.progress.update(self.whole, total=(task.total or 0) + len(record.variants))
+        self.run_round(record, self.next_round(record.key), **kwargs)
+
+    def next_round(self, key: str) -> int:
+        return 1 + max((r["round"] for r in self.data["rounds"] if r["case"] == key), default=0)
+
+    def plan_case(self, key: str) -> PlannedCase:
+        return next(c for c in self.plan.cases if c.key == key)
+
+    def time_left_for(self, record: PlannedCase, extra_s: float | None = None) -> bool:
+        """Whether ``extra_s`` more seconds (default: one more round of ``record``) still
+        end the run under the time cap.
+
+        The rest of the plan (``record``'s planned rounds not yet run are not
+        counted: extras come after them) is counted at the pace seen so far
+        (a busy machine runs slower than the estimate).
+        """
+        elapsed = time.perf_counter() - self.t0
+        pace = max(1.0, elapsed / self.estimated_done) if self.estimated_done else 1.0
+        keys = [c.key for c in self.plan.cases]
+        later = self.plan.cases[keys.index(record.key) + 1 :]
+        rest = sum(self.plan.round_s(c) for c in later) * self.plan.repeat
+        extra = self.plan.round_s(record) if extra_s is None else extra_s
+        return elapsed + extra + pace * rest <= self.plan.time_cap_s
+
+    # -- noise control -----------------------------------------------------------
+
+    def quiet_check(self, key: str, round_no: int) -> dict[str, Any]:
+        """Sample the CPUs the run will use; while others keep them busy, wait (bounded).
+
+        Returns the round's noise record (``data["rounds"]``): ``busy_fraction``
+        is the sample just before the round, ``waited_s`` how long we waited.
+        """
+        cpus = (*self.pinning.server, *self.pinning.loadgen) if self.pinning else None
+        self.progress.update(
+            self.current, description=f"{key} round {round_no}: quiet check", completed=0, total=1
         )
-        if capacity is None or capacity.mean <= 0:
-            data["runs"].append(
-                harness.RunOutcome(
-                    name,
-                    case.key,
-                    case.scenario,
-                    round_no,
-                    "failed",
-                    error="no echo-small capacity measured to derive the open-loop rate from",
-                ).to_json()
+        first = busy = harness.cpu_busy(cpus, QUIET_SAMPLE_S)
+        waited = 0.0
+        while (
+            busy > QUIET_BUSY
+            and waited < QUIET_MAX_WAIT_S
+            and self.quiet_budget > 0
+            and self.time_left_for(self.plan_case(key), extra_s=1.0)
+        ):
+            t = self.clock()
+            self.pause(1.0 - QUIET_SAMPLE_S)  # 1 s steps, the sample included
+            busy = harness.cpu_busy(cpus, QUIET_SAMPLE_S)
+            step = self.clock() - t
+            waited += step
+            self.quiet_budget -= step
+        reason = None
+        if first > QUIET_BUSY:
+            where = f"CPUs {list(cpus)}" if cpus else "the CPUs"
+            reason = f"other processes used {first:.0%} of {where}"
+            reason += f"; waited {waited:.0f} s, then {busy:.0%}" if waited else ""
+            if busy > QUIET_BUSY:
+                reason += " (measured anyway: the wait is bounded)"
+                self.progress.console.print(f"[yellow]{key} round {round_no}: {reason}[/]")
+        return {
+            "case": key,
+            "round": round_no,
+            "busy_fraction": round(busy, 4),
+            "waited_s": round(waited, 2),
+            "rerun_of": None,
+            "reason": reason,
+            "cpus": list(cpus) if cpus else None,
+        }
+
+    def redo_drifted(self, record: PlannedCase) -> None:
+        """Redo (at most MAX_RERUNS) rounds whose reference fell > 15% below its median.
+
+        The original round's runs stay in results.json, marked ``discarded``.
+        """
+        ref = self.plan.reference
+        assert ref is not None
+        by_round = self.throughputs(record.key, ref)
+        if len(by_round) < 2:
+            return  # nothing to compare a round with
+        median = statistics.median(by_round.values())
+        slow = sorted((tp, r) for r, tp in by_round.items() if tp < (1 - DRIFT_FRACTION) * median)
+        redone = []
+        for tp, round_no in slow[:MAX_RERUNS]:
+            reason = (
+                f"the reference {ref} gave {tp:,.0f} req/s in round {round_no}, "
+                f"{1 - tp / median:.0%} below its median {median:,.0f} over the case's rounds"
             )
-            return
-        rate = capacity.mean * case.rate_fraction
-    outcome = harness.measure(
-        name,
-        case,
-        round_no=round_no,
-        duration=plan.duration,
-        warmup=plan.warmup,
-        rate=rate,
-        pinning=pinning,
-        on_tick=lambda elapsed: progress.update(current, completed=min(elapsed, expected)),
-    )
-    data["runs"].append(outcome.to_json())
-    if outcome.status != "ok":
-        progress.console.print(f"[yellow]{case.key} {name} round {round_no}: {outcome.error}[/]")
+            if not self.time_left_for(record):
+                skipped = f"{reason}: not redone (time cap)"
+                self.progress.console.print(f"[yellow]{record.key}: {skipped}[/]")
+                self.note(record, "drift", skipped)
+                break
+            self.progress.console.print(f"[yellow]{record.key}: {reason}: redoing it[/]")
+            self.discard(record.key, round_no, f"round redone: {reason}")
+            self.add_round(record, rerun_of=round_no, reason=reason)
+            redone.append(round_no)
+        self.note(record, "redone_rounds", redone)
+
+    def until_stable(self, record: PlannedCase) -> None:
+        """Add rounds until every ranked row's throughput CI is within ±5%, or a cap."""
+        added, stopped = 0, "stable"
+        while wide := self.wide_rows(record):
+            if added >= MAX_EXTRA_ROUNDS:
+                stopped = f"cap of {MAX_EXTRA_ROUNDS} extra rounds"
+                break
+            if not self.time_left_for(record):
+                stopped = "time cap"
+                break
+            names = ", ".join(f"{n} ±{w:.0%}" for n, w in wide.items())
+            self.add_round(record, reason=f"until-stable: CI wider than ±5% ({names})")
+            added += 1
+        if stopped != "stable":
+            self.progress.console.print(
+                f"[yellow]{record.key}: still unstable after {added} extra rounds ({stopped})[/]"
+            )
+        self.note(record, "until_stable", {"extra_rounds": added, "stopped": stopped})
+
+    def wide_rows(self, record: PlannedCase) -> dict[str, float]:
+        """Ranked rows (verified, non-reference, every counted run ok) whose CI is > ±5%."""
+        wide = {}
+        for name in record.variants:
+            if name not in self.verified or servers.get(name).is_reference:
+                continue
+            runs = self.counted(record.key, name)
+            if not runs or any(r["status"] != "ok" for r in runs):
+                continue  # a failing row is not ranked: more rounds do not help it
+            half = relative_ci_halfwidth([r["result"]["throughput_rps"] for r in runs])
+            if half > UNTIL_STABLE_CI:
+                wide[name] = half
+        return wide
+
+    def counted(self, key: str, name: str) -> list[dict[str, Any]]:
+        """The runs of ``name`` in case ``key`` that count (not discarded, not interrupted)."""
+        return [
+            r
+            for r in self.data["runs"]
+            if r["case"] == key
+            and r["variant"] == name
+            and not r.get("discarded")
+            and r["status"] != "interrupted"
+        ]
+
+    def throughputs(self, key: str, name: str) -> dict[int, float]:
+        """Round -> throughput of ``name``'s counted, successful runs in case ``key``."""
+        return {
+            r["round"]: r["result"]["throughput_rps"]
+            for r in self.counted(key, name)
+            if r["status"] == "ok" and r.get("result")
+        }
+
+    def discard(self, key: str, round_no: int, reason: str) -> None:
+        for r in self.data["runs"]:
+            if r["case"] == key and r["round"] == round_no and not r.get("discarded"):
+                r["discarded"] = reason
+
+    def note(self, record: PlannedCase, key: str, value: Any) -> None:
+        """Record what noise control did to a case in its results.json ``cases`` record."""
+        self.records[record.key][key] = value
+
+    # -- one run ---------------------------------------------------------------------
+
+    def open_loop_rate(self, name: str, case: Case) -> tuple[float | None, str | None]:
+        """(requests/s to ask for, or None and why not) for an open-loop case."""
+        assert case.rate_fraction is not None
+        if case.rate_basis == "common":
+            return self.common_rate(case)
+        capacity = sm.Stat.of(list(self.throughputs("echo-small", name).values()))
+        if capacity is None or capacity.mean <= 0:
+            return None, "no echo-small capacity measured to derive the open-loop rate from"
+        return capacity.mean * case.rate_fraction, None
+
+    def common_rate(self, case: Case) -> tuple[float | None, str | None]:
+        """One rate for every variant of the case: rate_fraction x the slowest one's capacity.
+
+        Computed once (the first run of the case) and kept in the case record.
+        Variants that failed echo-small are left out: they set no capacity.
+        """
+        record = self.records[case.key]
+        if "common_rate_rps" not in record:
+            capacities = {}
+            for name in record["variants"]:
+                runs = self.counted("echo-small", name)
+                if runs and all(r["status"] == "ok" for r in runs):
+                    capacities[name] = statistics.fmean(r["result"]["throughput_rps"] for r in runs)
+            slowest = min(capacities, key=capacities.__getitem__, default=None)
+            record["common_rate_from"] = slowest
+            record["common_rate_rps"] = (
+                capacities[slowest] * (case.rate_fraction or 0.0) if slowest else None
+            )
+        if not record["common_rate_rps"]:
+            return None, "no concurrent variant passed echo-small to set the common rate from"
+        return record["common_rate_rps"], None
+
+    def one_run(self, name: str, case: Case, round_no: int, rerun_of: int | None) -> None:
+        expected = harness.expected_seconds(case, self.plan.duration, self.plan.warmup)
+        self.progress.update(
+            self.current,
+            description=f"{case.key} {name} (round {round_no})",
+            completed=0,
+            total=expected,
+        )
+        rate = None
+        if case.rate_fraction is not None:
+            rate, why = self.open_loop_rate(name, case)
+            if rate is None:
+                outcome = harness.RunOutcome(
+                    name, case.key, case.scenario, round_no, "failed", error=why
+                )
+                outcome.rerun_of = rerun_of
+                self.data["runs"].append(outcome.to_json())
+                return
+        outcome = harness.measure(
+            name,
+            case,
+            round_no=round_no,
+            duration=self.plan.duration,
+            warmup=self.plan.warmup,
+            rate=rate,
+            pinning=self.pinning,
+            on_tick=lambda elapsed: self.progress.update(
+                self.current, completed=min(elapsed, expected)
+            ),
+        )
+        outcome.rerun_of = rerun_of
+        self.data["runs"].append(outcome.to_json())
+        if outcome.status != "ok":
+            self.progress.console.print(
+                f"[yellow]{case.key} {name} round {round_no}: {outcome.error}[/]"
+            )
 
 
 def print_tables(summaries: list[sm.CaseSummary], data: dict[str, Any]) -> None:

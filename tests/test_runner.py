@@ -1,0 +1,300 @@
+"""The runner's noise control, on a fake harness: no server is started, no speed is measured.
+
+``harness.verify``, ``harness.measure`` and the CPU sampler are replaced by
+fakes that return results in the engine's JSON schema with throughputs the
+test chooses, so each test can stage what it is about: a round where the
+whole machine was slow (the reference drops), a busy CPU before a round, a
+row whose spread narrows or never does, and the open-loop common rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+
+import servers
+from loadgen.suite import harness, runner
+from loadgen.suite.cli import build_parser
+from loadgen.suite.plan import MAX_EXTRA_ROUNDS, MAX_RERUNS, PlannedCase, RunPlan, make_plan
+from loadgen.suite.ranking import relative_ci_halfwidth
+from loadgen.suite.scenarios import SCENARIOS, Case
+from tests.test_run_all import fake_result
+
+REF = "native_epoll"
+MODELS = ["thread_per_client", "asyncio_protocol"]
+
+Throughput = Callable[[str, str, int], float]  # (variant, case, round) -> req/s
+
+
+class FakeHarness:
+    """Stands in for harness.verify/measure; remembers every measurement asked for."""
+
+    def __init__(self, throughput: Throughput, failing: frozenset[str] = frozenset()) -> None:
+        self.throughput = throughput
+        self.failing = failing  # (variant) whose echo-small runs fail
+        self.calls: list[dict[str, Any]] = []
+
+    def verify(self, name: str, **kwargs: Any) -> harness.VerifyResult:
+        return harness.VerifyResult(name, True, None, 0.0)
+
+    def measure(self, name: str, case: Case, *, round_no: int, **kw: Any) -> harness.RunOutcome:
+        self.calls.append({"variant": name, "case": case.key, "round": round_no, **kw})
+        tp = self.throughput(name, case.key, round_no)
+        failed = name in self.failing and case.key == "echo-small"
+        return harness.RunOutcome(
+            name,
+            case.key,
+            case.scenario,
+            round_no,
+            "failed" if failed else "ok",
+            error="3 of 64 connections starved" if failed else None,
+            result=fake_result(tp),  # type: ignore[arg-type]  # its JSON form
+            rate=kw.get("rate"),
+        )
+
+
+@pytest.fixture(autouse=True)
+def reference_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests plan with native_epoll whether or not this machine has a C compiler."""
+    monkeypatch.setitem(servers.REGISTRY, REF, dataclasses.replace(servers.get(REF), requires=None))
+
+
+def plan_for(
+    names: list[str],
+    scenarios: tuple[str, ...] = ("echo-small",),
+    *,
+    repeat: int = 3,
+    until_stable: bool = False,
+    time_cap_s: float = 1e9,
+) -> RunPlan:
+    cases = [
+        PlannedCase.of(SCENARIOS[s], case, names, REF)
+        for s in scenarios
+        for case in SCENARIOS[s].cases
+    ]
+    return RunPlan(
+        profile="quick", variants=[*names, REF], skipped={}, scenarios=list(scenarios),
+        cases=cases, repeat=repeat, duration=1.0, warmup=0.0, rest=0.0, seed=7, pin=False,
+        reference=REF, reference_added=True, until_stable=until_stable, time_cap_s=time_cap_s,
+    )  # fmt: skip
+
+
+def run(
+    plan: RunPlan,
+    fake: FakeHarness,
+    monkeypatch: pytest.MonkeyPatch,
+    busy: Iterator[float] | None = None,
+) -> tuple[dict[str, Any], runner.Session]:
+    """Run ``plan`` through a Session on the fakes; returns (results.json data, session)."""
+    monkeypatch.setattr(harness, "verify", fake.verify)
+    monkeypatch.setattr(harness, "measure", fake.measure)
+    samples = busy if busy is not None else itertools.repeat(0.0)
+    monkeypatch.setattr(harness, "cpu_busy", lambda cpus, seconds: next(samples))
+    data: dict[str, Any] = {
+        "verify": {},
+        "cases": [c.to_json() for c in plan.cases],
+        "runs": [],
+        "rounds": [],
+    }
+    with Progress(console=Console(file=io.StringIO())) as progress:
+        session = runner.Session(plan, data, None, None, progress)
+        clock = [0.0]
+        session.clock = lambda: clock[0]
+        session.pause = lambda s: clock.__setitem__(0, clock[0] + s + 0.5)  # + the sample
+        session.verify_all()
+        for record in plan.cases:
+            session.run_case(record)
+    return data, session
+
+
+def steady(name: str, case: str, round_no: int) -> float:
+    return {"thread_per_client": 1000.0, "asyncio_protocol": 4000.0, REF: 10_000.0}.get(name, 500.0)
+
+
+def runs_of(data: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in data["runs"] if all(r.get(k) == v for k, v in match.items())]
+
+
+# -- the reference in every round ----------------------------------------------------------
+
+
+def test_the_reference_is_added_to_every_round_of_throughput_cases() -> None:
+    args = build_parser().parse_args(["--servers", ",".join(MODELS), "--scenarios", "open-loop"])
+    plan = make_plan(args)
+    assert plan.reference == REF and plan.reference_added and REF in plan.variants
+    cases = {c.key: c for c in plan.cases}
+    assert REF in cases["echo-small"].variants
+    assert REF not in cases["open-loop"].variants  # not asked for, and not a throughput case
+    no_ref = make_plan(build_parser().parse_args(["--servers", ",".join(MODELS), "--no-reference"]))
+    assert no_ref.reference is None and REF not in no_ref.variants
+    assert no_ref.estimate_s() < plan.estimate_s()  # the estimate counts the reference's runs
+
+
+def test_the_reference_is_measured_in_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeHarness(steady)
+    data, _ = run(plan_for(MODELS, repeat=3), fake, monkeypatch)
+    assert sorted(r["round"] for r in runs_of(data, variant=REF)) == [1, 2, 3]
+    assert len(data["runs"]) == 9 and not any(r["discarded"] for r in data["runs"])
+
+
+# -- drift -------------------------------------------------------------------------------
+
+
+def test_a_round_where_the_reference_drops_is_redone_and_the_original_discarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def slow_round_2(name: str, case: str, round_no: int) -> float:
+        return steady(name, case, round_no) * (0.7 if round_no == 2 else 1.0)
+
+    data, _ = run(plan_for(MODELS, repeat=3), FakeHarness(slow_round_2), monkeypatch)
+    round2 = runs_of(data, round=2)
+    assert len(round2) == 3 and all("reference" in (r["discarded"] or "") for r in round2)
+    redo = runs_of(data, round=4)
+    assert {r["variant"] for r in redo} == {*MODELS, REF}  # every variant of the case
+    assert all(r["rerun_of"] == 2 and r["discarded"] is None for r in redo)
+    assert not runs_of(data, round=1)[0]["discarded"] and not runs_of(data, round=3)[0]["discarded"]
+    noise = {r["round"]: r for r in data["rounds"]}
+    assert noise[4]["rerun_of"] == 2 and "30% below its median" in noise[4]["reason"]
+    assert data["cases"][0]["redone_rounds"] == [2]
+
+
+def test_drift_reruns_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rounds 5, 6, 7 are slow (median of 7 still fast) and so is every rerun.
+    def late_slowdown(name: str, case: str, round_no: int) -> float:
+        return steady(name, case, round_no) * (0.7 if round_no >= 5 else 1.0)
+
+    data, _ = run(plan_for(MODELS, repeat=7), FakeHarness(late_slowdown), monkeypatch)
+    reruns = [r for r in data["rounds"] if r["rerun_of"] is not None]
+    assert len(reruns) == MAX_RERUNS
+    assert max(r["round"] for r in data["runs"]) == 7 + MAX_RERUNS
+    assert len({r["round"] for r in data["runs"] if r["discarded"]}) == MAX_RERUNS
+    late, _ = run(
+        plan_for(MODELS, repeat=7, time_cap_s=0.0), FakeHarness(late_slowdown), monkeypatch
+    )
+    assert max(r["round"] for r in late["runs"]) == 7  # no time left: nothing redone, and said
+    assert "not redone (time cap)" in late["cases"][0]["drift"]
+
+
+# -- quiet check -----------------------------------------------------------------------
+
+
+def test_the_quiet_check_waits_while_others_use_the_cpus_and_records_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    busy = itertools.chain([0.6, 0.4, 0.05], itertools.repeat(0.0))  # busy twice, then quiet
+    data, _ = run(plan_for(MODELS, repeat=2), FakeHarness(steady), monkeypatch, busy)
+    first, second = data["rounds"]
+    assert first["waited_s"] == pytest.approx(2.0)  # two 1 s steps
+    assert first["busy_fraction"] == pytest.approx(0.05)  # the sample the round started on
+    assert "60%" in first["reason"]
+    assert second["waited_s"] == 0 and second["reason"] is None
+    assert set(first) >= {"case", "round", "busy_fraction", "waited_s", "rerun_of", "reason"}
+
+
+def test_the_quiet_check_gives_up_after_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    data, _ = run(
+        plan_for(MODELS, repeat=1), FakeHarness(steady), monkeypatch, itertools.repeat(0.9)
+    )
+    (noise,) = data["rounds"]
+    assert noise["waited_s"] == pytest.approx(runner.QUIET_MAX_WAIT_S)
+    assert noise["busy_fraction"] == pytest.approx(0.9)
+    assert "measured anyway" in noise["reason"]
+    assert len(data["runs"]) == 3  # the round was measured
+
+
+def test_a_high_load_average_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(runner.os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    assert runner.quiet_check_record() == {"load_per_cpu_start": 1.5, "warned": True}
+    monkeypatch.setattr(runner.os, "getloadavg", lambda: (0.4, 2.0, 1.0))
+    assert runner.quiet_check_record()["warned"] is False
+
+
+# -- until stable ---------------------------------------------------------------------
+
+
+def test_until_stable_adds_rounds_until_the_ci_is_tight(monkeypatch: pytest.MonkeyPatch) -> None:
+    noisy = {1: 100.0, 2: 104.0, 3: 96.0}  # then 100 every round: the CI narrows
+
+    def narrowing(name: str, case: str, round_no: int) -> float:
+        return noisy.get(round_no, 100.0) if name == "asyncio_protocol" else steady(name, case, 1)
+
+    data, _ = run(plan_for(MODELS, until_stable=True), FakeHarness(narrowing), monkeypatch)
+    tps = [r["result"]["throughput_rps"] for r in runs_of(data, variant="asyncio_protocol")]
+    assert 3 < len(tps) < 3 + MAX_EXTRA_ROUNDS
+    assert relative_ci_halfwidth(tps) <= 0.05 < relative_ci_halfwidth(tps[:-1])
+    assert data["cases"][0]["until_stable"]["stopped"] == "stable"
+    assert all("until-stable" in r["reason"] for r in data["rounds"][3:])
+
+
+def test_until_stable_stops_at_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(name: str, case: str, round_no: int) -> float:
+        return (
+            steady(name, case, round_no) * (1.3 if round_no % 2 else 0.75) if name != REF else 1e4
+        )
+
+    data, _ = run(plan_for(MODELS, until_stable=True), FakeHarness(never), monkeypatch)
+    assert max(r["round"] for r in data["runs"]) == 3 + MAX_EXTRA_ROUNDS
+    assert "cap" in data["cases"][0]["until_stable"]["stopped"]
+    timed, _ = run(
+        plan_for(MODELS, until_stable=True, time_cap_s=0.0), FakeHarness(never), monkeypatch
+    )
+    assert max(r["round"] for r in timed["runs"]) == 3  # no time left: no extra round
+    assert timed["cases"][0]["until_stable"]["stopped"] == "time cap"
+
+
+# -- open-loop common rate ---------------------------------------------------------------
+
+
+def test_the_common_rate_is_half_the_slowest_concurrent_variant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = [*MODELS, "blocking_loop", "gevent_server"]
+    fake = FakeHarness(
+        lambda n, c, r: {"blocking_loop": 100.0, "gevent_server": 50.0}.get(n) or steady(n, c, r),
+        failing=frozenset({"gevent_server"}),  # failed echo-small: sets no capacity
+    )
+    data, _ = run(plan_for(names, ("echo-small", "open-loop"), repeat=2), fake, monkeypatch)
+    cases = {c["key"]: c for c in data["cases"]}
+    common = cases["open-loop-common"]
+    assert common["rate_basis"] == "common" and cases["open-loop"]["rate_basis"] == "own"
+    assert "blocking_loop" in common["not_applicable"] and REF not in common["variants"]
+    assert common["common_rate_from"] == "thread_per_client"
+    rates = {(c["variant"], c["case"]): c["rate"] for c in fake.calls if c["case"] != "echo-small"}
+    for name in (*MODELS, "gevent_server"):
+        assert rates[(name, "open-loop-common")] == pytest.approx(500.0)  # 0.5 x 1000
+    assert rates[("asyncio_protocol", "open-loop")] == pytest.approx(2000.0)  # its own half
+    assert rates[("blocking_loop", "open-loop")] == pytest.approx(50.0)
+
+
+# -- harness: the ramp --------------------------------------------------------------------------
+
+
+def test_connections_never_admitted_are_their_own_failure() -> None:
+    case = SCENARIOS["echo-small"].cases[0]
+    # Only the figures run_failure reads (the engine's Fairness gains not_admitted in issue 9).
+    fairness = SimpleNamespace(connections=64, starved=3, not_admitted=3)
+    result: Any = SimpleNamespace(
+        partial=False, errors_total=0, errors={}, fairness=fairness, requests=1000, idle=None
+    )
+    reason = harness.run_failure(result, case) or ""
+    assert "3 of 64 connections not admitted" in reason and "starved" not in reason
+    fairness.not_admitted = 0
+    assert "3 of 64 connections starved" in (harness.run_failure(result, case) or "")
+
+
+def test_the_ramp_timeout_grows_with_the_connections() -> None:
+    cases = {c.key: c for s in SCENARIOS.values() for c in s.cases}
+    assert harness.admit_timeout(cases["echo-small"]) == 5.0
+    assert harness.admit_timeout(cases["connections-1000"]) == 10.0
+    server = type("S", (), {"host": "127.0.0.1", "port": 1, "pid": 1})()
+    cfg = harness.load_config(server, cases["connections-1000"], duration=1.0, warmup=0.0)  # type: ignore[arg-type]
+    assert getattr(cfg, "admit_timeout", 10.0) == 10.0  # passed through once the engine has it
