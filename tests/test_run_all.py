@@ -263,7 +263,7 @@ def test_a_small_run_shows_a_failing_variant_instead_of_hiding_it(tmp_path: Path
     # blocking_loop holds one of 64 connections: reported as failing at this level
     assert rows["blocking_loop"]["status"] == "failed"
     assert rows["blocking_loop"]["rank"] is None
-    assert "starved" in " ".join(rows["blocking_loop"]["reasons"])
+    assert "not admitted" in " ".join(rows["blocking_loop"]["reasons"])
     # thread_per_client holds 64 clients; on a badly overloaded machine a connection
     # may still starve in half a second, so only a clean row must be ranked.
     tpc = rows["thread_per_client"]

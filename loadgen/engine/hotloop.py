@@ -210,7 +210,13 @@ def tick(w: Worker, now: int) -> bool:
 
 
 def housekeeping(w: Worker, now: int) -> None:
-    """Break connections whose oldest request (or connect) is older than the timeout."""
+    """Break connections whose oldest request (or connect) is older than the timeout.
+
+    A connection whose slot was never served is left waiting: the server has
+    not admitted it (a blocking loop's backlog, a full process table), which
+    the result reports as ``fairness.not_admitted`` -- a limit of the model,
+    not a reply that went missing.
+    """
     limit = now - w.timeout_ns
     for fd in list(w.live):
         if w.socks[fd] is None:
@@ -218,6 +224,8 @@ def housekeeping(w: Worker, now: int) -> None:
         if w.state[fd] == CONNECTING:
             if w.opened_at[fd] < limit:
                 w.break_conn(fd, "timeout")
+            continue
+        if w.never_served(w.slot_of[fd]):
             continue
         if w.fast[fd]:
             if w.sent_at[fd] < limit:

@@ -506,6 +506,10 @@ class Worker(ConnTable):
         """The slot completed a request (open loop: or has not asked anything yet)."""
         return self.done[slot] > 0 or (self.open_loop and self.open_sent[slot] == 0)
 
+    def never_served(self, slot: int) -> bool:
+        """No reply ever came on this slot: before the period, or since it started."""
+        return not (self.done[slot] or self.admitted[slot])
+
     def check_admitted(self, now: int) -> None:
         """Tell the parent, once, that every normal connection completed a first request."""
         if all(self.is_admitted(slot) for slot in self.must_admit):

@@ -27,12 +27,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+import servers
 from loadgen.client import Client, ServerError
 from loadgen.engine.config import LoadConfig
 from loadgen.engine.result import LoadResult
@@ -212,9 +213,7 @@ def load_config(
     cpus: tuple[int, ...] | None = None,
 ) -> LoadConfig:
     """The engine's settings for one case against ``server`` (its tree measured)."""
-    extra: dict[str, Any] = {}
-    if "admit_timeout" in _CONFIG_FIELDS:  # the engine's ramp rule (issue 9)
-        extra["admit_timeout"] = admit_timeout(case)
+    variant = servers.REGISTRY.get(server.name)
     return LoadConfig(
         host=server.host,
         port=server.port,
@@ -228,20 +227,23 @@ def load_config(
         slow_clients=case.slow_clients,
         cpus=list(cpus) if cpus else None,
         server_pid=server.pid,
-        **extra,
+        admit_timeout=admit_timeout(case, variant.max_clients if variant else None),
     )
 
 
-_CONFIG_FIELDS = {f.name for f in fields(LoadConfig)}
-
-
-def admit_timeout(case: Case) -> float:
+def admit_timeout(case: Case, max_clients: int | None = None) -> float:
     """Seconds the engine waits for every connection's first reply before the window.
 
-    A fork- or thread-per-client server needs time to start 1,000 workers; a
-    connection still unserved after this is "not admitted" (a real limit).
+    A fork- or thread-per-client server needs time to start 1,000 workers
+    (2 s plus 4 ms a connection); a connection still unserved after this is
+    "not admitted" (a real limit).  A variant whose own cap (``max_clients``:
+    ``blocking_loop``'s one client, ``socketserver_forking``'s children) is
+    below the level can never admit them all: waiting long would only
+    lengthen its run, so it gets half a second.
     """
-    return max(5.0, case.connections / 100)
+    if max_clients is not None and max_clients < case.connections:
+        return 0.5
+    return 2.0 + case.connections / 250
 
 
 def loadgen_argv(cfg: LoadConfig, json_path: str) -> list[str]:
@@ -375,7 +377,8 @@ def run_load(
             cpus=cpus,
         )  # fmt: skip
         argv = loadgen_argv(cfg, json_path)
-        timeout = expected_seconds(case, duration, warmup) + admit_timeout(case) + LOADGEN_GRACE
+        admit = cfg.admit_timeout
+        timeout = expected_seconds(case, duration, warmup) + admit + LOADGEN_GRACE
         status, stderr = run_loadgen(argv, cpus=cpus, timeout=timeout, on_tick=on_tick)
         text = Path(json_path).read_text() if os.path.getsize(json_path) else ""
     finally:
