@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "in-round reference: a round where it drops > 15%% below its median is redone)",
     )
     p.add_argument(
+        "--no-counters",
+        action="store_true",
+        help="skip the counted runs (one short run per throughput case and variant, after "
+        "the timed rounds, that counts context switches and, with perf, system calls)",
+    )
+    p.add_argument(
         "--until-stable",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -92,6 +92,10 @@ class RunOutcome:
     wall_s: float = 0.0
     discarded: str | None = None  # why this run does not count (its round was redone)
     rerun_of: int | None = None  # the round this one redoes
+    # "timed": its figures are the report's; "count": a short run with the cost
+    # counters on, whose context switches and system calls per request the
+    # rows show (perf's own cost would distort a timed run's figures)
+    purpose: str = "timed"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,8 +215,13 @@ def load_config(
     warmup: float,
     rate: float | None = None,
     cpus: tuple[int, ...] | None = None,
+    counters: bool = False,
 ) -> LoadConfig:
-    """The engine's settings for one case against ``server`` (its tree measured)."""
+    """The engine's settings for one case against ``server`` (its tree measured).
+
+    ``counters``: count context switches and system calls (perf) over the
+    window.  Off for a timed run: perf's cost would be in the figures.
+    """
     variant = servers.REGISTRY.get(server.name)
     return LoadConfig(
         host=server.host,
@@ -228,6 +237,7 @@ def load_config(
         cpus=list(cpus) if cpus else None,
         server_pid=server.pid,
         admit_timeout=admit_timeout(case, variant.max_clients if variant else None),
+        counters=counters,
     )
 
 
@@ -318,12 +328,15 @@ def measure(
     pinning: Pinning | None = None,
     env: dict[str, str] | None = None,
     on_tick: Callable[[float], None] | None = None,
+    counters: bool = False,
 ) -> RunOutcome:
     """Start ``name`` fresh, run the load, stop it; never raises for a failing variant.
 
+    ``counters``: a counted run (``purpose`` "count"), not a timed one.
     KeyboardInterrupt propagates after the server and loadgen are stopped.
     """
     out = RunOutcome(name, case.key, case.scenario, round_no, "failed", rate=rate)
+    out.purpose = "count" if counters else "timed"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"cb-{name}-") as root:
         try:
@@ -362,6 +375,7 @@ def run_load(
     rate: float | None = None,
     pinning: Pinning | None = None,
     on_tick: Callable[[float], None] | None = None,
+    counters: bool = False,
 ) -> tuple[LoadResult | None, str | None]:
     """Run ``python -m loadgen`` once against a running server.
 
@@ -374,7 +388,7 @@ def run_load(
     try:
         cfg = load_config(
             server, case, duration=duration, warmup=max(warmup, case.min_warmup), rate=rate,
-            cpus=cpus,
+            cpus=cpus, counters=counters,
         )  # fmt: skip
         argv = loadgen_argv(cfg, json_path)
         admit = cfg.admit_timeout
@@ -411,7 +425,7 @@ def _measure_with(
         out.baseline_pss_bytes = tree_pss(server.pid)
     out.result, out.error = run_load(
         server, case, duration=duration, warmup=warmup, rate=rate, pinning=pinning,
-        on_tick=on_tick,
+        on_tick=on_tick, counters=out.purpose == "count",
     )  # fmt: skip
     died = server.process.poll()
     if out.error is None and died is not None:

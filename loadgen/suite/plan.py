@@ -34,6 +34,14 @@ DRIFT_FRACTION = 0.15  # a round whose reference is this far below its median is
 MAX_RERUNS = 2  # redone rounds per case
 UNTIL_STABLE_CI = 0.05  # ±5% of the centre
 MAX_EXTRA_ROUNDS = 3  # --until-stable rounds per case
+# Cost counters (context switches, system calls by name) come from one short
+# counted run per (case, variant) after the timed rounds, never from a timed
+# run: perf attached to a thread-per-client server cut its throughput to a
+# quarter (docs/RESULTS.md, "Cost counters"), while the counts per request
+# need no long window.
+COUNT_WARMUP_S = 0.2
+COUNT_DURATION_S = 0.5
+RUN_OVERHEAD_S = 0.6  # server start, interpreter start-up, stop (measured, see expected_seconds)
 
 
 @dataclass
@@ -107,6 +115,7 @@ class RunPlan:
     reference_added: bool = False  # ... although --servers did not name it
     until_stable: bool = False
     time_cap_s: float = 0.0  # no extra round starts if it would end the run after this
+    count_costs: bool = True  # one counted run per (throughput case, variant) at the end
     runs: int = field(init=False)  # measurements planned
 
     def __post_init__(self) -> None:
@@ -123,8 +132,22 @@ class RunPlan:
         return QUIET_SAMPLE_S + run * len(record.variants)
 
     def estimate_s(self) -> float:
-        """Rough wall time of the planned rounds (verify, reference runs, quiet checks)."""
-        return len(self.variants) * 1.0 + sum(self.round_s(c) for c in self.cases) * self.repeat
+        """Rough wall time of the planned rounds (verify, reference runs, quiet checks) and
+        of the counted runs."""
+        rounds = sum(self.round_s(c) for c in self.cases) * self.repeat
+        return len(self.variants) * 1.0 + rounds + self.counting_s()
+
+    def counted_cases(self) -> list[PlannedCase]:
+        """The cases whose cost counters are measured: throughput cases, not the
+        connection levels (their 64 is echo-small's, the rest would double a full run)."""
+        if not self.count_costs:
+            return []
+        return [c for c in self.cases if c.kind == "throughput" and c.scenario != "connections"]
+
+    def counting_s(self) -> float:
+        """Rough wall time of the counted runs (short: a count needs no long window)."""
+        per_run = COUNT_WARMUP_S + COUNT_DURATION_S + RUN_OVERHEAD_S
+        return sum(len(c.variants) for c in self.counted_cases()) * per_run
 
     def extra_rounds_s(self) -> float:
         """Rough wall time of every extra round allowed (before the time cap cuts them)."""
@@ -184,6 +207,7 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         reference_added=added,
         until_stable=profile.until_stable if until_stable is None else until_stable,
         time_cap_s=profile.time_cap_s,
+        count_costs=not getattr(args, "no_counters", False),
     )
 
 

@@ -40,9 +40,12 @@ from rich.progress import (
 )
 
 import servers
+from loadgen.engine import counters
 from loadgen.suite import harness, results
 from loadgen.suite import summary as sm
 from loadgen.suite.plan import (
+    COUNT_DURATION_S,
+    COUNT_WARMUP_S,
     DRIFT_FRACTION,
     MAX_EXTRA_ROUNDS,
     MAX_RERUNS,
@@ -192,6 +195,7 @@ def _run_plan(
         session.verify_all()
         for record in plan.cases:
             session.run_case(record)
+        session.count_costs()
 
 
 class Session:
@@ -419,6 +423,7 @@ class Session:
             if r["case"] == key
             and r["variant"] == name
             and not r.get("discarded")
+            and r.get("purpose", "timed") == "timed"
             and r["status"] != "interrupted"
         ]
 
@@ -473,11 +478,36 @@ class Session:
             return None, "no concurrent variant passed echo-small to set the common rate from"
         return record["common_rate_rps"], None
 
-    def one_run(self, name: str, case: Case, round_no: int, rerun_of: int | None) -> None:
-        expected = harness.expected_seconds(case, self.plan.duration, self.plan.warmup)
+    # -- cost counters ------------------------------------------------------------
+
+    def count_costs(self) -> None:
+        """One short counted run per (case, variant): context switches and system calls.
+
+        After every timed round, so that no timed figure carries perf's cost;
+        inside one tracepoint hold, so that each run's perf stops in ~10 ms
+        instead of the ~2.5 s the kernel takes to unregister its tracepoints.
+        """
+        records = self.plan.counted_cases()
+        if not records:
+            return
+        with counters.hold_for_suite():
+            for record in records:
+                case = self.cases[record.key]
+                for name in record.variants:
+                    if name in self.verified:
+                        self.one_run(name, case, 0, None, counted=True)
+                        self.save()
+
+    def one_run(
+        self, name: str, case: Case, round_no: int, rerun_of: int | None, *, counted: bool = False
+    ) -> None:
+        duration = COUNT_DURATION_S if counted else self.plan.duration
+        warmup = COUNT_WARMUP_S if counted else self.plan.warmup
+        expected = harness.expected_seconds(case, duration, warmup)
+        what = "counting costs" if counted else f"round {round_no}"
         self.progress.update(
             self.current,
-            description=f"{case.key} {name} (round {round_no})",
+            description=f"{case.key} {name} ({what})",
             completed=0,
             total=expected,
         )
@@ -495,10 +525,11 @@ class Session:
             name,
             case,
             round_no=round_no,
-            duration=self.plan.duration,
-            warmup=self.plan.warmup,
+            duration=duration,
+            warmup=warmup,
             rate=rate,
             pinning=self.pinning,
+            counters=counted,
             on_tick=lambda elapsed: self.progress.update(
                 self.current, completed=min(elapsed, expected)
             ),
@@ -506,9 +537,7 @@ class Session:
         outcome.rerun_of = rerun_of
         self.data["runs"].append(outcome.to_json())
         if outcome.status != "ok":
-            self.progress.console.print(
-                f"[yellow]{case.key} {name} round {round_no}: {outcome.error}[/]"
-            )
+            self.progress.console.print(f"[yellow]{case.key} {name} {what}: {outcome.error}[/]")
 
 
 def print_tables(summaries: list[sm.CaseSummary], data: dict[str, Any]) -> None:

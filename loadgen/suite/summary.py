@@ -403,17 +403,21 @@ def _row(
 ) -> tuple[Row, list[dict[str, Any]]]:
     """The row of one variant, and the runs its figures come from."""
     family = variants.get(name, {}).get("family", "?")
-    counted = [r for r in mine if not r.get("discarded")]
+    kept = [r for r in mine if not r.get("discarded")]
+    # a counted run (purpose "count") gives the cost counters only; older
+    # results, without counted runs, had them in the timed runs
+    costs = [r for r in kept if r.get("purpose") == "count" and r.get("result") is not None]
+    counted = [r for r in kept if r.get("purpose", "timed") != "count"]
     v = verify.get(name)
     if v is not None and not v.get("ok"):
         return Row(name, family, "not verified", reasons=[v.get("reason") or "?"]), []
     if not counted:
         return Row(name, family, "not run", reasons=["no completed measurement"]), []
     row = Row(name, family, "ok", runs=len(counted), kind=kind)
-    row.discarded_runs = len(mine) - len(counted)
+    row.discarded_runs = len(mine) - len(kept)
     measured = [r for r in counted if r.get("result") is not None]
     for fig, read in FIGURES.items():
-        stat = Stat.of([read(r) for r in measured])
+        stat = Stat.of([read(r) for r in (costs if costs and fig in COST_FIGURES else measured)])
         if stat is not None:
             row.stats[fig] = stat
     for r in counted:
@@ -432,11 +436,15 @@ def _row(
     if classes:
         row.bottleneck, row.bottleneck_counts = ranking.row_bottleneck(classes)
     row.not_admitted = int(max((FIGURES["not_admitted"](r) or 0 for r in measured), default=0))
-    _syscalls(row, measured)
+    _syscalls(row, costs or measured)
     _flag_unstable(row)
     if kind == "memory":
         row.memory_resolution = memory_resolution(row)
     return row, [r for r in measured if r["status"] == "ok"]
+
+
+# figures that come from the counted runs when there are any
+COST_FIGURES = ("context_switches_per_request", "syscalls_per_request")
 
 
 def _syscalls(row: Row, measured: list[dict[str, Any]]) -> None:
