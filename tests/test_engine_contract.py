@@ -41,7 +41,7 @@ def test_config_survives_its_command_line(cfg: LoadConfig) -> None:
 
 
 def test_every_scenario_case_survives_the_command_line() -> None:
-    server = SimpleNamespace(host="127.0.0.1", port=8000, pid=4321)
+    server = SimpleNamespace(host="127.0.0.1", port=8000, pid=4321, name="epoll_reactor")
     for scenario in SCENARIOS.values():
         for case in scenario.cases:
             rate = 1234.5 if case.rate_fraction is not None else None
