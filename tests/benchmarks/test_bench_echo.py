@@ -44,8 +44,8 @@ REQUESTS = 8192  # per timed round: 16 connections x 8 in flight x 64 batches
 CONNECTIONS = 16
 PIPELINE = 8
 SIZE = 64
-ROUNDS = 30  # timed rounds per variant (~20-100 ms each on a 2-core VM)
-WARMUP_ROUNDS = 3
+ROUNDS = 20  # timed rounds per variant (~20-100 ms each on a 2-core VM)
+WARMUP_ROUNDS = 2
 GEN_WARMUP_S = 0.2  # the generator's run for extra_info
 GEN_DURATION_S = 0.5
 
