@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from loadgen.engine import counters
+from loadgen.engine import syscalls
 from loadgen.engine.counters import (
     ContextSwitchCounter,
     CostCounters,
@@ -146,7 +146,7 @@ def test_parse_perf_csv() -> None:
         "<not counted>,,syscalls:sys_enter_accept4,0,0.00,,\n"
         "<not supported>,,syscalls:sys_enter_nosuch,0,0.00,,\n"
     )
-    events = counters._parse_perf_csv(text)
+    events = syscalls._parse_perf_csv(text)
     assert events == {
         "raw_syscalls:sys_enter": 3540,
         "syscalls:sys_enter_getppid": 3500,
@@ -166,7 +166,7 @@ def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("fresh_probe")
 def test_available_without_perf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(counters.shutil, "which", lambda name: None)
+    monkeypatch.setattr(syscalls.shutil, "which", lambda name: None)
     reason = SyscallCounter.available()
     assert reason is not None and reason.startswith("perf not found")
     assert "apt-get install linux-perf" in reason
@@ -178,9 +178,9 @@ def test_available_without_perf(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("fresh_probe")
 def test_available_paranoid_non_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(counters.shutil, "which", lambda name: "/usr/bin/perf")
-    monkeypatch.setattr(counters, "_paranoid", lambda: 3)
-    monkeypatch.setattr(counters.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(syscalls.shutil, "which", lambda name: "/usr/bin/perf")
+    monkeypatch.setattr(syscalls, "_paranoid", lambda: 3)
+    monkeypatch.setattr(syscalls.os, "geteuid", lambda: 1000)
     reason = SyscallCounter.available()
     assert reason is not None and reason.startswith("perf_event_paranoid=3")
     assert "kernel.perf_event_paranoid=1" in reason

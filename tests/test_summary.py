@@ -18,6 +18,7 @@ import pytest
 
 from loadgen.suite import results
 from loadgen.suite import summary as sm
+from loadgen.suite import tables as tb
 from loadgen.suite.compare import compare
 from loadgen.suite.launch import suite_env
 
@@ -170,10 +171,10 @@ def test_a_generator_bound_row_is_a_floor_but_never_ranked_above_a_higher_mean()
     assert rows["ceiling"].rank is None and summary.rows[-1].variant == "ceiling"
     assert rows["floor"].bottleneck == "generator"
     assert rows["floor"].floor and not rows["fast"].floor
-    cell = sm.cells(rows["floor"], summary)[2]
+    cell = tb.cells(rows["floor"], summary)[2]
     assert cell.startswith("≥ ") and "180" in cell
-    assert not sm.cells(rows["fast"], summary)[2].startswith("≥")
-    assert any("floor" in n for n in sm.notes(summary))
+    assert not tb.cells(rows["fast"], summary)[2].startswith("≥")
+    assert any("floor" in n for n in tb.notes(summary))
 
 
 def test_bottleneck_is_computed_for_old_results_and_counted_per_row() -> None:
@@ -223,11 +224,11 @@ def test_paired_ratio_is_used_when_tighter_and_shown() -> None:
     assert rows["a"].stats[sm.RATIO].mean == pytest.approx(0.5, rel=0.01)
     assert rows["a"].rank == 1 and rows["b"].rank == 2  # separated by the paired test
     assert_ranks_follow_means(summary)
-    cols = sm.columns(summary)
+    cols = tb.columns(summary)
     assert "× native_epoll ± CI95" in cols
-    assert sm.cells(rows["a"], summary)[cols.index("× native_epoll ± CI95")].startswith("0.50")
+    assert tb.cells(rows["a"], summary)[cols.index("× native_epoll ± CI95")].startswith("0.50")
     assert summary.to_json()["ranked_by"] == "ratio_to_reference"
-    assert any("paired ratio to native_epoll" in n for n in sm.notes(summary))
+    assert any("paired ratio to native_epoll" in n for n in tb.notes(summary))
 
 
 def test_raw_figure_is_used_when_the_ratio_is_not_tighter() -> None:
@@ -239,8 +240,8 @@ def test_raw_figure_is_used_when_the_ratio_is_not_tighter() -> None:
     )  # fmt: skip
     summary = table(data)
     assert summary.ranked_by == "throughput_rps"
-    assert "% best" in sm.columns(summary)
-    assert not any(c.startswith("×") for c in sm.columns(summary))
+    assert "% best" in tb.columns(summary)
+    assert not any(c.startswith("×") for c in tb.columns(summary))
 
 
 # -- costs, flags -----------------------------------------------------------------------------
@@ -257,11 +258,11 @@ def test_cost_columns_top_syscalls_and_why_they_are_missing(tmp_path: Path) -> N
     )
     summary = table(data)
     rows = rows_of(summary)
-    cols = sm.columns(summary)
-    assert sm.cells(rows["counted"], summary)[cols.index(sm.COSTS)] == "0.02 / 2.81"
-    assert sm.cells(rows["no_perf"], summary)[cols.index(sm.COSTS)] == "1.50 / –"
-    assert any("perf not found (apt install linux-perf)" in n for n in sm.notes(summary))
-    assert sm.top_syscalls(rows["counted"]) == "recvfrom 1.00, sendto 1.00, epoll_wait 0.31"
+    cols = tb.columns(summary)
+    assert tb.cells(rows["counted"], summary)[cols.index(tb.COSTS)] == "0.02 / 2.81"
+    assert tb.cells(rows["no_perf"], summary)[cols.index(tb.COSTS)] == "1.50 / –"
+    assert any("perf not found (apt install linux-perf)" in n for n in tb.notes(summary))
+    assert tb.top_syscalls(rows["counted"]) == "recvfrom 1.00, sendto 1.00, epoll_wait 0.31"
     results.write(tmp_path, data, charts=False, latest=False)
     report = (tmp_path / "report.md").read_text()
     assert "- `counted`: recvfrom 1.00, sendto 1.00, epoll_wait 0.31" in report
@@ -292,7 +293,7 @@ def test_open_loop_ranks_latency_only_at_the_common_rate() -> None:
     own = table(data_for(series, kind="open", case="open-loop", per_run=per_run))
     assert own.rate_basis == "own" and own.ranked_by is None
     assert all(r.rank is None for r in own.rows)
-    assert any("Not ranked" in n for n in sm.notes(own))
+    assert any("Not ranked" in n for n in tb.notes(own))
     common = table(
         data_for(series, kind="open", case="open-loop-common", per_run=per_run,
                  case_extra={"rate_basis": "common"})
@@ -323,10 +324,10 @@ def test_memory_per_connection_below_resolution() -> None:
     half = reactor.stats["memory_per_connection_uss_bytes"].half_width
     assert reactor.memory_resolution == pytest.approx(max(4096 / served, half))
     assert reactor.below_resolution and not rows["threads"].below_resolution
-    uss, pss = sm.cells(reactor, summary)[2:4]
+    uss, pss = tb.cells(reactor, summary)[2:4]
     assert uss.startswith("below resolution (< ") and pss.startswith("below resolution (< ")
     assert "-" not in uss + pss  # never a negative memory figure
-    assert sm.cells(rows["threads"], summary)[2].startswith("21.5 KiB")
+    assert tb.cells(rows["threads"], summary)[2].startswith("21.5 KiB")
     assert reactor.to_json()["below_resolution"] is True
     assert rows["reactor"].rank == 1 and rows["threads"].rank == 2
 

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.suite import ranking, results
+from loadgen.suite import ranking, results, tables, units
 from loadgen.suite import summary as sm
 
 COMPARED_FIGURES = (
@@ -165,8 +165,8 @@ def compare_table(changes: list[Change], title: str) -> Table:
             c.case,
             c.variant,
             sm.SHORT_NAMES.get(c.figure, c.figure),
-            sm.fmt_ci(c.a, fmt),
-            sm.fmt_ci(c.b, fmt),
+            tables.fmt_ci(c.a, fmt),
+            tables.fmt_ci(c.b, fmt),
             "–" if ratio is None else f"{ratio:.3f}",
             c.text,
             style=style,
@@ -176,13 +176,13 @@ def compare_table(changes: list[Change], title: str) -> Table:
 
 def _fmt_for(figure: str) -> Callable[[float | None], str]:
     if figure.endswith("_bytes"):
-        return sm.fmt_bytes
+        return units.fmt_bytes
     if figure == "throughput_rps":
-        return sm.fmt_rate
+        return units.fmt_rate
     if figure == sm.RATIO:
-        return sm.fmt_ratio
+        return units.fmt_ratio
     if figure.startswith("cpu"):
         return lambda x: "–" if x is None else f"{x:.2f} µs"
     if figure.endswith("per_request"):
-        return sm.fmt_count
-    return sm.fmt_us
+        return units.fmt_count
+    return units.fmt_us

@@ -12,7 +12,7 @@ report.md and the charts are written and progress.jsonl is removed.  (If
 the harness itself is killed, progress.jsonl keeps what was measured.)
 
 The same tables are rendered for the terminal (rich) and for report.md
-from :func:`loadgen.suite.summary.cells`, so they cannot differ.
+from :func:`loadgen.suite.tables.cells`, so they cannot differ.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from rich.table import Table
 
 from loadgen.procs import MALLOC_ENV
 from loadgen.suite import summary as sm
+from loadgen.suite import tables
 
 SCHEMA = 1
 PACKAGES = (
@@ -207,12 +208,12 @@ def rich_table(s: sm.CaseSummary, question: str = "") -> Table:
     table = Table(
         title=title,
         title_justify="left",
-        caption="\n".join(sm.notes(s)),
+        caption="\n".join(tables.notes(s)),
         caption_justify="left",
         show_lines=False,
     )
-    rows = [sm.cells(row, s) for row in s.rows]
-    for i, col in enumerate(sm.columns(s)):
+    rows = [tables.cells(row, s) for row in s.rows]
+    for i, col in enumerate(tables.columns(s)):
         # a figure never wraps, its header does: at 180 columns only the flags fold
         widest = max([len(cells[i]) for cells in rows] + [len(w) for w in col.split()])
         if col == "flags":
@@ -228,10 +229,10 @@ def rich_table(s: sm.CaseSummary, question: str = "") -> Table:
 
 
 def markdown_table(s: sm.CaseSummary) -> str:
-    cols = sm.columns(s)
+    cols = tables.columns(s)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in s.rows:
-        cells = [c.replace("|", "\\|") for c in sm.cells(row, s)]
+        cells = [c.replace("|", "\\|") for c in tables.cells(row, s)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -287,11 +288,11 @@ def report_markdown(
     not_applicable = {c["key"]: c.get("not_applicable", {}) for c in data.get("cases", [])}
     for s in summaries:
         out += [f"## {s.label}", "", questions.get(s.case, ""), "", markdown_table(s), ""]
-        out += [f"- {n}" for n in sm.notes(s)]
+        out += [f"- {n}" for n in tables.notes(s)]
         out += [
             f"- {k}: not applicable ({why})." for k, why in not_applicable.get(s.case, {}).items()
         ]
-        calls = [(r.variant, line) for r in s.rows if (line := sm.top_syscalls(r))]
+        calls = [(r.variant, line) for r in s.rows if (line := tables.top_syscalls(r))]
         if calls:
             out += ["", "Top system calls per request (server tree, mean over the repeats):", ""]
             out += [f"- `{name}`: {line}" for name, line in calls]

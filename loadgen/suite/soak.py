@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import socket
@@ -52,8 +51,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +66,17 @@ from loadgen.procs import killpg, process_tree, tree_memory
 from loadgen.suite import harness
 from loadgen.suite.harness import Pinning
 from loadgen.suite.launch import RunningServer, ServerStartError, start_server
-from loadgen.suite.ranking import t_quantile
+from loadgen.suite.leaks import (  # noqa: F401  (re-exported: the soak's public names)
+    CONFIDENCE,
+    MIN_FIT_POINTS,
+    RESOURCES,
+    THRESHOLDS,
+    Fit,
+    fit_slope,
+    judge,
+    verdict,
+    warmup_samples,
+)
 from loadgen.suite.scenarios import Case
 from servers.protocol import Op, encode_frame
 
@@ -91,89 +99,6 @@ ALIVE_TIMEOUT = 5.0  # seconds for the ECHO that checks the server still answers
 
 QUIESCE_STEP = 0.2  # seconds between reads while waiting for the counts to settle
 QUIESCE_LIMIT = 3.0  # seconds; then the last read is taken as it is
-
-RESOURCES = ("rss_bytes", "fds", "threads", "children")
-THRESHOLDS: dict[str, float] = {"rss_bytes": MIB, "fds": 2, "threads": 2, "children": 2}
-CONFIDENCE = 0.95
-MIN_FIT_POINTS = 3  # after warm-up; a line through fewer has no interval
-
-
-# -- the fit ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fit:
-    """A least-squares line through (requests, resource), slope per million requests."""
-
-    slope: float  # resource units per million requests
-    low: float  # the slope's confidence interval
-    high: float
-    points: int
-    growth: float  # slope x the requests the fitted samples span: growth over the run
-
-    @property
-    def significant(self) -> bool:
-        """The interval lies wholly above zero: the resource grows, beyond noise."""
-        return self.low > 0
-
-
-def fit_slope(
-    requests: Sequence[float], values: Sequence[float], confidence: float = CONFIDENCE
-) -> Fit | None:
-    """Least squares ``values ~ a + b * requests`` with a t interval on ``b``.
-
-    None with fewer than :data:`MIN_FIT_POINTS` points or when every
-    sample has the same request count (no x spread: no slope).
-    """
-    n = len(requests)
-    if n != len(values):
-        raise ValueError(f"{n} request counts for {len(values)} values")
-    if n < MIN_FIT_POINTS:
-        return None
-    xs = [x / 1e6 for x in requests]  # millions: the slope comes out per million
-    mx, my = sum(xs) / n, sum(values) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx <= 0:
-        return None
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, values, strict=True)) / sxx
-    sse = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, values, strict=True))
-    stderr = math.sqrt(sse / (n - 2) / sxx)
-    half = t_quantile(0.5 + confidence / 2, n - 2) * stderr
-    return Fit(slope, slope - half, slope + half, n, slope * (max(xs) - min(xs)))
-
-
-def warmup_samples(count: int) -> int:
-    """How many leading samples the fit discards: the start sample and the first segment,
-    and the second segment too when the run is long enough to spare it."""
-    return 3 if count >= 10 else 2
-
-
-def judge(samples: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per resource: the fit after warm-up, its threshold and whether it leaks (None: no fit)."""
-    kept = list(samples[warmup_samples(len(samples)) :])
-    xs = [s["requests"] for s in kept]
-    fits: dict[str, dict[str, Any]] = {}
-    for res in RESOURCES:
-        fit = fit_slope(xs, [s[res] for s in kept])
-        entry: dict[str, Any] = {"threshold": THRESHOLDS[res], "leak": None}
-        if fit is not None:
-            entry.update(asdict(fit))
-            entry["leak"] = fit.significant and fit.growth > THRESHOLDS[res]
-        fits[res] = entry
-    return fits
-
-
-def verdict(fits: dict[str, dict[str, Any]]) -> str:
-    """``no leak``, ``leaks fds, rss`` or ``too short to tell``."""
-    leaking = [_SHORT[r] for r in RESOURCES if fits.get(r, {}).get("leak")]
-    if leaking:
-        return "leaks " + ", ".join(leaking)
-    if any(fits.get(r, {}).get("leak") is None for r in RESOURCES):
-        return "too short to tell"
-    return "no leak"
-
-
-_SHORT = {"rss_bytes": "rss", "fds": "fds", "threads": "threads", "children": "children"}
 
 
 # -- sampling the server's tree ---------------------------------------------------------------

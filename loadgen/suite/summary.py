@@ -1,10 +1,10 @@
 """From raw runs to figures a reader can trust: mean with a 95% interval, flags, ranks, ties.
 
-Rules (results/README.md explains them to readers; :mod:`loadgen.suite.ranking` has the
-statistics):
+Rules (results/README.md explains them; :mod:`loadgen.suite.ranking` has the statistics;
+:mod:`loadgen.suite.tables` turns rows into text):
 
-* Only the runs that count: a run marked ``discarded`` (its round was redone because the
-  machine drifted) stays in results.json but is left out of every figure here.
+* Only the runs that count: a ``discarded`` run (its round was redone: the machine drifted)
+  is left out; a counted run (``purpose`` "count") gives the cost counters only.
 * Every figure is the mean over the repeats with its sample standard deviation and its
   Student t 95% interval (``ci95``). A figure whose coefficient of variation is above
   :data:`UNSTABLE_CV` is flagged *unstable*, as pyperf does; the flag decides nothing.
@@ -32,6 +32,7 @@ from typing import Any
 
 from loadgen.engine.result import RATE_SHORTFALL
 from loadgen.suite import ranking
+from loadgen.suite.units import fmt_bytes
 
 UNSTABLE_CV = 0.10
 # memory per idle connection, in order of preference (see Row.memory_stat)
@@ -91,6 +92,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "memory_per_connection_uss_bytes": _dig("result", "idle", "memory_per_connection_bytes"),
     "idle_served": _dig("result", "idle", "served"),
 }
+COST_FIGURES = ("context_switches_per_request", "syscalls_per_request")  # from counted runs
 RATIO = "ratio_to_reference"  # not read from a run: computed per round (_paired_ratios)
 
 # the figures whose instability is flagged (the ones rows are ranked or read by)
@@ -443,10 +445,6 @@ def _row(
     return row, [r for r in measured if r["status"] == "ok"]
 
 
-# figures that come from the counted runs when there are any
-COST_FIGURES = ("context_switches_per_request", "syscalls_per_request")
-
-
 def _syscalls(row: Row, measured: list[dict[str, Any]]) -> None:
     """Per-name syscalls per request, mean over the repeats that have them; or why none."""
     servers = [(r.get("result") or {}).get("server") or {} for r in measured]
@@ -479,10 +477,10 @@ def memory_resolution(row: Row) -> float | None:
     The larger of one page spread over the connections served (USS and PSS move by whole
     pages) and the half-width of the 95% interval (a mean inside it is not told from zero).
     """
-    return _resolution(row.memory_stat(), row.figure("idle_served"))
+    return resolution(row.memory_stat(), row.figure("idle_served"))
 
 
-def _resolution(stat: Stat | None, served: float | None) -> float | None:
+def resolution(stat: Stat | None, served: float | None) -> float | None:
     if stat is None:
         return None
     page = PAGE_BYTES / served if served else 0.0
@@ -599,267 +597,3 @@ def summarize(data: dict[str, Any]) -> list[CaseSummary]:
         runs = [r for r in data.get("runs", []) if r["case"] == case["key"]]
         out.append(summarize_case(case, runs, variants, verify))
     return out
-
-
-# -- cells: the same text in the terminal and in report.md --------------------
-
-
-def fmt_rate(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return f"{x / 1000:.1f}k" if x >= 10_000 else f"{x:,.0f}"
-
-
-def fmt_us(x: float | None) -> str:
-    if x is None:
-        return "–"
-    if x >= 10_000:
-        return f"{x / 1000:,.0f} ms"
-    if x >= 1000:
-        return f"{x / 1000:.1f} ms"
-    return f"{x:.0f} µs"
-
-
-def fmt_bytes(x: float | None) -> str:
-    if x is None:
-        return "–"
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(x) >= scale:
-            return f"{x / scale:.1f} {unit}"
-    return f"{x:.0f} B"
-
-
-def fmt_ratio(x: float | None) -> str:
-    return "–" if x is None else f"{x:.2f}"
-
-
-def fmt_count(x: float | None) -> str:
-    """A per-request count: 2 decimals under 10 (0.31 futex per request), else 1."""
-    if x is None:
-        return "–"
-    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
-
-
-def fmt_ci(stat: Stat | None, fmt: Callable[[float | None], str]) -> str:
-    """``mean ± half-width of the 95% interval``; the mean alone with one repeat."""
-    if stat is None:
-        return "–"
-    half = stat.half_width
-    if half is None:
-        return fmt(stat.mean)
-    if fmt is fmt_rate and stat.mean >= 10_000:  # both in k: "100.3k ± 5.6k"
-        return f"{fmt(stat.mean)} ± {half / 1000:.1f}k"
-    mean, pm = fmt(stat.mean), fmt(half)
-    unit = mean.rpartition(" ")[2]
-    if " " in mean and pm.endswith(" " + unit):  # one unit for both: "2.7 ± 1.6 ms"
-        return f"{mean.rpartition(' ')[0]} ± {pm}"
-    return f"{mean} ± {pm}"
-
-
-def _memory_cell(row: Row, figure: str) -> str:
-    stat = row.stats.get(figure)
-    res = _resolution(stat, row.figure("idle_served"))
-    if stat is not None and res is not None and stat.mean < res:
-        return f"below resolution (< {fmt_bytes(res)})"
-    return fmt_ci(stat, fmt_bytes)
-
-
-COSTS = "ctx sw / syscalls per req"
-LIMIT = "limit"  # the bottleneck class
-FAIR = "Jain / starved / errors"
-
-
-def columns(summary: CaseSummary) -> list[str]:
-    """The table's header. Throughput tables fit 180 terminal columns: fairness and errors
-    share a column, and the paired-ratio column, when ranks come from it, replaces % best."""
-    if summary.kind == "memory":
-        return [
-            "#",
-            "variant",
-            "memory/conn USS ± CI95",
-            "memory/conn PSS ± CI95",
-            "PSS before",
-            "PSS with N",
-            "threads",
-            "children",
-            "errors",
-            "flags",
-        ]
-    if summary.kind == "open":
-        return [
-            "#",
-            "variant",
-            "req/s done / asked",
-            "p99 ± CI95",
-            "p50 / p99.9",
-            "p99 uncorr.",
-            "CPU µs/req usr/sys",
-            COSTS,
-            LIMIT,
-            FAIR,
-            "flags",
-        ]
-    relative = "% best"
-    if summary.ranked_by == RATIO:  # the figure the ranks were decided on must be visible
-        relative = f"× {summary.paired_reference or 'ref'} ± CI95"
-    return [
-        "#",
-        "variant",
-        "req/s ± CI95",
-        relative,
-        "p50 / p99 / p99.9",
-        "CPU µs/req usr/sys",
-        COSTS,
-        LIMIT,
-        "PSS",
-        FAIR,
-        "flags",
-    ]
-
-
-def cells(row: Row, summary: CaseSummary) -> list[str]:
-    """One row's cells, in :func:`columns` order."""
-    s = row.stats
-    rank = row.rank_label or ("ref" if row.reference else "–")
-    if summary.kind == "memory":
-        err = row.figure("errors_total")
-        errors = "–" if err is None else f"{err:,.1f}".removesuffix(".0")
-        return [
-            rank,
-            row.variant,
-            _memory_cell(row, MEMORY_FIGURES[0]),
-            _memory_cell(row, MEMORY_FIGURES[1]),
-            fmt_bytes(row.figure("baseline_pss_bytes")),
-            fmt_bytes(row.figure("memory_pss_bytes")),
-            _num(row.figure("peak_threads")),
-            _num(row.figure("peak_children")),
-            errors,
-            row.short_flags(),
-        ]
-    user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
-    cpu = "–" if user is None else f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
-    shared = [cpu, _costs_cell(row), row.bottleneck or "–"]
-    if summary.kind == "open":
-        tails = " / ".join(fmt_us(row.figure(f)) for f in ("p50_us", "p999_us"))
-        return [
-            rank,
-            row.variant,
-            f"{fmt_rate(row.figure('throughput_rps'))} / {fmt_rate(row.figure('rate'))}",
-            fmt_ci(s.get("p99_us"), fmt_us),
-            tails,
-            fmt_us(row.figure("p99_uncorrected_us")),
-            *shared,
-            _fair_cell(row),
-            row.short_flags(),
-        ]
-    tp = fmt_ci(s.get("throughput_rps"), fmt_rate)
-    if row.floor and tp != "–":
-        tp = "≥ " + tp
-    if summary.ranked_by == RATIO:
-        relative = fmt_ci(s.get(RATIO), fmt_ratio)
-        if row.variant == summary.paired_reference:
-            relative = "1 (ref)"
-    else:
-        relative = "–" if row.pct_of_best is None else f"{row.pct_of_best:.0f}%"
-    lat = " / ".join(fmt_us(row.figure(f)) for f in ("p50_us", "p99_us", "p999_us"))
-    return [
-        rank,
-        row.variant,
-        tp,
-        relative,
-        lat,
-        *shared,
-        fmt_bytes(row.figure("memory_pss_bytes")),
-        _fair_cell(row),
-        row.short_flags(),
-    ]
-
-
-def _fair_cell(row: Row) -> str:
-    """``0.99 / 0 / 0``: Jain's index, starved connections and errors, means over repeats."""
-    jain, starved, err = (row.figure(f) for f in ("jain", "starved", "errors_total"))
-    if jain is None and err is None:
-        return "–"
-    errors = "–" if err is None else f"{err:,.1f}".removesuffix(".0")
-    return f"{'–' if jain is None else f'{jain:.2f}'} / {starved or 0:.0f} / {errors}"
-
-
-def _costs_cell(row: Row) -> str:
-    """``0.02 / 3.10``: context switches and system calls per request (``–`` if not counted;
-    the note under the table says why syscalls are missing)."""
-    cs, sc = row.figure("context_switches_per_request"), row.figure("syscalls_per_request")
-    if cs is None and sc is None:
-        return "–"
-    return f"{fmt_count(cs)} / {fmt_count(sc)}"
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:,.0f}"
-
-
-def top_syscalls(row: Row, n: int = 5) -> str:
-    """``"recvfrom 1.00, sendto 1.00, epoll_wait 0.31"``: the row's most frequent calls per
-    request ("other", the calls not named, left out); "" when none were counted."""
-    if not row.syscalls_by_name:
-        return ""
-    items = [(k, v) for k, v in row.syscalls_by_name.items() if k != "other" and v > 0]
-    items.sort(key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{k} {v:.2f}" for k, v in items[:n])
-
-
-def notes(summary: CaseSummary) -> list[str]:
-    """Sentences printed under a table: how it is ranked, what is a floor, what is missing."""
-    out = [_ranking_note(summary)]
-    rows = summary.rows
-    if any(r.bottleneck == "both" for r in rows) and summary.kind != "memory":
-        out.append(
-            "limit `both`: the server and the generator were each at their CPU limit; on a "
-            "2-core machine that is the machine's figure, not the model's alone."
-        )
-    floors = [r.variant for r in rows if r.floor]
-    if floors:
-        out.append(
-            "≥: the load generator was the limit (limit `generator`) for "
-            + ", ".join(floors)
-            + ": their req/s is a floor; they are still ranked by it, so a floor may belong "
-            "higher."
-        )
-    unavailable = sorted({r.syscalls_unavailable for r in rows if r.syscalls_unavailable})
-    for why in unavailable:
-        out.append(f"syscalls/req not counted: {why}")
-    for row in rows:
-        details = row.flags()
-        if details:
-            out.append(f"{row.variant}: " + "; ".join(details) + ".")
-    return out
-
-
-def _ranking_note(summary: CaseSummary) -> str:
-    tie = "rows that Welch's t-test (5%) does not separate from the row above share its rank (2=)"
-    if summary.kind == "memory":
-        return (
-            "Ranked by memory per connection (mean ± 95% CI half-width), "
-            f"{SHORT_NAMES.get(summary.ranked_by or '', 'USS')}, less is better; {tie}. "
-            "'below resolution' = under one page per connection or inside the interval of zero."
-        )
-    if summary.kind == "open":
-        if summary.rate_basis != "common":
-            return (
-                "Not ranked: each variant runs at half of its own echo-small req/s, so the rows "
-                "carry different loads; latency is measured from the scheduled send time. "
-                "Compare latency in the common-rate table."
-            )
-        return (
-            "One common rate for every concurrent variant; latency from the scheduled send "
-            f"time; ranked by that p99 (mean ± 95% CI half-width; less is better); {tie}."
-        )
-    if summary.ranked_by == RATIO:
-        return (
-            f"Ranked by the paired ratio to {summary.paired_reference} measured in the same "
-            "round (× ref ± 95% CI half-width): it cancels the machine's drift and was tighter "
-            f"than raw req/s here; {tie}. % best is relative to the best ranked variant's req/s."
-        )
-    return (
-        f"Ranked by requests/s (mean ± 95% CI half-width over the repeats); {tie}. "
-        "% best is relative to the best ranked Python variant."
-    )
