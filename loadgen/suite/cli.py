@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 import servers
-from loadgen.suite import results
+from loadgen.suite import results, soak
 from loadgen.suite.compare import compare_runs
+from loadgen.suite.harness import Pinning
 from loadgen.suite.plan import make_plan
 from loadgen.suite.runner import console, execute, print_tables
 from loadgen.suite.scenarios import PROFILES, help_text
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
             + ("; --until-stable" if p.until_stable else "")
             for p in PROFILES.values()
         )
+        + "\n  soak: each variant once, for --soak-minutes of mixed load, churn, resets and slow "
+        "clients: does RSS, descriptors, threads or children grow per million requests?"
         + "\n\nscenarios (--scenarios):\n"
         + help_text()
         + "\n\nvariants (--servers; `python -m servers --list` describes them):\n  "
@@ -52,9 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--profile",
-        choices=tuple(PROFILES),
+        choices=(*PROFILES, "soak"),
         default="quick",
-        help="which scenarios and how many repeats (default: quick)",
+        help="which scenarios and how many repeats (default: quick); soak: each variant for "
+        "a few minutes of mixed load, churn, resets and slow clients, reporting the growth of "
+        "RSS, descriptors, threads and children per million requests (--soak-minutes)",
+    )
+    p.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=soak.DEFAULT_MINUTES,
+        metavar="M",
+        help=f"--profile soak: minutes per variant (default {soak.DEFAULT_MINUTES:g})",
     )
     p.add_argument(
         "--servers",
@@ -154,11 +166,32 @@ def main(argv: list[str] | None = None) -> int:
         return compare_runs(args, parser, console)
     if args.render:
         return render(Path(args.render), parser)
+    if args.profile == "soak":
+        return run_soak_profile(args, parser)
     try:
         plan = make_plan(args)
     except (KeyError, ValueError) as exc:
         parser.error(str(exc.args[0]) if exc.args else str(exc))
     return execute(plan, args)
+
+
+def run_soak_profile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--profile soak``: :mod:`loadgen.suite.soak` over the chosen variants; 130 on Ctrl-C."""
+    names = [t.strip() for t in (args.servers or "").split(",") if t.strip()]
+    names = names or soak.default_variants()
+    unknown = [n for n in names if n not in servers.REGISTRY]
+    if unknown:
+        parser.error(
+            f"unknown server(s) {', '.join(unknown)}; known: {', '.join(servers.REGISTRY)}"
+        )
+    if args.soak_minutes <= 0:
+        parser.error("--soak-minutes must be > 0")
+    run_dir = Path(args.run_dir) if args.run_dir else results.new_run_dir(Path(args.output))
+    report = soak.run_soak(
+        names, args.soak_minutes, run_dir, console, Pinning.choose(not args.no_pin)
+    )
+    console.print(f"\nSoak report in [bold]{run_dir}[/] (soak.md, soak.json).")
+    return 130 if report["interrupted"] else 0
 
 
 def render(run_dir: Path, parser: argparse.ArgumentParser) -> int:
