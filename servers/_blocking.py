@@ -99,10 +99,43 @@ def serve_stream(
         return
 
 
+class RequestClock:
+    """How long a client's next read may wait: the idle timeout between requests, or what
+    is left of the request's own, counted from its first byte (a trickle cannot push it
+    back).  Shared by :class:`TimedSocket` and gevent's ``TimedConnection``: they differ
+    in *how* a read is bounded (a socket timeout, a ``gevent.Timeout``), not in when."""
+
+    __slots__ = ("session", "limits", "began", "request_expired")
+
+    def __init__(self, session: Session, limits: Limits) -> None:
+        self.session = session
+        self.limits = limits
+        self.began: float | None = None  # when the request in progress began (monotonic)
+        self.request_expired = False  # the request timeout, not the idle one, ended it
+
+    def read_timeout(self) -> float:
+        """Seconds the next read may wait; <= 0 when the request's time is already up."""
+        if not self.session.in_request:
+            self.began = None
+            return self.limits.idle_timeout
+        now = time.monotonic()
+        if self.began is None:  # the bytes just fed to the session began a request
+            self.began = now
+        return self.began + self.limits.request_timeout - now
+
+    def timed_out(self) -> None:
+        """A read gave up: by the request's deadline if a request was under way."""
+        self.request_expired = self.began is not None
+
+    def replied(self) -> None:
+        """A reply went out: requests completed, so bytes still buffered began a new one."""
+        self.began = None
+
+
 class TimedSocket:
     """A client socket's ``recv`` and ``send``, each bounded by a socket timeout."""
 
-    __slots__ = ("sock", "session", "limits", "read", "began", "request_expired")
+    __slots__ = ("sock", "session", "limits", "read", "clock")
 
     def __init__(
         self,
@@ -115,27 +148,23 @@ class TimedSocket:
         self.session = session
         self.limits = limits
         self.read = read or sock.recv
-        self.began: float | None = None  # when the request in progress began (monotonic)
-        self.request_expired = False  # the request timeout, not the idle one, ended it
+        self.clock = RequestClock(session, limits)
+
+    @property
+    def request_expired(self) -> bool:
+        return self.clock.request_expired
 
     def recv(self, size: int) -> bytes:
         """Read within the idle timeout, or within what is left of the request's."""
-        if not self.session.in_request:
-            self.began = None
-            seconds = self.limits.idle_timeout
-        else:
-            now = time.monotonic()
-            if self.began is None:  # the bytes just fed to the session began a request
-                self.began = now
-            seconds = self.began + self.limits.request_timeout - now
+        seconds = self.clock.read_timeout()
         if seconds <= 0:  # settimeout(0) would mean non-blocking, not "expired"
-            self.request_expired = True
+            self.clock.timed_out()
             raise TimeoutError("request timeout")
         self.sock.settimeout(seconds)
         try:
             return self.read(size)
         except TimeoutError:
-            self.request_expired = self.began is not None
+            self.clock.timed_out()
             raise  # an OSError: serve_stream ends this client
 
     def send(self, data: bytes) -> None:
@@ -144,8 +173,7 @@ class TimedSocket:
         Not ``sendall`` itself: its timeout bounds the whole reply, so a slow
         reader of a large file would be cut off while it still makes progress.
         """
-        # A reply means requests completed: bytes still buffered began a new one.
-        self.began = None
+        self.clock.replied()
         self.sock.settimeout(self.limits.request_timeout)
         view = memoryview(data)
         while view:

@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 from collections.abc import Callable
 from functools import partial
 
 import gevent
 from gevent.server import StreamServer
 
-from servers._blocking import over_limit, refuse, send_if_room, serve_stream
+from servers._blocking import RequestClock, over_limit, refuse, send_if_room, serve_stream
 from servers.protocol import TIMEOUT_REPLY, Session
 from servers.tuning import Limits
 
@@ -87,35 +86,30 @@ def dispatch(
 class TimedConnection:
     """A client's ``recv`` and ``send``, each bounded by a ``gevent.Timeout``."""
 
-    __slots__ = ("sock", "session", "limits", "began", "request_expired")
+    __slots__ = ("sock", "session", "limits", "clock")
 
     def __init__(self, sock: socket.socket, session: Session, limits: Limits) -> None:
         self.sock = sock
         self.session = session
         self.limits = limits
-        self.began: float | None = None  # when the request in progress began (monotonic)
-        self.request_expired = False  # the request timeout, not the idle one, ended it
+        self.clock = RequestClock(session, limits)  # when a read must give up
+
+    @property
+    def request_expired(self) -> bool:
+        return self.clock.request_expired
 
     def recv(self, size: int) -> bytes:
         """``sock.recv`` within the idle timeout, or what is left of the request's."""
-        if not self.session.in_request:
-            self.began = None
-            seconds = self.limits.idle_timeout
-        else:
-            now = time.monotonic()
-            if self.began is None:  # the bytes just fed to the session began a request
-                self.began = now
-            seconds = self.began + self.limits.request_timeout - now
         try:
-            with gevent.Timeout(max(seconds, 0.0), TimeoutError):
+            with gevent.Timeout(max(self.clock.read_timeout(), 0.0), TimeoutError):
                 return self.sock.recv(size)
         except TimeoutError:
-            self.request_expired = self.began is not None
+            self.clock.timed_out()
             raise  # an OSError: serve_stream ends this client
 
     def send(self, data: bytes) -> None:
         """``sendall``, giving up once the client takes no byte for the request timeout."""
-        self.began = None  # a reply: requests completed, so bytes still buffered began anew
+        self.clock.replied()
         view = memoryview(data)
         while view:
             with gevent.Timeout(self.limits.request_timeout, TimeoutError):
