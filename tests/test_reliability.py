@@ -1,8 +1,8 @@
 """Hostile clients, against every variant: timeouts, client limits, descriptor exhaustion.
 
-Issue 10, items 2-4 (docs/PROTOCOL.md, "Timeouts and limits").  Each test
-starts a server of its own through the command line with short timeouts or
-a low descriptor limit, so that each takes a second or three:
+Issue 10, items 2-4 (docs/PROTOCOL.md, "Timeouts and limits").  Each scenario
+gets a server of its own, started through the command line with short
+timeouts or a low descriptor limit:
 
 * idle -- a client that connects and sends nothing is closed after
   ``--idle-timeout``, and a second client is served (``blocking_loop``: once
@@ -19,6 +19,14 @@ a low descriptor limit, so that each takes a second or three:
   clients connected, the server stays alive, spends under a fifth of a core
   while out, and serves a new client within seconds once they have left.
 
+Most of each scenario is waiting for a timeout, so the scenarios of one
+variant run at the same time (fixture ``observed``): every server is started
+first, then every scenario runs in a thread of its own against its own
+server, then every server is stopped.  No two scenarios share a server, so
+none can pass thanks to another's protection or fail from another's
+leftovers.  Each test then reports its own scenario's outcome, its own
+failure with the traceback of the assertion that failed.
+
 ``native_epoll`` (the C reference) has no timeouts and no client limit: only
 the descriptor test applies to it.  ``blocking_loop`` serves one client at a
 time by design, so the client-limit test does not apply to it either.
@@ -29,9 +37,11 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
 
 import psutil
 import pytest
@@ -41,7 +51,6 @@ from loadgen.client import Client, ServerError
 from loadgen.procs import process_tree
 from loadgen.suite.launch import RunningServer, start_server
 from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Op, encode_frame
-from tests.conftest import ALL_VARIANTS
 
 IDLE_TIMEOUT = 0.5
 REQUEST_TIMEOUT = 1.0
@@ -52,17 +61,6 @@ FLOOD = 120  # clients connected while the server is out of descriptors
 MAX_IDLE_CPU = 0.2  # cores the server tree may spend while out of descriptors
 RECOVER_WITHIN = 2.5  # s after the flood leaves until a new client must be served
 TCP_ESTABLISHED = 1  # tcpi_state, the first byte of struct tcp_info (Linux)
-
-
-def needs_timeouts(name: str) -> None:
-    if servers.get(name).is_reference:
-        pytest.skip(f"{name} is a reference with no timeouts or client limit (ECHO only)")
-
-
-@contextmanager
-def running(name: str, root: Path, *args: str) -> Iterator[RunningServer]:
-    with start_server(name, root, extra_args=list(args)) as server:
-        yield server
 
 
 def connect(server: RunningServer, timeout: float = 5.0) -> socket.socket:
@@ -97,31 +95,24 @@ def echo_ok(server: RunningServer, data: bytes = b"ping", timeout: float = 5.0) 
 # -- 1. idle ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ALL_VARIANTS)
-def test_idle_client_is_closed(name: str, tmp_path: Path) -> None:
-    needs_timeouts(name)
-    with running(name, tmp_path, "--idle-timeout", str(IDLE_TIMEOUT)) as server:
-        idle = connect(server)
-        started = time.monotonic()
-        with idle:
-            # Served meanwhile (blocking_loop: as soon as the idle one is gone).
-            echo_ok(server, timeout=IDLE_TIMEOUT + SLACK)
-            received, closed = wait_closed(idle, IDLE_TIMEOUT + SLACK)
-        assert received == b""
-        assert IDLE_TIMEOUT - 0.1 <= closed - started <= IDLE_TIMEOUT + SLACK
-        echo_ok(server)  # and the server still serves
+def check_idle_client_is_closed(server: RunningServer) -> None:
+    idle = connect(server)
+    started = time.monotonic()
+    with idle:
+        # Served meanwhile (blocking_loop: as soon as the idle one is gone).
+        echo_ok(server, timeout=IDLE_TIMEOUT + SLACK)
+        received, closed = wait_closed(idle, IDLE_TIMEOUT + SLACK)
+    assert received == b""
+    assert IDLE_TIMEOUT - 0.1 <= closed - started <= IDLE_TIMEOUT + SLACK
+    echo_ok(server)  # and the server still serves
 
 
 # -- 2. trickle ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ALL_VARIANTS)
-@pytest.mark.parametrize("style", ["trickle", "two-bytes"])
-def test_incomplete_request_times_out(name: str, style: str, tmp_path: Path) -> None:
-    needs_timeouts(name)
-    args = ("--request-timeout", str(REQUEST_TIMEOUT), "--idle-timeout", "30")
+def check_incomplete_request_times_out(style: str, server: RunningServer) -> None:
     frame = encode_frame(Op.ECHO, b"x" * 100)  # 105 bytes: never complete at 1 byte per 0.3 s
-    with running(name, tmp_path, *args) as server, connect(server) as sock:
+    with connect(server) as sock:
         started = time.monotonic()
         if style == "two-bytes":
             sock.sendall(frame[:2])
@@ -176,11 +167,8 @@ def flood_until_stuck(sock: socket.socket, limit: int = 32 * 1024 * 1024) -> Non
     raise AssertionError(f"the server kept reading ({sent} bytes sent) although nobody reads")
 
 
-@pytest.mark.parametrize("name", ALL_VARIANTS)
-def test_client_that_never_reads_is_closed(name: str, tmp_path: Path) -> None:
-    needs_timeouts(name)
-    args = ("--request-timeout", str(REQUEST_TIMEOUT), "--idle-timeout", "30")
-    with running(name, tmp_path, *args) as server, connect(server) as hog:
+def check_client_that_never_reads_is_closed(server: RunningServer) -> None:
+    with connect(server) as hog:
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # fill up sooner
         flood_until_stuck(hog)
         stuck = time.monotonic()
@@ -194,23 +182,18 @@ def test_client_that_never_reads_is_closed(name: str, tmp_path: Path) -> None:
 # -- 4. max clients --------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ALL_VARIANTS)
-def test_client_over_the_limit_is_refused(name: str, tmp_path: Path) -> None:
-    needs_timeouts(name)
-    if not servers.get(name).concurrent:
-        pytest.skip(f"{name} serves one client at a time by design: no client limit")
-    with running(name, tmp_path, "--max-clients", "2") as server:
-        first = Client(server.host, server.port, timeout=5.0)
-        second = Client(server.host, server.port, timeout=5.0)
-        with first, second:
-            assert first.echo(b"1") == b"1" and second.echo(b"2") == b"2"
-            with connect(server) as third:
-                received, _ = wait_closed(third, SLACK)
-            assert received == BUSY_REPLY
-            assert first.echo(b"1") == b"1" and second.echo(b"2") == b"2"
-            first.close()
-            assert served_soon(server), "the place client 1 left was not given to a new client"
-            assert second.echo(b"2") == b"2"
+def check_client_over_the_limit_is_refused(server: RunningServer) -> None:
+    first = Client(server.host, server.port, timeout=5.0)
+    second = Client(server.host, server.port, timeout=5.0)
+    with first, second:
+        assert first.echo(b"1") == b"1" and second.echo(b"2") == b"2"
+        with connect(server) as third:
+            received, _ = wait_closed(third, SLACK)
+        assert received == BUSY_REPLY
+        assert first.echo(b"1") == b"1" and second.echo(b"2") == b"2"
+        first.close()
+        assert served_soon(server), "the place client 1 left was not given to a new client"
+        assert second.echo(b"2") == b"2"
 
 
 def served_soon(server: RunningServer, within: float = RECOVER_WITHIN) -> bool:
@@ -254,20 +237,155 @@ def open_flood(server: RunningServer, count: int) -> list[socket.socket]:
     return socks
 
 
-@pytest.mark.parametrize("name", ALL_VARIANTS)
-def test_out_of_descriptors(name: str, tmp_path: Path) -> None:
-    with running(name, tmp_path) as server:
-        psutil.Process(server.pid).rlimit(psutil.RLIMIT_NOFILE, (LOW_NOFILE, LOW_NOFILE))
-        flood = open_flood(server, FLOOD)
-        try:
-            time.sleep(0.3)  # let it run into the limit
-            before, t0 = tree_cpu(server.pid), time.monotonic()
-            time.sleep(1.0)
-            cores = (tree_cpu(server.pid) - before) / (time.monotonic() - t0)
-            assert server.process.poll() is None, f"the server died:\n{server.stderr_text()}"
-            assert cores < MAX_IDLE_CPU, f"{cores:.2f} cores spent while out of descriptors"
-        finally:
-            for sock in flood:
-                sock.close()
-        assert served_soon(server), "no new client served after the descriptors were freed"
-        assert server.process.poll() is None
+def check_out_of_descriptors(server: RunningServer) -> None:
+    psutil.Process(server.pid).rlimit(psutil.RLIMIT_NOFILE, (LOW_NOFILE, LOW_NOFILE))
+    flood = open_flood(server, FLOOD)
+    try:
+        time.sleep(0.3)  # let it run into the limit
+        before, t0 = tree_cpu(server.pid), time.monotonic()
+        time.sleep(1.0)
+        cores = (tree_cpu(server.pid) - before) / (time.monotonic() - t0)
+        assert server.process.poll() is None, f"the server died:\n{server.stderr_text()}"
+        assert cores < MAX_IDLE_CPU, f"{cores:.2f} cores spent while out of descriptors"
+    finally:
+        for sock in flood:
+            sock.close()
+    assert served_soon(server), "no new client served after the descriptors were freed"
+    assert server.process.poll() is None
+
+
+# -- the scenarios, each on its own server, all of a variant at once --------
+
+
+def no_timeouts(variant: servers.Variant) -> str | None:
+    if variant.is_reference:
+        return f"{variant.name} is a reference with no timeouts or client limit (ECHO only)"
+    return None
+
+
+def no_client_limit(variant: servers.Variant) -> str | None:
+    if not variant.concurrent:
+        return f"{variant.name} serves one client at a time by design: no client limit"
+    return no_timeouts(variant)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One hostile client: the server options it needs, and what it checks."""
+
+    args: tuple[str, ...]
+    check: Callable[[RunningServer], None]
+    skip_reason: Callable[[servers.Variant], str | None] = no_timeouts
+
+
+REQUEST_ARGS = ("--request-timeout", str(REQUEST_TIMEOUT), "--idle-timeout", "30")
+SCENARIOS = {
+    "idle": Scenario(("--idle-timeout", str(IDLE_TIMEOUT)), check_idle_client_is_closed),
+    "trickle": Scenario(REQUEST_ARGS, partial(check_incomplete_request_times_out, "trickle")),
+    "two-bytes": Scenario(REQUEST_ARGS, partial(check_incomplete_request_times_out, "two-bytes")),
+    "stuck output": Scenario(REQUEST_ARGS, check_client_that_never_reads_is_closed),
+    "max clients": Scenario(
+        ("--max-clients", "2"), check_client_over_the_limit_is_refused, no_client_limit
+    ),
+    "out of descriptors": Scenario((), check_out_of_descriptors, lambda v: None),
+}
+# The scenario of each test without a ``scenario`` parameter.
+SCENARIO_OF_TEST = {
+    "test_idle_client_is_closed": "idle",
+    "test_client_that_never_reads_is_closed": "stuck output",
+    "test_client_over_the_limit_is_refused": "max clients",
+    "test_out_of_descriptors": "out of descriptors",
+}
+
+Outcomes = dict[str, BaseException | None]
+
+
+def selected_scenarios(request: pytest.FixtureRequest, name: str) -> set[str]:
+    """The scenarios of this module's tests selected for variant ``name`` (``-k`` honoured)."""
+    wanted = set()
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if getattr(item, "module", None) is request.module and params.get("variant") == name:
+            wanted.add(params.get("scenario") or SCENARIO_OF_TEST[item.originalname])  # type: ignore[attr-defined]
+    return wanted
+
+
+def outcome_of(
+    check: Callable[[RunningServer], None], server: RunningServer
+) -> BaseException | None:
+    try:
+        check(server)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the scenario's own test
+        return exc
+    return None
+
+
+@pytest.fixture(scope="module")
+def observed(
+    variant: servers.Variant,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Outcomes]:
+    """Run this variant's selected scenarios at once, each against its own server."""
+    keys = sorted(
+        key
+        for key in selected_scenarios(request, variant.name)
+        if SCENARIOS[key].skip_reason(variant) is None
+    )
+    # Made here, not in the threads: mktemp is not thread-safe.
+    roots = {
+        key: tmp_path_factory.mktemp(f"{variant.name}-{key.replace(' ', '-')}") for key in keys
+    }
+    outcomes: Outcomes = {}
+    with ThreadPoolExecutor(max(1, len(keys))) as pool, ExitStack() as stop_all:
+
+        def start(key: str) -> RunningServer:
+            return start_server(variant.name, roots[key], extra_args=list(SCENARIOS[key].args))
+
+        # Every server ready before any scenario's clock starts: start-up is the CPU-heavy part.
+        starting = {key: pool.submit(start, key) for key in keys}
+        running: dict[str, RunningServer] = {}
+        for key, future in starting.items():
+            try:
+                running[key] = stop_all.enter_context(future.result())
+            except BaseException as exc:  # noqa: BLE001 - reported by the scenario's test
+                outcomes[key] = exc
+        checks = {
+            key: pool.submit(outcome_of, SCENARIOS[key].check, s) for key, s in running.items()
+        }
+        outcomes.update({key: future.result() for key, future in checks.items()})
+        stop_all.callback(lambda: list(pool.map(RunningServer.stop, running.values())))
+    yield outcomes
+
+
+def verdict(variant: servers.Variant, observed: Outcomes, key: str) -> None:
+    """Skip where the scenario does not apply; else fail as the scenario failed, if it did."""
+    reason = SCENARIOS[key].skip_reason(variant)
+    if reason:
+        pytest.skip(reason)
+    error = observed[key]
+    if error is not None:
+        raise error
+
+
+def test_idle_client_is_closed(variant: servers.Variant, observed: Outcomes) -> None:
+    verdict(variant, observed, "idle")
+
+
+@pytest.mark.parametrize("scenario", ["trickle", "two-bytes"])
+def test_incomplete_request_times_out(
+    variant: servers.Variant, observed: Outcomes, scenario: str
+) -> None:
+    verdict(variant, observed, scenario)
+
+
+def test_client_that_never_reads_is_closed(variant: servers.Variant, observed: Outcomes) -> None:
+    verdict(variant, observed, "stuck output")
+
+
+def test_client_over_the_limit_is_refused(variant: servers.Variant, observed: Outcomes) -> None:
+    verdict(variant, observed, "max clients")
+
+
+def test_out_of_descriptors(variant: servers.Variant, observed: Outcomes) -> None:
+    verdict(variant, observed, "out of descriptors")
