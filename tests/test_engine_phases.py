@@ -26,9 +26,21 @@ PERF_REASON = counters.SyscallCounter.available()
 needs_perf = pytest.mark.skipif(PERF_REASON is not None, reason=str(PERF_REASON))
 
 
-def perf_pids() -> list[int]:
-    """perf processes that are descendants of this test process."""
-    return [p.pid for p in psutil.Process().children(recursive=True) if p.name() == "perf"]
+def perf_pids(besides: counters.TracepointHold | None = None) -> list[int]:
+    """perf processes that are descendants of this test process, but the hold ``besides``'s."""
+    held = besides.pid if besides is not None else None
+    children = psutil.Process().children(recursive=True)
+    return [p.pid for p in children if p.name() == "perf" and p.pid != held]
+
+
+@pytest.fixture(scope="module")
+def held() -> Iterator[counters.TracepointHold]:
+    """The tracepoints kept registered for this module's perf tests, as a suite run keeps them
+    (:func:`counters.hold_for_suite`): each run's perf stops in ~10 ms instead of ~2.5 s.
+    The hold's own end takes that wait once, and leaves no perf."""
+    with counters.TracepointHold() as hold:
+        yield hold
+    assert perf_pids() == []
 
 
 def run(server: RunningServer, **options: Any) -> dict[str, Any]:
@@ -112,18 +124,19 @@ def test_late_first_replies_are_admitted_not_starved(fake: RunningServer) -> Non
 def test_a_server_that_never_serves_some_connections_does_not_admit_them(
     tmp_path: Path,
 ) -> None:
+    admit = 0.5
     with start_server("blocking_loop", tmp_path) as server:
         began = time.monotonic()
         r = run_load(
-            server.target, connections=4, duration=0.5, warmup=0.1, timeout=5, admit_timeout=1.0
+            server.target, connections=4, duration=0.5, warmup=0.1, timeout=5, admit_timeout=admit
         ).to_dict()
         took = time.monotonic() - began
     f = r["fairness"]
     assert f["not_admitted"] == 3 and f["starved"] == 0
     assert f["min_share"] == 0 and f["jain"] == pytest.approx(0.25)  # still unfair
     assert r["loadgen"]["admit_s"] is None  # the admit timeout hit
-    assert r["config"]["admit_timeout_s"] == 1.0
-    assert took < 1.0 + 0.1 + 0.5 + 5  # bounded by the admit timeout, not more
+    assert r["config"]["admit_timeout_s"] == admit
+    assert took < admit + 0.1 + 0.5 + 5  # bounded by the admit timeout, not more
 
 
 def test_open_loop_admits_every_connection(epoll_reactor: RunningServer) -> None:
@@ -146,7 +159,9 @@ COST_KEYS = (
 
 
 @needs_perf
-def test_cost_counters_against_a_reactor(epoll_reactor: RunningServer) -> None:
+def test_cost_counters_against_a_reactor(
+    epoll_reactor: RunningServer, held: counters.TracepointHold
+) -> None:
     r = run(epoll_reactor, connections=8)
     s = r["server"]
     assert s["syscalls_unavailable"] is None
@@ -162,11 +177,11 @@ def test_cost_counters_against_a_reactor(epoll_reactor: RunningServer) -> None:
     total = sum(s["syscalls"].values())
     assert s["syscalls_per_request"] == pytest.approx(total / r["requests"], rel=1e-3)
     assert s["syscalls_per_request"] == pytest.approx(sum(per.values()), rel=1e-3)
-    assert perf_pids() == []
+    assert perf_pids(besides=held) == []
 
 
 @needs_perf
-def test_syscalls_per_request_repeat(tmp_path: Path) -> None:
+def test_syscalls_per_request_repeat(tmp_path: Path, held: counters.TracepointHold) -> None:
     """thread_per_client with one connection: one thread, a blocking recv and a send per
     request, no GIL hand-offs (the accepting thread sleeps in accept()), so the count per
     request does not depend on the load. (epoll_reactor's epoll_wait per request does: it
@@ -177,7 +192,7 @@ def test_syscalls_per_request_repeat(tmp_path: Path) -> None:
     for s in (first, second):
         assert s["syscalls_per_request"] is not None and s["syscalls_per_request"] >= 1.9
     assert second["syscalls_per_request"] == pytest.approx(first["syscalls_per_request"], rel=0.05)
-    assert perf_pids() == []
+    assert perf_pids(besides=held) == []
 
 
 def test_no_counters_leaves_the_keys_null_and_says_why(epoll_reactor: RunningServer) -> None:
@@ -199,7 +214,8 @@ def test_counters_without_perf_still_count_context_switches(
 
 
 @needs_perf
-def test_hold_for_suite_keeps_and_then_releases_perf() -> None:
+def test_hold_for_suite_keeps_and_then_releases_perf(held: counters.TracepointHold) -> None:
+    """Beside the module's hold; the module's end checks the last hold going."""
     with counters.hold_for_suite() as hold:
-        assert isinstance(hold, counters.TracepointHold) and hold.pid in perf_pids()
-    assert perf_pids() == []
+        assert isinstance(hold, counters.TracepointHold) and hold.pid in perf_pids(besides=held)
+    assert perf_pids(besides=held) == []

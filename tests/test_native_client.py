@@ -139,7 +139,7 @@ def test_refused_connections_are_counted() -> None:
 
 def test_calibrate_ceiling_alternates_and_pairs(native: RunningServer) -> None:
     c = native_client.calibrate_ceiling(
-        native.target, connections=4, warmup=0.2, duration=0.5, cpu=None, rounds=2
+        native.target, connections=4, warmup=0.1, duration=0.3, cpu=None, rounds=2
     )
     assert [r["order"] for r in c["rounds"]] == [["native", "python"], ["python", "native"]]
     assert c["errors"] == {"native": 0, "python": 0}

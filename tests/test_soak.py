@@ -83,7 +83,9 @@ def test_tiny_real_soak(tmp_path: Path) -> None:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     console = Console(file=open(tmp_path / "console.txt", "w"), width=120)  # noqa: SIM115
     with console.file:
-        report = soak.run_soak(["epoll_reactor"], 10 / 60, tmp_path, console, segment=1.0)
+        # 3 s of 0.5 s segments: a segment with its resets and sample takes ~1 s here, so
+        # even twice slower the loop begins a second one (three samples) before 3 s.
+        report = soak.run_soak(["epoll_reactor"], 3 / 60, tmp_path, console, segment=0.5)
     rec = report["variants"]["epoll_reactor"]
     assert rec["status"] == "ok"
     assert len(rec["samples"]) >= 3

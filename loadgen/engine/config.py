@@ -45,7 +45,7 @@ class LoadConfig:
     cpus: list[int] | None = None
     server_pid: int | None = None
     timeout: float = 2.0  # a reply later than this breaks the connection ("timeout")
-    admit_timeout: float = 5.0  # wait at most this long for every connection's first reply
+    admit_timeout: float = 2.0  # wait at most this long for every connection's first reply
     counters: bool = True  # with server_pid: context switches and system calls per request
 
     def __post_init__(self) -> None:
@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--admit-timeout",
         type=float,
-        default=5.0,
-        help="wait at most this long for every connection's first reply before warm-up (5)",
+        default=2.0,
+        help="wait at most this long for every connection's first reply before warm-up (2)",
     )
     p.add_argument(
         "--no-counters",
