@@ -241,28 +241,26 @@ class FramedSession:
     the module docstring); the plain method is its specification.
     """
 
-    __slots__ = ("_decoder", "_handler", "pending", "closing")
+    __slots__ = ("_decoder", "_handler", "pending", "closing", "in_request")
 
     def __init__(self, handler: Handler, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._decoder = FrameDecoder(max_frame)
         self._handler = handler
         self.pending = False  # whole requests wait, held back by the reply budget
         self.closing = False
+        # Part of a request has arrived and the rest has not: what a server's
+        # request timeout watches (servers.tuning.Limits).  While ``pending``,
+        # whole requests wait on the *server*, not the client, so it is false.
+        # A plain attribute, set where the buffer changes (the plain path): the
+        # servers read it after every recv, and the fast path never changes it
+        # (it runs only on an empty buffer, and leaves it empty).
+        self.in_request = False
 
     @property
     def max_frame(self) -> int:
         """The largest payload this session accepts (``--max-frame``)."""
         return self._decoder.max_frame
 
-    @property
-    def in_request(self) -> bool:
-        """True while part of a request has arrived and the rest has not.
-
-        What a server's request timeout watches (:class:`servers.tuning.Limits`):
-        bytes are buffered that do not yet make a whole frame.  (While
-        ``pending``, whole requests wait on the *server*, not the client.)
-        """
-        return not self.pending and self._decoder.buffered > 0
 
     def receive_data(self, data: bytes) -> bytes:
         """The encoded replies to the requests ``data`` completes: the fast path, then the plain."""
@@ -316,6 +314,7 @@ class FramedSession:
             if response.close:
                 self.closing = True
                 break
+        self.in_request = not self.pending and self._decoder.buffered > 0
         return b"".join(out)
 
 

@@ -257,8 +257,12 @@ def test_fast_path_gives_the_plain_bytes(
         chunk = stream[start:end]
         assert fast.receive_data(chunk) == plain.receive_data_plain(chunk)
         assert (fast.closing, fast.pending) == (plain.closing, plain.pending)
+        assert fast.in_request == plain.in_request
         while plain.pending:
             assert fast.resume() == plain.resume()
+            assert fast.in_request == plain.in_request
+        if not plain.closing:  # in the middle of a frame exactly when the cut is not a frame end
+            assert plain.in_request == (end not in ends)
 
 
 def test_service_echo_is_its_plain_response(service: FileService) -> None:
