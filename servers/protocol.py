@@ -261,7 +261,6 @@ class FramedSession:
         """The largest payload this session accepts (``--max-frame``)."""
         return self._decoder.max_frame
 
-
     def receive_data(self, data: bytes) -> bytes:
         """The encoded replies to the requests ``data`` completes: the fast path, then the plain."""
         if self.closing:
