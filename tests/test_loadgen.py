@@ -269,6 +269,15 @@ def test_slow_clients_are_reported_apart(tmp_path: Path) -> None:
     assert r["requests"] > slow["requests"]
 
 
+def test_a_client_limit_is_busy_and_not_admitted_never_a_wrong_reply(tmp_path: Path) -> None:
+    # client 3 and 4 get the server's "ERROR server busy" frame: its limit, reported as such
+    with start_server("thread_per_client", tmp_path, extra_args=["--max-clients", "2"]) as server:
+        r = run_load_json(server.target, connections=4, duration=0.5, warmup=0.1, admit_timeout=0.5)
+    assert r["errors"]["busy"] > 0
+    assert r["errors"]["wrong_reply"] == r["errors"]["protocol"] == 0
+    assert r["fairness"]["not_admitted"] == 2 and r["requests"] > 0
+
+
 def test_blocking_loop_does_not_admit_connections(tmp_path: Path) -> None:
     with start_server("blocking_loop", tmp_path) as server:
         r = run_load_json(

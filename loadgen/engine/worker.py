@@ -37,8 +37,9 @@ from loadgen.engine.config import LoadConfig
 from loadgen.engine.conns import CONNECTING, OPEN, RECV_SIZE, ConnTable
 from loadgen.engine.messages import Admitted, Window
 from loadgen.engine.plan import Plan
+from servers.protocol import BUSY_REPLY
 
-ERROR_KINDS = ("refused", "reset", "timeout", "protocol", "wrong_reply")
+ERROR_KINDS = ("refused", "reset", "timeout", "protocol", "wrong_reply", "busy")
 RAMP_BATCH = 128  # connections opened at once; the server's listen backlog is small
 RECONNECT_DELAY_NS = 10_000_000  # 10 ms: so a refusing server does not make us spin
 ADMIT_CHECK_NS = 10_000_000  # 10 ms: how often a worker checks its connections' first replies
@@ -384,7 +385,7 @@ class Worker(ConnTable):
             exp = exps[0]
             take = min(len(exp) - got, n - i)
             if not exp.startswith(data[i : i + take], got):
-                self.break_conn(fd, self.classify(data[i] if got == 0 else 0))
+                self.break_conn(fd, self.classify(data, i, got))
                 return
             got += take
             i += take
@@ -396,13 +397,18 @@ class Worker(ConnTable):
                     return  # churn closed it
         self.got[fd] = got
 
-    def classify(self, first_byte: int) -> str:
-        """A reply that differs: a malformed frame is "protocol", a wrong one "wrong_reply".
+    def classify(self, data: bytes | memoryview, i: int, got: int) -> str:
+        """A reply that differs from the expected one, starting at ``data[i]``.
 
-        ``first_byte`` is the reply's status byte (0 if it was already matched).
+        The server's ``ERROR server busy`` (its client limit turned this
+        connection away) is "busy"; a malformed frame is "protocol"; any other
+        wrong reply is "wrong_reply".  ``got``: bytes of the reply already matched.
         """
-        if self.framed and first_byte not in (0, 1):
-            return "protocol"
+        if self.framed and got == 0:
+            if data[i : i + len(BUSY_REPLY)] == BUSY_REPLY:
+                return "busy"
+            if data[i] not in (0, 1):
+                return "protocol"
         return "wrong_reply"
 
     def complete(self, fd: int, now: int) -> None:
