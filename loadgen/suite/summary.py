@@ -260,7 +260,7 @@ class Row:
             cv = self.stats[fig].cv or 0.0
             out.append(f"unstable {SHORT_NAMES.get(fig, fig)} (CV {cv:.0%})")
         if self.discarded_runs:
-            out.append(f"{self.discarded_runs} run(s) discarded (round redone for drift)")
+            out.append(f"{self.discarded_runs} run(s) discarded (disturbed: measured again)")
         return out
 
     def short_flags(self) -> str:
