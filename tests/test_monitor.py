@@ -26,23 +26,7 @@ from loadgen.engine import monitor as monitor_module
 from loadgen.engine.monitor import ServerMonitor
 from loadgen.procs import tree_memory
 from loadgen.suite.launch import start_server, suite_env
-
-SERVER_KEYS = {
-    "pid",
-    "cpu_s",
-    "cpu_user_s",
-    "cpu_system_s",
-    "cpu_util",
-    "cpu_us_per_request",
-    "cpu_user_us_per_request",
-    "cpu_system_us_per_request",
-    "memory_pss_bytes",
-    "memory_rss_bytes",
-    "peak_threads",
-    "peak_fds",
-    "peak_children",
-    "processes",
-}
+from tests.test_loadgen import SERVER_KEYS  # one list of the server keys
 
 
 def echo_load(client: Client, *, count: int, seconds: float) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from servers.protocol import Session
 from servers.tuning import Limits
+from tests.fakes.delayed import serve_delayed
 
 PAUSE_AFTER = float(os.environ.get("FAKE_PAUSE_AFTER", "1.0"))
 PAUSE = float(os.environ.get("FAKE_PAUSE", "0.3"))
@@ -24,28 +25,14 @@ _lock = threading.Lock()
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
-    while True:
-        sock, _ = listener.accept()
-        threading.Thread(target=_client, args=(sock, new_session()), daemon=True).start()
+    serve_delayed(listener, new_session, lambda: one_stall)
 
 
-def _client(sock: socket.socket, session: Session) -> None:
-    with sock:
-        while True:
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            with _lock:
-                if not _first:
-                    _first.append(time.monotonic())
-            start = _first[0] + PAUSE_AFTER
-            now = time.monotonic()
-            if start <= now < start + PAUSE:
-                time.sleep(start + PAUSE - now)
-            try:
-                sock.sendall(session.receive_data(data))
-            except OSError:
-                return
+def one_stall(reply: bytes) -> float:
+    """Every connection holds its replies during one window, PAUSE_AFTER s after the first."""
+    with _lock:
+        if not _first:
+            _first.append(time.monotonic())
+    start = _first[0] + PAUSE_AFTER
+    now = time.monotonic()
+    return start + PAUSE - now if start <= now < start + PAUSE else 0.0

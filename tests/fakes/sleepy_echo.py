@@ -9,35 +9,18 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable
 
 from servers.protocol import Session
 from servers.tuning import Limits
+from tests.fakes.delayed import Delay, serve_delayed
 
 DELAY = float(os.environ.get("FAKE_SLEEPY_DELAY", "0.002"))
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
-    while True:
-        sock, _ = listener.accept()
-        threading.Thread(target=_client, args=(sock, new_session()), daemon=True).start()
+    serve_delayed(listener, new_session, every_reply)
 
 
-def _client(sock: socket.socket, session: Session) -> None:
-    with sock:
-        while True:
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            reply = session.receive_data(data)
-            if reply:  # a whole request arrived: answer it late
-                time.sleep(DELAY)
-            try:
-                sock.sendall(reply)
-            except OSError:
-                return
+def every_reply() -> Delay:
+    return lambda reply: DELAY if reply else 0.0  # a whole request arrived: answer it late

@@ -10,37 +10,28 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable
 
 from servers.protocol import Session
 from servers.tuning import Limits
+from tests.fakes.delayed import Delay, serve_delayed
 
 FIRST_DELAY = float(os.environ.get("FAKE_FIRST_DELAY", "0.4"))
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
-    while True:
-        sock, _ = listener.accept()
-        threading.Thread(target=_client, args=(sock, new_session()), daemon=True).start()
+    serve_delayed(listener, new_session, first_reply_only)
 
 
-def _client(sock: socket.socket, session: Session) -> None:
-    first = True
-    with sock:
-        while True:
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            reply = session.receive_data(data)
-            if reply and first:
-                first = False
-                time.sleep(FIRST_DELAY)
-            try:
-                sock.sendall(reply)
-            except OSError:
-                return
+def first_reply_only() -> Delay:
+    """A connection's first reply waits FIRST_DELAY; the later ones go at once."""
+    waited = False
+
+    def delay(reply: bytes) -> float:
+        nonlocal waited
+        if not reply or waited:
+            return 0.0
+        waited = True
+        return FIRST_DELAY
+
+    return delay
