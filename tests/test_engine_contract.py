@@ -95,7 +95,7 @@ def full_result() -> dict[str, Any]:
             ],
             "cpu_util_max": 0.5, "cpu_us_per_request": 9.1, "saturated": True,
             "saturation_reasons": ["achieved 99 req/s"], "achieved_rate_ratio": 0.99,
-            "admit_s": 0.01,
+            "admit_s": 0.01, "ramp_s": 0.02,
         },
         "server": {
             "pid": 7, "cpus_allowed": 1, "cpu_s": 0.5, "cpu_user_s": 0.3, "cpu_system_s": 0.2,

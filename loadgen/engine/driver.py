@@ -139,6 +139,7 @@ class _Run:
         self.counters: Any = None  # CostCounters with --server-pid, unless --no-counters
         self.costs: dict[str, Any] | None = None
         self.admit_s: float | None = None
+        self.ramp_s: float | None = None
         self.server: dict[str, Any] | None = None
         self.t_launch = time.perf_counter()
         self.worker_errors: list[str] = []
@@ -150,7 +151,7 @@ class _Run:
         token = f"{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         plan = build_plan(cfg, token)
         prepare_files(cfg, plan)
-        idle_probe = cfg.server_pid is not None and cfg.workload == "idle"
+        idle_probe = cfg.server_pid is not None and cfg.workload in ("idle", "c10k")
         self.uss_before = _tree_uss(cfg.server_pid) if idle_probe else None  # type: ignore[arg-type]
         self.uss_after: int | None = None
         if cfg.server_pid is not None:
@@ -206,6 +207,7 @@ class _Run:
         ready = self.collect(Ready, time.monotonic() + cfg.ramp_limit + 2.0, phase="ramp-up")
         if len(ready) < len(self.procs):
             raise LoadError(self.worker_failure("the workers did not finish opening connections"))
+        self.ramp_s = max(m.ramp_ns for m in ready.values()) / 1e9
         if sum(m.connections for m in ready.values()) == 0:
             errors: dict[str, int] = {}
             for m in ready.values():
@@ -380,7 +382,9 @@ class _Run:
         if server is not None:
             reason = "off (--no-counters)" if not self.cfg.counters else "not measured"
             server = {**server, **(self.costs or _no_costs(reason))}
-        facts = RunFacts(server, self.uss_before, self.uss_after, partial, self.admit_s)
+        facts = RunFacts(
+            server, self.uss_before, self.uss_after, partial, self.admit_s, self.ramp_s
+        )
         return aggregate(self.cfg, results, facts)
 
 

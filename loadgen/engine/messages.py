@@ -21,6 +21,7 @@ from typing import NamedTuple
 class Ready(NamedTuple):
     connections: int  # open now
     errors: dict[str, int]  # by kind, during the ramp-up
+    ramp_ns: int = 0  # from the first connect to the last one done (or the ramp's deadline)
 
 
 class Start(NamedTuple):

@@ -59,8 +59,9 @@ def serve(w: Worker) -> None:
     gc.disable()  # the loop makes no cycles; a collection would be a latency spike
     ramp_deadline = time.perf_counter_ns() + int(w.cfg.ramp_limit * 1e9)
     w.ep.register(w.ctl.fileno(), select.EPOLLIN)
+    ramp_start = time.perf_counter_ns()
     w.ramp(ramp_deadline)
-    w.ctl.send(Ready(len(w.live), dict(w.errors)))
+    w.ctl.send(Ready(len(w.live), dict(w.errors), time.perf_counter_ns() - ramp_start))
     # wait (bounded) for the common start instant
     if not w.ctl.poll(w.cfg.ramp_limit + 2.0):
         return

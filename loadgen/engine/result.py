@@ -87,6 +87,7 @@ class LoadgenFigures:
     saturation_reasons: list[str]
     achieved_rate_ratio: float | None
     admit_s: float | None
+    ramp_s: float | None
 
 
 @dataclass
@@ -227,6 +228,7 @@ class RunFacts:
     uss_after: int | None
     partial: bool
     admit_s: float | None  # T0 to the last connection's first reply; None: admit timeout
+    ramp_s: float | None = None  # the slowest worker's ramp-up: every connection opened
 
 
 def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> LoadResult:
@@ -246,7 +248,7 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
         for k, v in r.errors.items():
             errors[k] += v
     throughput = requests / elapsed if elapsed > 0 else 0.0
-    loadgen = _loadgen_figures(cfg, results, requests, throughput, facts.admit_s)
+    loadgen = _loadgen_figures(cfg, results, requests, throughput, facts)
     server = _build(ServerFigures, facts.server) if facts.server is not None else None
     return LoadResult(
         schema=SCHEMA,
@@ -320,7 +322,7 @@ def _loadgen_figures(
     results: list[WorkerResult],
     requests: int,
     throughput: float,
-    admit_s: float | None,
+    facts: RunFacts,
 ) -> LoadgenFigures:
     """The generator's own cost, and whether it (not the server) was the limit."""
     workers = [
@@ -346,7 +348,8 @@ def _loadgen_figures(
         saturated=bool(reasons),
         saturation_reasons=reasons,
         achieved_rate_ratio=ratio,
-        admit_s=admit_s,
+        admit_s=facts.admit_s,
+        ramp_s=facts.ramp_s,
     )
 
 
@@ -362,7 +365,7 @@ def _slow_clients(cfg: LoadConfig, results: list[WorkerResult]) -> SlowClients |
 
 
 def _idle(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> IdleFigures | None:
-    if cfg.workload != "idle":
+    if cfg.workload not in ("idle", "c10k"):
         return None
     served = sum(r.idle_served for r in results)
     before, after = facts.uss_before, facts.uss_after

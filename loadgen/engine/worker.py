@@ -84,7 +84,8 @@ class Worker(ConnTable):
         self.framed = cfg.workload != "raw"
         self.open_loop = cfg.rate is not None
         self.churn = cfg.workload == "churn"
-        self.idle = cfg.workload == "idle"
+        self.idle = cfg.workload in ("idle", "c10k")  # one ECHO per connection, then quiet
+        self.first_round = cfg.workload == "c10k"  # ... whose latency is recorded
         self.timeout_ns = int(cfg.timeout * 1e9)
         self.slow_gap_ns = int(cfg.slow_byte_interval * 1e9)
         self.interval_ns = 0
@@ -437,6 +438,8 @@ class Worker(ConnTable):
         elif self.idle:
             self.idle_served += 1
             self.idle_ok[slot] = 1
+            if self.first_round and not self.measuring:
+                self.lat.append(now - sent_at)  # c10k: the round of one ECHO each
         elif not self.go_fast(fd, now):
             self.send_next(fd, now)
 
