@@ -110,6 +110,9 @@ class Variant:
     requires: Callable[[], str | None] | None = None  # returns why unavailable
     forks: bool = False  # serves clients in child processes (zombie and orphan checks apply)
     module: str = ""  # import path; default servers.<name>
+    # can use more than one server core (processes, or threads on a free-threaded build): the
+    # ``cores`` scenario measures it at 1, 2, 4 ... server CPUs (issue 11)
+    multicore: bool = False
 
     def __post_init__(self) -> None:
         if self.code not in CODE:
@@ -123,6 +126,19 @@ class Variant:
     def family(self) -> str:
         """``blocking``, ``event``, ``reference`` (or ``test``): follows :attr:`code`."""
         return _FAMILY_OF_CODE[self.code]
+
+    def client_cap(self) -> tuple[int, str] | None:
+        """The most clients it serves at once as this suite runs it, and where that cap is
+        declared (``max_clients``, else ``default_max_clients``); None: no declared cap."""
+        if self.max_clients is not None:
+            return (
+                self.max_clients,
+                f"client limit {self.max_clients:,} ({self.limit or 'inherent'})",
+            )
+        if self.default_max_clients is not None:
+            n = self.default_max_clients
+            return n, f"client limit {n:,} (--max-clients, its default)"
+        return None
 
     @property
     def module_name(self) -> str:
@@ -196,6 +212,7 @@ _VARIANTS = [
         default_max_clients=DEFAULT_CLIENT_LIMIT,
         protection="a process per silent client;"
         " socket timeouts in the child, client limit (1,024) counted by the parent",
+        multicore=True,
     ),
     Variant(
         "thread_per_client",
@@ -207,6 +224,7 @@ _VARIANTS = [
         default_max_clients=DEFAULT_CLIENT_LIMIT,
         protection="a thread per silent client, EMFILE from accept;"
         " socket timeouts, a semaphore of threads (1,024), a spare descriptor",
+        multicore=True,
     ),
     Variant(
         "socketserver_forking",

@@ -40,7 +40,9 @@ class ConnTable:
         self.is_slow = [slot < cfg.slow_clients for slot in range(n)]
         # slots whose every request can take the hot path (see Worker.go_fast);
         # replies of RECV_SIZE or more take the general path: its reads stay under 128 KiB
-        simple = cfg.rate is None and cfg.pipeline == 1 and cfg.workload not in ("churn", "idle", "c10k")
+        simple = (
+            cfg.rate is None and cfg.pipeline == 1 and cfg.workload not in ("churn", "idle", "c10k")
+        )
         self.fast_slot = [
             simple
             and not self.is_slow[slot]

@@ -45,6 +45,15 @@ LIVE_GROUPS: set[int] = set()  # process-group ids started here and not yet stop
 
 VERIFY_TIMEOUT = 10.0  # seconds per client operation in the smoke test
 LOADGEN_GRACE = 20.0  # seconds past warm-up + duration before a loadgen is declared hung
+C10K_ADMIT_S = 10.0  # c10k: the longest wait for every connection's one ECHO (then: failed)
+MEMORY_KINDS = ("memory", "c10k")  # cases whose runs measure memory per connection
+# c10k's wall time per connection: connect, the ECHO round, closing (estimated; see the plan)
+C10K_S_PER_CONNECTION = 0.0002
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on, in order ([] where affinity is unknown)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 @dataclass(frozen=True)
@@ -55,14 +64,20 @@ class Pinning:
     loadgen: tuple[int, ...]
 
     @classmethod
-    def choose(cls, enabled: bool = True) -> Pinning | None:
-        """Server on the first CPU we may use, loadgen on the second; None with < 2 CPUs."""
-        if not enabled or not hasattr(os, "sched_getaffinity"):
+    def choose(cls, enabled: bool = True, server_cpus: int = 1) -> Pinning | None:
+        """The server on the first ``server_cpus`` CPUs we may use, the loadgen on the rest;
+        None with < 2 CPUs or unpinned.  ValueError when no CPU would be left for the loadgen."""
+        if server_cpus < 1:
+            raise ValueError("--server-cpus must be >= 1")
+        cpus = usable_cpus()
+        if not enabled or len(cpus) < 2:
             return None
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            return None
-        return cls(server=(cpus[0],), loadgen=(cpus[1],))
+        if server_cpus >= len(cpus):
+            raise ValueError(
+                f"--server-cpus {server_cpus} leaves the load generator no CPU: this run may "
+                f"use {len(cpus)} CPUs ({', '.join(map(str, cpus))}); at most {len(cpus) - 1}"
+            )
+        return cls(server=tuple(cpus[:server_cpus]), loadgen=tuple(cpus[server_cpus:]))
 
 
 @dataclass
@@ -235,6 +250,8 @@ def load_config(
         pipeline=case.pipeline,
         slow_clients=case.slow_clients,
         cpus=list(cpus) if cpus else None,
+        # a level of server CPUs: one generator worker per CPU it was given
+        processes=min(len(cpus), case.connections) if cpus and case.server_cpus else 1,
         server_pid=server.pid,
         admit_timeout=admit_timeout(case, variant.max_clients if variant else None),
         counters=counters,
@@ -249,8 +266,11 @@ def admit_timeout(case: Case, max_clients: int | None = None) -> float:
     "not admitted" (a real limit).  A variant whose own cap (``max_clients``:
     ``blocking_loop``'s one client, ``socketserver_forking``'s children) is
     below the level can never admit them all: waiting long would only
-    lengthen its run, so it gets half a second.
+    lengthen its run, so it gets half a second.  ``c10k``'s wait is the one
+    ECHO round of every connection, bounded at :data:`C10K_ADMIT_S`.
     """
+    if case.kind == "c10k":
+        return C10K_ADMIT_S
     if max_clients is not None and max_clients < case.connections:
         return 0.5
     return 2.0 + case.connections / 250
@@ -265,6 +285,8 @@ def expected_seconds(case: Case, duration: float, warmup: float) -> float:
     """Rough wall time of one measurement, for progress bars and the plan."""
     warmup = max(warmup, case.min_warmup)
     ramp = case.connections / 1000  # batches of connects, forks in fork-per-client
+    if case.kind == "c10k":  # connects, the ECHO round, closing them (measured, 2 cores)
+        ramp = case.connections * C10K_S_PER_CONNECTION
     return warmup + duration + ramp + 0.4  # + start, stop and interpreter start-up (measured)
 
 
@@ -421,7 +443,7 @@ def _measure_with(
     pinning: Pinning | None,
     on_tick: Callable[[float], None] | None,
 ) -> None:
-    if case.kind == "memory":
+    if case.kind in MEMORY_KINDS:
         out.baseline_pss_bytes = tree_pss(server.pid)
     out.result, out.error = run_load(
         server, case, duration=duration, warmup=warmup, rate=rate, pinning=pinning,
@@ -433,7 +455,7 @@ def _measure_with(
         out.error = f"server exited with status {died} during the run: {tail[0]}"
     elif out.error is None and out.result is not None:
         out.error = run_failure(out.result, case)
-    if out.result is not None and case.kind == "memory":
+    if out.result is not None and case.kind in MEMORY_KINDS:
         pss = out.result.server.memory_pss_bytes if out.result.server else None
         held = _idle_served(out.result, case)
         if pss and out.baseline_pss_bytes and held:
@@ -455,7 +477,7 @@ def run_failure(result: LoadResult, case: Case) -> str | None:
     if total:
         kinds = ", ".join(f"{k} {v}" for k, v in result.errors.items() if v)
         return f"{total} errors ({kinds})"
-    if case.kind == "memory":
+    if case.kind in MEMORY_KINDS:
         held = _idle_served(result, case)
         if held < case.connections:
             return f"only {held} of {case.connections} idle connections were accepted and served"

@@ -20,7 +20,7 @@ from typing import Any
 
 import servers
 from loadgen.suite import harness
-from loadgen.suite.scenarios import PROFILES, SCENARIOS, Case, Scenario, resolve
+from loadgen.suite.scenarios import CORE_LEVELS, PROFILES, SCENARIOS, Case, Scenario, resolve
 
 # The in-round reference: measured beside the variants in every round of every
 # throughput case, so a round where the machine was slow shows in its figure.
@@ -58,6 +58,10 @@ class PlannedCase:
     variants: list[str]
     not_applicable: dict[str, str]  # variant -> why
     rate_basis: str | None = None  # open loop: "own" | "common" (Case.rate_basis)
+    # variant -> its declared client cap, below the case's connections: shown failing, not run
+    declared_failures: dict[str, str] = field(default_factory=dict)
+    max_repeat: int | None = None  # Case.max_repeat
+    server_cpus: int | None = None  # Case.server_cpus
 
     @classmethod
     def of(
@@ -65,6 +69,7 @@ class PlannedCase:
     ) -> PlannedCase:
         """``reference``: measured in this case too when it is a throughput case."""
         not_applicable = {n: r for n in names if (r := _applies(scenario, case, n))}
+        declared = {n: r for n in names if n not in not_applicable and (r := _over_cap(case, n))}
         if reference and case.kind == "throughput" and reference not in names:
             if not scenario.applies(servers.get(reference)):
                 names = [*names, reference]
@@ -76,9 +81,12 @@ class PlannedCase:
             x=case.x,
             question=scenario.question,
             settings=case.describe(),
-            variants=[n for n in names if n not in not_applicable],
+            variants=[n for n in names if n not in not_applicable and n not in declared],
             not_applicable=not_applicable,
             rate_basis=case.rate_basis,
+            declared_failures=declared,
+            max_repeat=case.max_repeat,
+            server_cpus=case.server_cpus,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -96,6 +104,24 @@ def _applies(scenario: Scenario, case: Case, name: str) -> str | None:
         if not variant.concurrent:
             return f"serves one client at a time: cannot hold {case.connections} connections"
     return scenario.applies(variant)
+
+
+def _over_cap(case: Case, name: str) -> str | None:
+    """c10k: why ``name`` is sure to fail (its declared client cap is below the level), or None.
+
+    A run that cannot succeed would cost ~10,000 connects; the registry's own cap says
+    why it fails as well as a run would.  Other kinds run such variants: their failure
+    at a level is cheap and measured.
+    """
+    cap = servers.get(name).client_cap()
+    if case.kind != "c10k" or cap is None or cap[0] >= case.connections:
+        return None
+    return f"{cap[1]}: cannot hold {case.connections:,} connections (declared, not run)"
+
+
+def core_levels(cpus: list[int]) -> list[int]:
+    """The cores scenario's server-CPU levels on a machine: those up to half its CPUs."""
+    return [n for n in CORE_LEVELS if n <= len(cpus) // 2]
 
 
 @dataclass
@@ -116,10 +142,16 @@ class RunPlan:
     until_stable: bool = False
     time_cap_s: float = 0.0  # no extra round starts if it would end the run after this
     count_costs: bool = True  # one counted run per (throughput case, variant) at the end
+    server_cpus: int = 1  # --server-cpus: CPUs the server may use (the generator: the rest)
+    skipped_scenarios: dict[str, str] = field(default_factory=dict)  # not run here -> why
     runs: int = field(init=False)  # measurements planned
 
     def __post_init__(self) -> None:
-        self.runs = sum(len(c.variants) for c in self.cases) * self.repeat
+        self.runs = sum(len(c.variants) * self.rounds(c) for c in self.cases)
+
+    def rounds(self, record: PlannedCase) -> int:
+        """The planned rounds of a case: the profile's repeats, or fewer (``max_repeat``)."""
+        return min(self.repeat, record.max_repeat or self.repeat)
 
     def to_json(self) -> dict[str, Any]:
         """results.json's ``plan`` (the cases are stored beside it, as ``cases``)."""
@@ -134,15 +166,17 @@ class RunPlan:
     def estimate_s(self) -> float:
         """Rough wall time of the planned rounds (verify, reference runs, quiet checks) and
         of the counted runs."""
-        rounds = sum(self.round_s(c) for c in self.cases) * self.repeat
+        rounds = sum(self.round_s(c) * self.rounds(c) for c in self.cases)
         return len(self.variants) * 1.0 + rounds + self.counting_s()
 
     def counted_cases(self) -> list[PlannedCase]:
         """The cases whose cost counters are measured: throughput cases, not the
-        connection levels (their 64 is echo-small's, the rest would double a full run)."""
+        connection levels (their 64 is echo-small's, the rest would double a full run)
+        nor the server-CPU levels (the same load as echo-small)."""
         if not self.count_costs:
             return []
-        return [c for c in self.cases if c.kind == "throughput" and c.scenario != "connections"]
+        skip = ("connections", "cores")
+        return [c for c in self.cases if c.kind == "throughput" and c.scenario not in skip]
 
     def counting_s(self) -> float:
         """Rough wall time of the counted runs (short: a count needs no long window)."""
@@ -186,7 +220,16 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
     skipped = {n: r for n in names if (r := servers.get(n).unavailable_reason)}
     runnable = [n for n in names if n not in skipped]
     reference = _reference(args, runnable)
-    cases = [PlannedCase.of(s, case, runnable, reference) for s in scenarios for case in s.cases]
+    server_cpus = getattr(args, "server_cpus", None) or 1
+    harness.Pinning.choose(not args.no_pin, server_cpus)  # ValueError: no CPU left
+    levels, skipped_scenarios = _cpu_levels(scenarios, not args.no_pin)
+    cases = [
+        PlannedCase.of(s, case, runnable, reference)
+        for s in scenarios
+        if s.name not in skipped_scenarios
+        for case in s.cases
+        if case.server_cpus is None or case.server_cpus in levels
+    ]
     added = reference is not None and reference not in runnable
     if added and any(reference in c.variants for c in cases):
         runnable.append(reference)  # verified like any other
@@ -208,7 +251,29 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         until_stable=profile.until_stable if until_stable is None else until_stable,
         time_cap_s=profile.time_cap_s,
         count_costs=not getattr(args, "no_counters", False),
+        server_cpus=server_cpus,
+        skipped_scenarios=skipped_scenarios,
     )
+
+
+def _cpu_levels(scenarios: list[Scenario], pin: bool) -> tuple[list[int], dict[str, str]]:
+    """The server-CPU levels this machine allows, and the scenarios that need levels but
+    get fewer than two (name -> why: printed, and kept in results.json)."""
+    cpus = harness.usable_cpus()
+    levels = core_levels(cpus)
+    skipped = {}
+    for s in scenarios:
+        if not any(c.server_cpus is not None for c in s.cases):
+            continue
+        if not pin:
+            skipped[s.name] = "it pins the server to 1, 2, 4 ... CPUs: --no-pin was given"
+        elif len(levels) < 2:
+            skipped[s.name] = (
+                f"needs 2 or more levels of server CPUs (1, 2, 4 ... up to half the CPUs): "
+                f"this run may use {len(cpus)} CPU(s), which gives "
+                + (f"only {levels[0]}" if levels else "none")
+            )
+    return levels, skipped
 
 
 def _reference(args: argparse.Namespace, runnable: list[str]) -> str | None:

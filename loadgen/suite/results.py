@@ -281,6 +281,13 @@ def report_markdown(
     if skipped:
         out.append("Not run here: " + "; ".join(f"`{k}`: {v}" for k, v in skipped.items()) + ".")
         out.append("")
+    not_run = plan.get("skipped_scenarios") or {}
+    if not_run:
+        out += ["Scenarios not run here: " + "; ".join(f"`{k}`: {v}" for k, v in not_run.items())]
+        out.append("")
+    nofile = env.get("nofile") or {}
+    if nofile.get("too_low"):
+        out += [f"Descriptors: {nofile['too_low']}.", ""]
     noise = noise_note(data.get("rounds") or [])
     if noise:
         out += [noise, ""]
@@ -305,6 +312,8 @@ def report_markdown(
             png = run_dir / "charts" / f"{name}.png"
             if png in chart_paths:
                 out += [f"![{name}](charts/{name}.png)", ""]
+    if (run_dir / "charts" / "cores.png") in chart_paths:
+        out += ["## Requests/s against server CPUs", "", "![cores](charts/cores.png)", ""]
     if (run_dir / "charts" / "connections.png") in chart_paths:
         out += [
             "## Requests/s and p99 against connections",

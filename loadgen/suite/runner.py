@@ -19,7 +19,6 @@ stop at the profile's time cap.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shlex
 import signal
@@ -58,10 +57,9 @@ from loadgen.suite.plan import (
     RunPlan,
     cases_by_key,
 )
+from loadgen.suite.preamble import nofile_record, print_plan, quiet_check_record
 from loadgen.suite.ranking import relative_ci_halfwidth
 from loadgen.suite.scenarios import Case
-
-LOAD_WARN_PER_CPU = 0.5  # load average per CPU above which the start warns
 
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed to 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=180)
@@ -72,7 +70,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def execute(plan: RunPlan, args: argparse.Namespace) -> int:
-    pinning = harness.Pinning.choose(plan.pin)
+    pinning = harness.Pinning.choose(plan.pin, plan.server_cpus)
     data: dict[str, Any] = {
         "command": "python run_all.py " + shlex.join(sys.argv[1:]),
         "partial": True,
@@ -83,10 +81,12 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         "variants": {
             n: {
                 "family": servers.get(n).family,
+                "scheduling": servers.get(n).scheduling,  # the charts' panels
                 "summary": servers.get(n).summary,
                 "max_clients": servers.get(n).max_clients,
+                "multicore": servers.get(n).multicore,
             }
-            for n in plan.variants
+            for n in {*plan.variants, *(v for c in plan.cases for v in c.declared_failures)}
         },
         "skipped": plan.skipped,
         "verify": {},
@@ -96,11 +96,12 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         "wall_s": 0.0,
     }
     data["environment"]["quiet_check"] = quiet_check_record()
+    data["environment"]["nofile"] = nofile_record(plan)
     if args.run_dir:
         run_dir = results.reuse_run_dir(Path(args.run_dir))
     else:
         run_dir = results.new_run_dir(Path(args.output))
-    _print_plan(plan, data, run_dir)
+    print_plan(plan, data, run_dir, console)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.perf_counter()
     interrupted = False
@@ -122,59 +123,6 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         f"wall time {data['wall_s']:.0f} s."
     )
     return 130 if interrupted else 0
-
-
-def _print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path) -> None:
-    env = data["environment"]
-    console.print(
-        f"[bold]concurrency-bench[/] profile {plan.profile}: {len(plan.variants)} variants"
-        f" × {len(plan.cases)} cases ({', '.join(c.key for c in plan.cases)})"
-        f" × {plan.repeat} repeats = {plan.runs} runs of {plan.warmup:g} s warm-up + "
-        f"{plan.duration:g} s"
-    )
-    extras = f"redone rounds (≤ {MAX_RERUNS} per case), " + (
-        f"--until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case), " if plan.until_stable else ""
-    )
-    console.print(
-        f"estimated {plan.estimate_s() / 60:.1f} min (verify, every run, the reference's runs "
-        f"and a {QUIET_SAMPLE_S:g} s quiet check per round); {extras}and waits for a quiet "
-        f"machine (≤ {QUIET_WAIT_BUDGET_S:g} s in all) may add up to "
-        f"{(plan.worst_case_s() - plan.estimate_s()) / 60:.1f} min: they stop at the "
-        f"{plan.time_cap_s / 60:.1f} min time cap"
-    )
-    pin = env["pinning"]
-    console.print(
-        f"machine: {env['cpu_model']}, {env['cpu_count']} CPUs, {env['kernel']}, Python "
-        f"{env['python_version']}; pinning: "
-        + (f"server CPU {pin['server']}, loadgen CPU {pin['loadgen']}" if pin else "off")
-        + f"; load average {', '.join(f'{x:.2f}' for x in env['load_average_start'] or [])}"
-    )
-    quiet = env["quiet_check"]
-    if quiet["warned"]:
-        console.print(
-            f"[yellow bold]warning: load average {quiet['load_per_cpu_start']:.2f} per CPU "
-            f"(> {LOAD_WARN_PER_CPU:g}): other work is running; figures will be lower and "
-            "noisier than on a quiet machine (recorded in results.json)[/]"
-        )
-    console.print("variants: " + ", ".join(plan.variants))
-    if plan.reference_added:
-        console.print(
-            f"{plan.reference} added as the in-round reference of every throughput case "
-            "(--servers did not name it; --no-reference leaves it out)"
-        )
-    elif plan.reference is None:
-        console.print("[yellow]no in-round reference: rounds are not checked for drift[/]")
-    for name, reason in plan.skipped.items():
-        console.print(f"[yellow]skipped {name}: {reason}[/]")
-    console.print(f"writing to {run_dir}\n")
-
-
-def quiet_check_record() -> dict[str, Any]:
-    """``environment.quiet_check``: the load average per CPU we may use, and whether we warned."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    per_cpu = load / max(1, cpus or 1)
-    return {"load_per_cpu_start": round(per_cpu, 3), "warned": per_cpu > LOAD_WARN_PER_CPU}
 
 
 def _run_plan(
@@ -250,7 +198,7 @@ class Session:
 
     def run_case(self, record: PlannedCase) -> None:
         """The planned rounds, then redone rounds (drift), then --until-stable rounds."""
-        for round_no in range(1, self.plan.repeat + 1):
+        for round_no in range(1, self.plan.rounds(record) + 1):
             self.run_round(record, round_no)
         if self.plan.drift_checked(record):
             self.redo_drifted(record)
@@ -307,7 +255,7 @@ class Session:
         pace = max(1.0, elapsed / self.estimated_done) if self.estimated_done else 1.0
         keys = [c.key for c in self.plan.cases]
         later = self.plan.cases[keys.index(record.key) + 1 :]
-        rest = sum(self.plan.round_s(c) for c in later) * self.plan.repeat
+        rest = sum(self.plan.round_s(c) * self.plan.rounds(c) for c in later)
         extra = self.plan.round_s(record) if extra_s is None else extra_s
         return elapsed + extra + pace * rest <= self.plan.time_cap_s
 
@@ -547,6 +495,12 @@ class Session:
                         self.one_run(name, case, 0, None, counted=True)
                         self.save()
 
+    def pinning_for(self, case: Case) -> harness.Pinning | None:
+        """The run's pinning, or the case's own level of server CPUs (cores scenario)."""
+        if case.server_cpus is None or self.pinning is None:
+            return self.pinning
+        return harness.Pinning.choose(True, case.server_cpus)
+
     def one_run(
         self, name: str, case: Case, round_no: int, rerun_of: int | None, *, counted: bool = False
     ) -> None:
@@ -577,7 +531,7 @@ class Session:
             duration=duration,
             warmup=warmup,
             rate=rate,
-            pinning=self.pinning,
+            pinning=self.pinning_for(case),
             counters=counted,
             on_tick=lambda elapsed: self.progress.update(
                 self.current, completed=min(elapsed, expected)

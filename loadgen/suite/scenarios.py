@@ -41,9 +41,13 @@ class Case:
     # at the same relative load); "common" = rate_fraction x the slowest concurrent variant's
     # capacity, one rate for all (latency compared at the same absolute load).
     rate_basis: str | None = None
-    kind: str = "throughput"  # "throughput" | "open" | "memory": which table and figures apply
+    kind: str = "throughput"  # "throughput" | "open" | "memory" | "c10k": which table applies
     x: int | None = None  # the value on a chart's x axis (connections scenario)
     min_warmup: float = 0.0  # seconds: ramping up many connections (1,000 forks) takes time
+    max_repeat: int | None = None  # at most this many rounds (None: the profile's repeats)
+    # the server may use this many CPUs (the generator gets the rest); None: --server-cpus.
+    # A level above half the CPUs this run may use is not planned (plan.make_plan).
+    server_cpus: int | None = None
 
     def describe(self) -> str:
         """The settings in one line, as ``python -m loadgen`` options."""
@@ -60,6 +64,11 @@ class Case:
             parts.append(f"--rate <{self.rate_fraction:g} x {whose} echo-small req/s>")
         if self.protocol != "framed":
             parts.append(f"(server --protocol {self.protocol})")
+        if self.server_cpus is not None:
+            parts.append(
+                f"(server on {self.server_cpus} CPU{'s' if self.server_cpus > 1 else ''}"
+                ", the generator on the rest, one worker per CPU)"
+            )
         return " ".join(parts)
 
 
@@ -72,6 +81,12 @@ def _serves_files(variant: Variant) -> str | None:
     # protocol's cost, not a file server).
     if variant.is_reference:
         return f"{variant.name} serves ECHO only"
+    return None
+
+
+def _multicore(variant: Variant) -> str | None:
+    if not variant.multicore:
+        return "one server core is all it uses (multicore=False in servers/__init__.py)"
     return None
 
 
@@ -90,6 +105,10 @@ def _one(name: str, **settings: object) -> tuple[Case, ...]:
 
 CONNECTION_LEVELS = (1, 16, 64, 256, 1000)
 IDLE_CONNECTIONS = 1000
+C10K_CONNECTIONS = 10_000
+C10K_REPEAT = 2  # 10,000 connects a run: two runs give a spread at a bearable cost
+# server CPUs of the cores scenario; the plan keeps those up to half the CPUs of the run
+CORE_LEVELS = (1, 2, 4, 8, 16, 32, 64)
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -191,6 +210,41 @@ SCENARIOS: dict[str, Scenario] = {
             "1 KiB unframed echo at 10 connections: the setting of uvloop's published "
             "vmbench figures, so this table can be set beside theirs",
             _one("raw-echo", workload="raw", size=KIB, connections=10, protocol="raw"),
+        ),
+        Scenario(
+            "c10k",
+            f"{C10K_CONNECTIONS:,} simultaneous connections: how long opening them all takes, "
+            "the latency of the one 64-byte ECHO each then sends at once (p50, p99 of that "
+            "round), and the memory per connection (USS and PSS, as idle-memory); a variant "
+            "whose declared client limit is lower is reported failing with that limit, not run",
+            _one(
+                "c10k",
+                workload="c10k",
+                size=64,
+                connections=C10K_CONNECTIONS,
+                kind="c10k",
+                max_repeat=C10K_REPEAT,
+            ),
+        ),
+        Scenario(
+            "cores",
+            "echo-small's load with the server on 1, 2, 4 ... CPUs (up to half the machine's; "
+            "the generator on the others): how a model that can use more than one core "
+            "(processes; threads on a free-threaded build) scales with them",
+            tuple(
+                Case(
+                    key=f"cores-{n}",
+                    scenario="cores",
+                    label=f"{n} server CPU{'s' if n > 1 else ''}",
+                    workload="echo",
+                    size=64,
+                    connections=64,
+                    x=n,
+                    server_cpus=n,
+                )
+                for n in CORE_LEVELS
+            ),
+            applies=_multicore,
         ),
     )
 }

@@ -26,12 +26,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.engine.result import RATE_SHORTFALL
 from loadgen.suite import ranking
+from loadgen.suite.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
 from loadgen.suite.units import fmt_bytes
 
 UNSTABLE_CV = 0.10
@@ -41,66 +42,6 @@ MEMORY_FIGURES = ("memory_per_connection_uss_bytes", "memory_per_connection_byte
 # USS and PSS move by whole pages, so a smaller figure is below what was measured.
 PAGE_BYTES = 4096
 REFERENCE_NAME = "native_epoll"  # the preferred reference row of a paired ratio
-
-
-def _dig(*path: str) -> Callable[[dict[str, Any]], float | None]:
-    def get(run: dict[str, Any]) -> float | None:
-        node: Any = run
-        for key in path:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(key)
-        return _number(node)
-
-    return get
-
-
-def _number(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-
-
-# figure name -> how to read it from a run record ({"result": loadgen JSON, ...})
-FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
-    "throughput_rps": _dig("result", "throughput_rps"),
-    "p50_us": _dig("result", "latency_us", "p50"),
-    "p90_us": _dig("result", "latency_us", "p90"),
-    "p99_us": _dig("result", "latency_us", "p99"),
-    "p999_us": _dig("result", "latency_us", "p999"),
-    "max_us": _dig("result", "latency_us", "max"),
-    "p99_uncorrected_us": _dig("result", "latency_us_uncorrected", "p99"),
-    "cpu_us_per_request": _dig("result", "server", "cpu_us_per_request"),
-    "cpu_user_us_per_request": _dig("result", "server", "cpu_user_us_per_request"),
-    "cpu_system_us_per_request": _dig("result", "server", "cpu_system_us_per_request"),
-    "server_cpu_util": _dig("result", "server", "cpu_util"),
-    "context_switches_per_request": _dig("result", "server", "context_switches_per_request"),
-    "syscalls_per_request": _dig("result", "server", "syscalls_per_request"),
-    "memory_pss_bytes": _dig("result", "server", "memory_pss_bytes"),
-    "peak_threads": _dig("result", "server", "peak_threads"),
-    "peak_children": _dig("result", "server", "peak_children"),
-    "peak_fds": _dig("result", "server", "peak_fds"),
-    "jain": _dig("result", "fairness", "jain"),
-    "starved": _dig("result", "fairness", "starved"),
-    "not_admitted": _dig("result", "fairness", "not_admitted"),
-    "errors_total": _dig("result", "errors_total"),
-    "loadgen_cpu_util": _dig("result", "loadgen", "cpu_util_max"),
-    "loadgen_cpu_us_per_request": _dig("result", "loadgen", "cpu_us_per_request"),
-    "achieved_rate_ratio": _dig("result", "loadgen", "achieved_rate_ratio"),
-    "slow_client_requests": _dig("result", "slow_clients", "requests"),
-    "rate": _dig("rate"),
-    "baseline_pss_bytes": _dig("baseline_pss_bytes"),
-    "memory_per_connection_bytes": _dig("memory_per_connection_bytes"),
-    "memory_per_connection_uss_bytes": _dig("result", "idle", "memory_per_connection_bytes"),
-    "idle_served": _dig("result", "idle", "served"),
-}
-COST_FIGURES = ("context_switches_per_request", "syscalls_per_request")  # from counted runs
-RATIO = "ratio_to_reference"  # not read from a run: computed per round (_paired_ratios)
-
-# the figures whose instability is flagged (the ones rows are ranked or read by)
-STABILITY_FIGURES = {
-    "throughput": ("throughput_rps", "cpu_user_us_per_request"),
-    "open": ("p99_us", "cpu_user_us_per_request"),
-    "memory": ("memory_per_connection_uss_bytes", "memory_per_connection_bytes"),
-}
 
 
 @dataclass(frozen=True)
@@ -157,14 +98,14 @@ def run_bottleneck(run: dict[str, Any]) -> str | None:
         return given
     server = result.get("server") or {}
     loadgen = result.get("loadgen") or {}
-    util = _number(server.get("cpu_util"))
-    workers = [_number(w.get("cpu_util")) for w in loadgen.get("workers") or []]
+    util = number(server.get("cpu_util"))
+    workers = [number(w.get("cpu_util")) for w in loadgen.get("workers") or []]
     generator = [w for w in workers if w is not None]
-    if not generator and _number(loadgen.get("cpu_util_max")) is not None:
+    if not generator and number(loadgen.get("cpu_util_max")) is not None:
         generator = [float(loadgen["cpu_util_max"])]
     if util is None or not generator:
         return None
-    cpus = _number(server.get("cpus_allowed")) or 1.0  # pinned to one CPU before this key
+    cpus = number(server.get("cpus_allowed")) or 1.0  # pinned to one CPU before this key
     return ranking.classify_bottleneck(util, cpus, generator)
 
 
@@ -235,6 +176,8 @@ class Row:
             out.append("reference (ceiling, not ranked)")
         if self.status == "not verified":
             out.append("FAILED verify: " + "; ".join(self.reasons))
+        elif self.status == "failed" and not self.runs:
+            out.append("FAILED at this level (declared, not run): " + "; ".join(self.reasons))
         elif self.status == "failed":
             out.append(
                 f"FAILED at this level ({self.failed_runs}/{self.runs} runs): "
@@ -271,7 +214,7 @@ class Row:
         if self.status == "not verified":
             out.append("FAILED verify")
         elif self.status == "failed":
-            out.append(f"FAILED {self.failed_runs}/{self.runs}")
+            out.append(f"FAILED {self.failed_runs}/{self.runs}" if self.runs else "FAILED (cap)")
         elif self.status == "not run":
             out.append("not run")
         if self.floor:
@@ -391,6 +334,9 @@ def summarize_case(
         mine = [r for r in runs if r["variant"] == name and r["status"] != "interrupted"]
         row, kept[name] = _row(name, case["kind"], mine, variants, verify)
         summary.rows.append(row)
+    for name, reason in (case.get("declared_failures") or {}).items():
+        family = variants.get(name, {}).get("family", "?")
+        summary.rows.append(Row(name, family, "failed", reasons=[reason], kind=case["kind"]))
     _paired_ratios(summary, kept)
     _rank(summary)
     return summary
@@ -440,7 +386,7 @@ def _row(
     row.not_admitted = int(max((FIGURES["not_admitted"](r) or 0 for r in measured), default=0))
     _syscalls(row, costs or measured)
     _flag_unstable(row)
-    if kind == "memory":
+    if kind in ("memory", "c10k"):
         row.memory_resolution = memory_resolution(row)
     return row, [r for r in measured if r["status"] == "ok"]
 
@@ -454,7 +400,7 @@ def _syscalls(row: Row, measured: list[dict[str, Any]]) -> None:
         row.syscalls_by_name = {
             n: statistics.fmean(v)
             for n in names
-            if (v := [x for t in tables if (x := _number(t.get(n))) is not None])
+            if (v := [x for t in tables if (x := number(t.get(n))) is not None])
         }
     reasons = [s["syscalls_unavailable"] for s in servers if s.get("syscalls_unavailable")]
     if reasons and "syscalls_per_request" not in row.stats:
@@ -556,6 +502,8 @@ def _ranking_figure(summary: CaseSummary, candidates: list[Row]) -> tuple[str | 
         return (MEMORY_FIGURES[0] if candidates else None), False
     if summary.kind == "open":
         return ("p99_us" if summary.rate_basis == "common" else None), False
+    if summary.kind == "c10k":
+        return ("p99_us" if candidates else None), False
     raw = {
         r.variant: r.stats["throughput_rps"].values
         for r in candidates
@@ -569,7 +517,7 @@ def _ranking_figure(summary: CaseSummary, candidates: list[Row]) -> tuple[str | 
 
 def _unranked_key(summary: CaseSummary, row: Row) -> tuple[float, str]:
     """Unranked rows (the own-rate open loop, failures) by their headline mean, then name."""
-    if summary.kind == "open":
+    if summary.kind in ("open", "c10k"):
         return (_or_inf(row.figure("p99_us")), row.variant)
     if summary.kind == "memory":
         return (_or_inf(row.memory_per_connection()), row.variant)

@@ -70,6 +70,20 @@ def columns(summary: CaseSummary) -> list[str]:
             "errors",
             "flags",
         ]
+    if summary.kind == "c10k":
+        return [
+            "#",
+            "variant",
+            "connect all",
+            "all served",
+            "ECHO round p99 ± CI95",
+            "p50",
+            "memory/conn USS ± CI95",
+            "memory/conn PSS ± CI95",
+            "PSS with N",
+            "errors",
+            "flags",
+        ]
     if summary.kind == "open":
         return [
             "#",
@@ -121,6 +135,8 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
             errors,
             row.short_flags(),
         ]
+    if summary.kind == "c10k":
+        return _c10k_cells(row, rank)
     user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
     cpu = "–" if user is None else f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
     shared = [cpu, _costs_cell(row), row.bottleneck or "–"]
@@ -158,6 +174,32 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
         _fair_cell(row),
         row.short_flags(),
     ]
+
+
+def _c10k_cells(row: Row, rank: str) -> list[str]:
+    """c10k: the time to open every connection (client side), to serve every one its ECHO
+    (``admit_s``; "> limit" when some never were), the round's latency, memory, errors."""
+    served = row.figure("admit_s")
+    if served is None and row.runs:
+        served = "not all"
+    err = row.figure("errors_total")
+    return [
+        rank,
+        row.variant,
+        _seconds(row.figure("ramp_s")),
+        served if isinstance(served, str) else _seconds(served),
+        fmt_ci(row.stats.get("p99_us"), fmt_us),
+        fmt_us(row.figure("p50_us")),
+        _memory_cell(row, MEMORY_FIGURES[0]),
+        _memory_cell(row, MEMORY_FIGURES[1]),
+        fmt_bytes(row.figure("memory_pss_bytes")),
+        "–" if err is None else f"{err:,.1f}".removesuffix(".0"),
+        row.short_flags(),
+    ]
+
+
+def _seconds(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f} s"
 
 
 def _fair_cell(row: Row) -> str:
@@ -226,6 +268,15 @@ def _ranking_note(summary: CaseSummary) -> str:
             "Ranked by memory per connection (mean ± 95% CI half-width), "
             f"{SHORT_NAMES.get(summary.ranked_by or '', 'USS')}, less is better; {tie}. "
             "'below resolution' = under one page per connection or inside the interval of zero."
+        )
+    if summary.kind == "c10k":
+        return (
+            "Ranked by the p99 of the round of one ECHO per connection, sent by all of them "
+            f"at once once every connection is open (mean ± 95% CI half-width; less is "
+            f"better); {tie}. connect all: from the first connect to the last one done "
+            "(the kernel completed the handshake: the connection is in the accept queue); "
+            "all served: from the round's start to the last reply (every connection "
+            "accepted and served). Memory per connection as in idle-memory."
         )
     if summary.kind == "open":
         if summary.rate_basis != "common":
