@@ -133,7 +133,7 @@ class Variant:
         if self.max_clients is not None:
             return (
                 self.max_clients,
-                f"client limit {self.max_clients:,} ({self.limit or 'inherent'})",
+                f"client limit {self.max_clients:,} (its own: max_clients)",
             )
         if self.default_max_clients is not None:
             n = self.default_max_clients

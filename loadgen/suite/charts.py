@@ -2,16 +2,21 @@
 
 * ``throughput-<case>``: requests/s per variant (mean, 95% interval), one chart per case;
 * ``latency-<case>``: p50 / p99 / p99.9 per variant, log scale;
-* ``connections``: requests/s and p99 against the number of connections;
+* ``connections``: requests/s and p99 against the number of connections, one panel
+  per scheduling model (small multiples: ~20 variants stay readable);
+* ``cores``: requests/s against the CPUs the server may use;
 * ``memory-per-connection``: the idle-memory scenario.
 
-Bars are horizontal so that long variant names stay readable; colours are
-the family (blocking, event-driven, reference); failing rows are hatched
+Bars are horizontal so that long variant names stay readable; bar colours are
+the family (blocking, event-driven, reference), line colours the variant's own
+(:func:`variant_colour`, from its place in the registry); failing rows are hatched
 and rows the generator limited are labelled as floors; ranks (``2=``) prefix the names.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +30,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
 from loadgen.suite.summary import RATIO, CaseSummary, Row  # noqa: E402
+from servers import REGISTRY, SCHEDULING  # noqa: E402
 
 FAMILY_COLOURS = {
     "blocking": "#4C72B0",
@@ -39,8 +45,11 @@ PERCENTILES = (
 )
 
 
-def write_charts(summaries: list[CaseSummary], out_dir: Path) -> list[Path]:
-    """Every chart that has data; returns the PNG paths written."""
+def write_charts(
+    summaries: list[CaseSummary], out_dir: Path, groups: dict[str, str] | None = None
+) -> list[Path]:
+    """Every chart that has data; returns the PNG paths written.  ``groups``: variant ->
+    its scheduling group (results.json's ``variants``), the connections chart's panels."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*out_dir.glob("*.png"), *out_dir.glob("*.svg")]:
         old.unlink()  # a re-render must not keep charts of cases that are gone
@@ -51,8 +60,8 @@ def write_charts(summaries: list[CaseSummary], out_dir: Path) -> list[Path]:
             if fig:
                 written.append(_save(fig, out_dir / "memory-per-connection"))
             continue
-        if s.scenario == "connections":
-            continue  # one chart for all levels: connections_chart
+        if s.scenario in ("connections", "cores"):
+            continue  # one chart for all levels: connections_chart, cores_chart
         # open loop: the rate is set; c10k: the measured period is silent (its latency is
         # the one ECHO round's)
         fig = throughput_chart(s) if s.kind not in ("open", "c10k") else None
@@ -61,9 +70,12 @@ def write_charts(summaries: list[CaseSummary], out_dir: Path) -> list[Path]:
         fig = latency_chart(s)
         if fig:
             written.append(_save(fig, out_dir / f"latency-{s.case}"))
-    fig = connections_chart(summaries)
+    fig = connections_chart(summaries, groups)
     if fig:
         written.append(_save(fig, out_dir / "connections"))
+    fig = cores_chart(summaries)
+    if fig:
+        written.append(_save(fig, out_dir / "cores"))
     return written
 
 
@@ -181,54 +193,131 @@ def latency_chart(summary: CaseSummary) -> Figure | None:
     return fig
 
 
-def connections_chart(summaries: list[CaseSummary]) -> Figure | None:
-    """One line per variant over the connection levels (echo-small is the 64 level)."""
-    points = [s for s in summaries if s.x is not None and s.kind == "throughput"]
+def variant_colour(name: str) -> tuple[float, ...]:
+    """A variant's colour in every chart: its place in the registry picks one of tab20's
+    20 colours (dark hues first, then light), so it stays the same from chart to chart."""
+    order = [n for n, v in REGISTRY.items() if v.family != "test"]
+    i = order.index(name) if name in order else zlib.crc32(name.encode())
+    return plt.get_cmap("tab20")((2 * i) % 20 + (2 * i // 20) % 2)
+
+
+def variant_groups(names: list[str], known: dict[str, str] | None = None) -> dict[str, str]:
+    """variant -> its panel: the registry's scheduling (who picks the next client), or
+    ``known`` (results.json's ``variants``) for a variant no longer registered."""
+    known = known or {}
+    out = {}
+    for n in names:
+        v = REGISTRY.get(n)
+        out[n] = known.get(n) or (v.scheduling if v else "other")
+    return out
+
+
+def _level_lines(points: list[CaseSummary], name: str) -> dict[str, list[float]]:
+    """One variant's figures over the levels: x, req/s, p99 ms, and the failed points."""
+    line: dict[str, list[float]] = {k: [] for k in ("x", "tp", "p99", "bad_x", "bad_tp", "bad_p99")}
+    for s in points:
+        row = next((r for r in s.rows if r.variant == name), None)
+        if row is None or row.figure("throughput_rps") is None:
+            continue
+        tp, p99 = row.figure("throughput_rps") or 0.0, (row.figure("p99_us") or math.nan) / 1000
+        line["x"].append(float(s.x or 0))
+        line["tp"].append(tp)
+        line["p99"].append(p99)
+        if row.status != "ok":
+            line["bad_x"].append(float(s.x or 0))
+            line["bad_tp"].append(tp)
+            line["bad_p99"].append(p99)
+    return line
+
+
+def connections_chart(
+    summaries: list[CaseSummary], groups: dict[str, str] | None = None
+) -> Figure | None:
+    """Small multiples: one column of panels per scheduling group (registry
+    ``scheduling``), req/s above and p99 below, shared axes, so that ~20 variants stay
+    readable (a panel holds a handful of lines); the reference is drawn dashed in every
+    panel, as the ceiling to read the others against.  ``groups``: variant -> group."""
+    points = [
+        s
+        for s in summaries
+        if s.x is not None
+        and s.kind == "throughput"
+        and s.scenario in ("connections", "echo-small")
+    ]
     if len({s.x for s in points}) < 2 or not any(s.scenario == "connections" for s in points):
         return None
     points.sort(key=lambda s: s.x or 0)
-    variants = list(dict.fromkeys(r.variant for s in points for r in s.rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.5))
-    cmap = plt.get_cmap("tab20")
-    for i, name in enumerate(variants):
-        xs, tps, p99s, bad_x, bad_tp, bad_p99 = [], [], [], [], [], []
-        for s in points:
-            row = next((r for r in s.rows if r.variant == name), None)
-            if row is None or row.figure("throughput_rps") is None:
+    rows = {r.variant: r for s in points for r in s.rows}
+    groups = variant_groups(list(rows), groups)
+    references = [n for n, r in rows.items() if r.reference]
+    order = list(SCHEDULING) + sorted(set(groups.values()) - set(SCHEDULING))
+    panels = [g for g in order if any(groups[n] == g for n in rows if n not in references)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(
+        2, len(panels), figsize=(3.4 * len(panels) + 0.6, 7.5), sharex=True, sharey="row",
+        squeeze=False,
+    )  # fmt: skip
+    for col, group in enumerate(panels):
+        top, bottom = axes[0][col], axes[1][col]
+        members = [n for n in rows if groups[n] == group and n not in references]
+        for name in members + references:
+            line = _level_lines(points, name)
+            if not line["x"]:
                 continue
-            xs.append(s.x)
-            tps.append(row.figure("throughput_rps"))
-            p99s.append(row.figure("p99_us") or float("nan"))
-            if row.status != "ok":
-                bad_x.append(s.x)
-                bad_tp.append(tps[-1])
-                bad_p99.append(p99s[-1])
-        if not xs:
-            continue
-        colour = cmap((2 * i) % 20 + (2 * i // 20) % 2)  # dark hues first, then light
-        style = (
-            "--" if any(r.reference for s in points for r in s.rows if r.variant == name) else "-"
-        )
-        ax1.plot(xs, tps, style, marker="o", ms=4, color=colour, label=name)
-        ax2.plot(xs, [p / 1000 for p in p99s], style, marker="o", ms=4, color=colour)
-        ax1.plot(bad_x, bad_tp, "x", ms=10, mew=2, color="black")
-        ax2.plot(bad_x, [p / 1000 for p in bad_p99], "x", ms=10, mew=2, color="black")
-    for ax in (ax1, ax2):
+            ref = name in references
+            style = dict(ls="--" if ref else "-", marker="o", ms=3, color=variant_colour(name))
+            if ref:
+                style["color"] = "#8C8C8C"
+            top.plot(line["x"], line["tp"], label=name + (" (ref)" if ref else ""), **style)
+            bottom.plot(line["x"], line["p99"], **style)
+            top.plot(line["bad_x"], line["bad_tp"], "x", ms=9, mew=2, color="black")
+            bottom.plot(line["bad_x"], line["bad_p99"], "x", ms=9, mew=2, color="black")
+        top.set_title(group, fontsize=10)
+        top.legend(fontsize=7, loc="best")
+        bottom.set_xlabel("connections (log)")
+    _level_axes(axes, [s.x or 0 for s in points])
+    axes[0][0].set_ylabel("requests per second (mean)")
+    axes[1][0].set_ylabel("p99 latency, ms (log)")
+    axes[1][0].set_yscale("log")
+    values = [v for ax in axes[1] for ln in ax.get_lines() for v in ln.get_ydata()]
+    _plain_log_axis(axes[1][0].yaxis, [v for v in values if v == v])
+    fig.suptitle(
+        "requests/s and p99 against connections, one panel per scheduling model "
+        "(black x: failed at that level)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _level_axes(axes: object, xs: list[int]) -> None:
+    for ax in [a for row in axes for a in row]:  # type: ignore[attr-defined]
         ax.set_xscale("log")
-        ax.set_xlabel("concurrent connections (log scale)")
-        ax.set_xticks([s.x for s in points], [str(s.x) for s in points])
+        ax.set_xticks(xs, [str(x) for x in xs], fontsize=7)
         ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(alpha=0.3, which="both")
-    ax1.set_ylabel("requests per second (mean of repeats)")
-    ax1.set_ylim(bottom=0)
-    ax1.yaxis.set_major_formatter(FuncFormatter(_k))
-    ax1.set_title("throughput vs connections")
-    ax2.set_yscale("log")
-    ax2.set_ylabel("p99 latency, ms (log scale)")
-    _plain_log_axis(ax2.yaxis, [v for line in ax2.get_lines() for v in line.get_ydata()])
-    ax2.set_title("p99 vs connections  (black x: failed at that level)")
-    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
+    for ax in axes[0]:  # type: ignore[index]
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(FuncFormatter(_k))
+
+
+def cores_chart(summaries: list[CaseSummary]) -> Figure | None:
+    """The cores scenario: req/s against the CPUs the server may use, a line per variant."""
+    points = sorted((s for s in summaries if s.scenario == "cores"), key=lambda s: s.x or 0)
+    if len(points) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in dict.fromkeys(r.variant for s in points for r in s.rows):
+        line = _level_lines(points, name)
+        if line["x"]:
+            ax.plot(line["x"], line["tp"], marker="o", color=variant_colour(name), label=name)
+            ax.plot(line["bad_x"], line["bad_tp"], "x", ms=9, mew=2, color="black")
+    _level_axes([[ax]], [s.x or 0 for s in points])
+    ax.set_xlabel("CPUs the server may use (log; the generator on the others)")
+    ax.set_ylabel("requests per second (mean of repeats)")
+    ax.set_title("echo-small's load against server CPUs (black x: failed)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return fig
 
 

@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         "generator to different CPUs (pinning is the default with >= 2 CPUs)",
     )
     p.add_argument(
+        "--server-cpus",
+        type=int,
+        default=1,
+        metavar="N",
+        help="how many CPUs the server may use (the first N this run may use; the load "
+        "generator gets the others; default 1); an error if none would be left for the "
+        "generator. The cores scenario sets its own levels (1, 2, 4 ... up to half the CPUs)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         help="seed of the shuffled order (default: random; recorded in results.json)",

@@ -151,7 +151,10 @@ def write(
     if charts:
         from loadgen.suite.charts import write_charts  # matplotlib is slow to import
 
-        chart_paths = write_charts(summaries, run_dir / "charts")
+        groups = {
+            n: v["scheduling"] for n, v in data.get("variants", {}).items() if "scheduling" in v
+        }
+        chart_paths = write_charts(summaries, run_dir / "charts", groups)
     _atomic_write(run_dir / "report.md", report_markdown(data, summaries, chart_paths, run_dir))
     (run_dir / PROGRESS).unlink(missing_ok=True)
     if latest:
