@@ -48,7 +48,7 @@ LOADGEN_GRACE = 20.0  # seconds past warm-up + duration before a loadgen is decl
 C10K_ADMIT_S = 10.0  # c10k: the longest wait for every connection's one ECHO (then: failed)
 MEMORY_KINDS = ("memory", "c10k")  # cases whose runs measure memory per connection
 # c10k's wall time per connection: connect, the ECHO round, closing (estimated; see the plan)
-C10K_S_PER_CONNECTION = 0.0002
+C10K_S_PER_CONNECTION = 0.0003
 
 
 def usable_cpus() -> list[int]:
