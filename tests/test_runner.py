@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 import servers
-from loadgen.suite import harness, runner
+from loadgen.suite import banner, harness, runner
 from loadgen.suite.cli import build_parser
 from loadgen.suite.plan import MAX_EXTRA_ROUNDS, MAX_RERUNS, PlannedCase, RunPlan, make_plan
 from loadgen.suite.ranking import relative_ci_halfwidth
@@ -213,11 +213,11 @@ def test_the_quiet_check_gives_up_after_its_bound(monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_high_load_average_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(runner.os, "getloadavg", lambda: (3.0, 2.0, 1.0))
-    assert runner.quiet_check_record() == {"load_per_cpu_start": 1.5, "warned": True}
-    monkeypatch.setattr(runner.os, "getloadavg", lambda: (0.4, 2.0, 1.0))
-    assert runner.quiet_check_record()["warned"] is False
+    monkeypatch.setattr(banner.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(banner.os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    assert banner.quiet_check_record() == {"load_per_cpu_start": 1.5, "warned": True}
+    monkeypatch.setattr(banner.os, "getloadavg", lambda: (0.4, 2.0, 1.0))
+    assert banner.quiet_check_record()["warned"] is False
 
 
 # -- until stable ---------------------------------------------------------------------

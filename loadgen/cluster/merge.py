@@ -282,3 +282,47 @@ def _host_bottleneck(server: dict[str, Any], generator_cores: list[float]) -> st
     if server.get("cpu_util") is None or not generator_cores:
         return None
     return classify_bottleneck(server["cpu_util"], server.get("cpus_allowed") or 1, generator_cores)
+
+
+def hosts_section(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """results.json's top-level ``hosts``: each host over every timed run that has one.
+
+    ``cpu_util`` and ``ray_cpu_util`` are means over the runs (CPUs busy, in
+    cores); ``requests`` the total; ``clock_offset_ms`` the largest offset seen.
+    """
+    hosts: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        if run.get("purpose", "timed") != "timed" or run.get("discarded"):
+            continue
+        for h in run.get("hosts") or []:
+            rec = hosts.setdefault(
+                (h["role"], h["name"]),
+                {"name": h["name"], "role": h["role"], "cpus": h["cpus"], "ran": [], "runs": 0,
+                 "failed": 0, "requests": 0, "_cpu": [], "_ray": [], "clock_offset_ms": None,
+                 "clock_flagged": False},
+            )  # fmt: skip
+            rec["runs"] += 1
+            rec["failed"] += h["status"] != "ok"
+            rec["cpus"] = rec["cpus"] or h["cpus"]
+            rec["ran"].append(h["ran"] if h["role"] == "server" else "python -m loadgen")
+            rec["requests"] += h["requests"] or 0
+            if h["cpu_util"] is not None:
+                rec["_cpu"].append(h["cpu_util"])
+            if h["ray_cpu_util"] is not None:
+                rec["_ray"].append(h["ray_cpu_util"])
+            off = h["clock_offset_ms"]
+            if off is not None and (
+                rec["clock_offset_ms"] is None or abs(off) > abs(rec["clock_offset_ms"])
+            ):
+                rec["clock_offset_ms"] = off
+            rec["clock_flagged"] |= h["clock_flagged"]
+    out = []
+    for rec in hosts.values():
+        cpu, ray_cpu = rec.pop("_cpu"), rec.pop("_ray")
+        rec["ran"] = sorted(set(rec["ran"]))
+        rec["cpu_util_mean"] = round(sum(cpu) / len(cpu), 4) if cpu else None
+        rec["ray_cpu_util_mean"] = round(sum(ray_cpu) / len(ray_cpu), 4) if ray_cpu else None
+        if rec["role"] == "server":
+            rec["requests"] = None
+        out.append(rec)
+    return sorted(out, key=lambda r: (r["role"] != "server", r["name"]))

@@ -19,7 +19,7 @@ stop at the profile's time cap.
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import random
 import shlex
 import signal
@@ -41,7 +41,7 @@ from rich.progress import (
 
 import servers
 from loadgen.engine import counters
-from loadgen.suite import harness, results
+from loadgen.suite import banner, harness, results
 from loadgen.suite import summary as sm
 from loadgen.suite.plan import (
     COUNT_DURATION_S,
@@ -61,8 +61,6 @@ from loadgen.suite.plan import (
 from loadgen.suite.ranking import relative_ci_halfwidth
 from loadgen.suite.scenarios import Case
 
-LOAD_WARN_PER_CPU = 0.5  # load average per CPU above which the start warns
-
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed to 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=180)
 
@@ -72,7 +70,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def execute(plan: RunPlan, args: argparse.Namespace) -> int:
-    pinning = harness.Pinning.choose(plan.pin)
+    cluster = getattr(args, "cluster", None)
+    pinning = None if cluster else harness.Pinning.choose(plan.pin)  # each host pins its own
     data: dict[str, Any] = {
         "command": "python run_all.py " + shlex.join(sys.argv[1:]),
         "partial": True,
@@ -95,17 +94,20 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         "rounds": [],  # per (case, round): the quiet check and why a round was added
         "wall_s": 0.0,
     }
-    data["environment"]["quiet_check"] = quiet_check_record()
+    data["environment"]["quiet_check"] = banner.quiet_check_record()
+    if cluster:
+        data["environment"]["cluster"] = banner.cluster_record(cluster, args.server_host)
     if args.run_dir:
         run_dir = results.reuse_run_dir(Path(args.run_dir))
     else:
         run_dir = results.new_run_dir(Path(args.output))
-    _print_plan(plan, data, run_dir)
+    banner.print_plan(console, plan, data, run_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.perf_counter()
     interrupted = False
     try:
-        _run_plan(plan, data, run_dir, pinning)
+        with _backend(args) as backend:
+            _run_plan(plan, data, run_dir, pinning, backend)
         data["partial"] = False
     except KeyboardInterrupt:
         interrupted = True
@@ -113,6 +115,10 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
         harness.kill_all()  # whatever line was interrupted, nothing stays running
         data["wall_s"] = time.perf_counter() - t0
+        if cluster:
+            from loadgen.cluster.merge import hosts_section
+
+            data["hosts"] = hosts_section(data["runs"])
         summaries = results.write(run_dir, data, charts=not args.no_charts, latest=not args.run_dir)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     print_tables(summaries, data)
@@ -124,57 +130,13 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
-def _print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path) -> None:
-    env = data["environment"]
-    console.print(
-        f"[bold]concurrency-bench[/] profile {plan.profile}: {len(plan.variants)} variants"
-        f" × {len(plan.cases)} cases ({', '.join(c.key for c in plan.cases)})"
-        f" × {plan.repeat} repeats = {plan.runs} runs of {plan.warmup:g} s warm-up + "
-        f"{plan.duration:g} s"
-    )
-    extras = f"redone rounds (≤ {MAX_RERUNS} per case), " + (
-        f"--until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case), " if plan.until_stable else ""
-    )
-    console.print(
-        f"estimated {plan.estimate_s() / 60:.1f} min (verify, every run, the reference's runs "
-        f"and a {QUIET_SAMPLE_S:g} s quiet check per round); {extras}and waits for a quiet "
-        f"machine (≤ {QUIET_WAIT_BUDGET_S:g} s in all) may add up to "
-        f"{(plan.worst_case_s() - plan.estimate_s()) / 60:.1f} min: they stop at the "
-        f"{plan.time_cap_s / 60:.1f} min time cap"
-    )
-    pin = env["pinning"]
-    console.print(
-        f"machine: {env['cpu_model']}, {env['cpu_count']} CPUs, {env['kernel']}, Python "
-        f"{env['python_version']}; pinning: "
-        + (f"server CPU {pin['server']}, loadgen CPU {pin['loadgen']}" if pin else "off")
-        + f"; load average {', '.join(f'{x:.2f}' for x in env['load_average_start'] or [])}"
-    )
-    quiet = env["quiet_check"]
-    if quiet["warned"]:
-        console.print(
-            f"[yellow bold]warning: load average {quiet['load_per_cpu_start']:.2f} per CPU "
-            f"(> {LOAD_WARN_PER_CPU:g}): other work is running; figures will be lower and "
-            "noisier than on a quiet machine (recorded in results.json)[/]"
-        )
-    console.print("variants: " + ", ".join(plan.variants))
-    if plan.reference_added:
-        console.print(
-            f"{plan.reference} added as the in-round reference of every throughput case "
-            "(--servers did not name it; --no-reference leaves it out)"
-        )
-    elif plan.reference is None:
-        console.print("[yellow]no in-round reference: rounds are not checked for drift[/]")
-    for name, reason in plan.skipped.items():
-        console.print(f"[yellow]skipped {name}: {reason}[/]")
-    console.print(f"writing to {run_dir}\n")
+def _backend(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """The harness here, or ``--cluster``'s backend (Ray is imported only then)."""
+    if not getattr(args, "cluster", None):
+        return contextlib.nullcontext(harness)
+    from loadgen.cluster.session import open_backend
 
-
-def quiet_check_record() -> dict[str, Any]:
-    """``environment.quiet_check``: the load average per CPU we may use, and whether we warned."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    per_cpu = load / max(1, cpus or 1)
-    return {"load_per_cpu_start": round(per_cpu, 3), "warned": per_cpu > LOAD_WARN_PER_CPU}
+    return open_backend(args.cluster, args.server_host)
 
 
 def _run_plan(
@@ -182,6 +144,7 @@ def _run_plan(
     data: dict[str, Any],
     run_dir: Path,
     pinning: harness.Pinning | None,
+    backend: Any,
 ) -> None:
     columns = (
         TextColumn("{task.description}"),
@@ -191,7 +154,7 @@ def _run_plan(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
-        session = Session(plan, data, run_dir, pinning, progress)
+        session = Session(plan, data, run_dir, pinning, progress, backend)
         session.verify_all()
         for record in plan.cases:
             session.run_case(record)
@@ -208,8 +171,12 @@ class Session:
         run_dir: Path | None,
         pinning: harness.Pinning | None,
         progress: Progress,
+        backend: Any = harness,
     ) -> None:
         self.plan, self.data, self.run_dir, self.pinning = plan, data, run_dir, pinning
+        # verify() and measure(): the harness here, or loadgen.cluster's across hosts
+        self.backend = backend
+        self.remote = getattr(backend, "remote", False)
         self.progress = progress
         self.whole = progress.add_task("plan", total=len(plan.variants) + plan.runs)
         self.current = progress.add_task("", total=1.0)
@@ -233,7 +200,7 @@ class Session:
     def verify_all(self) -> None:
         for name in self.plan.variants:
             self.progress.update(self.current, description=f"verify {name}", completed=0, total=1)
-            v = harness.verify(
+            v = self.backend.verify(
                 name,
                 reference=servers.get(name).is_reference,
                 cpus=self.pinning.server if self.pinning else None,
@@ -319,6 +286,9 @@ class Session:
         Returns the round's noise record (``data["rounds"]``): ``busy_fraction``
         is the sample just before the round, ``waited_s`` how long we waited.
         """
+        if self.remote:  # our CPUs are not the hosts': nothing to sample from here
+            return {"case": key, "round": round_no, "busy_fraction": None, "waited_s": 0.0,
+                    "rerun_of": None, "reason": None, "cpus": None}  # fmt: skip
         cpus = (*self.pinning.server, *self.pinning.loadgen) if self.pinning else None
         self.progress.update(
             self.current, description=f"{key} round {round_no}: quiet check", completed=0, total=1
@@ -537,7 +507,7 @@ class Session:
         instead of the ~2.5 s the kernel takes to unregister its tracepoints.
         """
         records = self.plan.counted_cases()
-        if not records:
+        if not records or self.remote:  # perf counts one machine's server: not across hosts
             return
         with counters.hold_for_suite():
             for record in records:
@@ -570,7 +540,7 @@ class Session:
                 outcome.rerun_of = rerun_of
                 self.data["runs"].append(outcome.to_json())
                 return
-        outcome = harness.measure(
+        outcome = self.backend.measure(
             name,
             case,
             round_no=round_no,
