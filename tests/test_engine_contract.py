@@ -28,6 +28,7 @@ CONFIGS = [
     LoadConfig("127.0.0.1", 8000, workload="mixed", processes=2, cpus=[0, 1], slow_clients=3),
     LoadConfig("127.0.0.1", 8000, size=0, duration=1e-3, warmup=2.5),
     LoadConfig("127.0.0.1", 8000, server_pid=42, admit_timeout=0.5, counters=False),
+    LoadConfig("127.0.0.1", 8000, start_at=1767225600.123456),
 ]
 
 

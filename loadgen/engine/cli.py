@@ -4,7 +4,7 @@
         [--size N] [--connections C] [--duration S] [--warmup S] [--rate R]
         [--pipeline D] [--processes N] [--server-pid PID] [--slow-clients K]
         [--cpus LIST] [--timeout S] [--admit-timeout S] [--no-counters]
-        [--json FILE] [--quiet]
+        [--start-at EPOCH] [--json FILE [--histograms]] [--quiet]
 
 Only loopback targets are accepted.  Bad arguments or an unreachable target
 print one line on stderr and exit 2 (no traceback); Ctrl-C stops the
@@ -19,7 +19,7 @@ import json
 import sys
 
 from loadgen.engine.config import LoadConfig, LoadError, build_parser, fail
-from loadgen.engine.driver import run_load
+from loadgen.engine.driver import run_load, run_load_mergeable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         from loadgen.suite.report import LiveLine
 
         live = LiveLine()
+    if args.histograms and not args.json:
+        fail("--histograms needs --json FILE")
+    extra: dict[str, object] = {}
     try:
-        result = run_load(config=cfg, progress=live)
+        if args.histograms:
+            result, extra["mergeable"] = run_load_mergeable(cfg, progress=live)
+        else:
+            result = run_load(config=cfg, progress=live)
     except (LoadError, ValueError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         try:
             with open(args.json, "w") as f:
-                json.dump(result.to_dict(), f, indent=2)
+                json.dump({**result.to_dict(), **extra}, f, indent=2)
                 f.write("\n")
         except OSError as exc:
             fail(f"cannot write {args.json}: {exc.strerror or exc}")

@@ -49,6 +49,7 @@ class LoadConfig:
     timeout: float = 2.0  # a reply later than this breaks the connection ("timeout")
     admit_timeout: float = 2.0  # wait at most this long for every connection's first reply
     counters: bool = True  # with server_pid: context switches and system calls per request
+    start_at: float | None = None  # epoch seconds: traffic starts then (several load hosts)
 
     def __post_init__(self) -> None:
         if self.workload == "slow":  # ECHO where some connections are slow
@@ -89,6 +90,7 @@ class LoadConfig:
             (self.timeout > 0, "timeout must be > 0"),
             (self.admit_timeout > 0, "admit-timeout must be > 0"),
             (self.processes <= self.connections, "processes must be <= connections"),
+            (self.start_at is None or self.start_at > 0, "start-at must be epoch seconds > 0"),
         ]
         if self.workload in ("churn", "idle", "c10k"):
             checks.append((self.rate is None, f"{self.workload} runs closed loop only (no --rate)"))
@@ -131,6 +133,7 @@ class LoadConfig:
             timeout=args.timeout,
             admit_timeout=args.admit_timeout,
             counters=args.counters,
+            start_at=args.start_at,
         )
 
     def to_argv(self) -> list[str]:
@@ -221,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="with --server-pid: do not count context switches and system calls",
     )
+    p.add_argument(
+        "--start-at",
+        type=float,
+        default=None,
+        metavar="EPOCH",
+        help="start the traffic at this wall-clock instant (seconds since the epoch; after the "
+        "ramp-up); the window is then START + admit-timeout + warm-up, the same on every host",
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
+    p.add_argument(
+        "--histograms",
+        action="store_true",
+        help="with --json: add the encoded HDR histograms and per-connection completions "
+        "(the 'mergeable' key), so that several hosts' results can be merged without loss",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no live line, no table")
     return p

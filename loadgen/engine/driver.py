@@ -45,10 +45,11 @@ from loadgen.engine.messages import (
 )
 from loadgen.engine.plan import build_plan, prepare_files
 from loadgen.engine.process import worker_entry
-from loadgen.engine.result import LoadResult, RunFacts, aggregate
+from loadgen.engine.result import LoadResult, RunFacts, aggregate, mergeable
 from loadgen.procs import process_tree, raise_nofile, tree_memory
 
 M = TypeVar("M")
+START_LATE_S = 0.05  # --start-at may be this far in the past when the ramp-up ends
 
 
 @dataclass
@@ -125,6 +126,21 @@ def run_load(
     return _Run(cfg, progress).run()
 
 
+def run_load_mergeable(
+    config: LoadConfig, progress: Callable[[Progress], None] | None = None
+) -> tuple[LoadResult, dict[str, Any]]:
+    """:func:`run_load`, plus what merging several hosts' results needs (``--histograms``).
+
+    The second value is the ``mergeable`` object of docs/RESULTS.md: the
+    encoded histograms and every connection's completions
+    (:func:`loadgen.engine.result.mergeable`).
+    """
+    config.validate()
+    run = _Run(config, progress)
+    result = run.run()
+    return result, run.mergeable
+
+
 class _Run:
     def __init__(self, cfg: LoadConfig, progress: Callable[[Progress], None] | None) -> None:
         self.cfg = cfg
@@ -143,6 +159,7 @@ class _Run:
         self.server: dict[str, Any] | None = None
         self.t_launch = time.perf_counter()
         self.worker_errors: list[str] = []
+        self.mergeable: dict[str, Any] = {}
 
     def run(self) -> LoadResult:
         cfg = self.cfg
@@ -219,10 +236,14 @@ class _Run:
             # perf's slow attach, before any traffic: a child the server forks from now on
             # is counted (perf inherits), and the window's edges cost one pipe round trip.
             self.counters.attach()
-        t0 = time.perf_counter_ns() + 20_000_000
+        t0 = self.start_instant()
         for ctl in self.ctls:
             ctl.send(Start(t0))
         t_measure = self.admit(t0) + cfg.warmup
+        if cfg.start_at is not None:
+            # several hosts measure one window: it cannot depend on when each one's
+            # connections were admitted, so the whole admission budget is always waited
+            t_measure = t0 / 1e9 + cfg.admit_timeout + cfg.warmup
         for ctl in self.ctls:
             try:
                 ctl.send(Window(int(t_measure * 1e9)))
@@ -252,6 +273,18 @@ class _Run:
         self.stop_counters(requests)  # ends perf: slow (~2.5 s) unless a TracepointHold runs
         # workers record their latencies into histograms now: allow for long runs
         self.collect(WorkerResult, time.monotonic() + 5.0 + cfg.duration, phase="collecting")
+
+    def start_instant(self) -> int:
+        """T0 in perf_counter_ns: in 20 ms, or ``--start-at`` (LoadError if long past)."""
+        if self.cfg.start_at is None:
+            return time.perf_counter_ns() + 20_000_000
+        ahead = self.cfg.start_at - time.time()
+        if ahead < -START_LATE_S:
+            raise LoadError(
+                f"--start-at is {-ahead:.3f} s in the past after the ramp-up: "
+                "start the load hosts earlier"
+            )
+        return time.perf_counter_ns() + int(ahead * 1e9)
 
     def admit(self, t0: int) -> float:
         """Wait (at most ``admit_timeout``) until every connection completed a first request.
@@ -385,6 +418,7 @@ class _Run:
         facts = RunFacts(
             server, self.uss_before, self.uss_after, partial, self.admit_s, self.ramp_s
         )
+        self.mergeable = mergeable(self.cfg, results)
         return aggregate(self.cfg, results, facts)
 
 

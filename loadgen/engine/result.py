@@ -295,6 +295,33 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
     )
 
 
+def mergeable(cfg: LoadConfig, results: list[WorkerResult]) -> dict[str, Any]:
+    """What merging several hosts' results needs: ``--histograms``' ``mergeable`` object.
+
+    The histograms merged over the workers, as HdrHistogram histoblobs (text),
+    and each connection's completions and admission in slot order (slow
+    clients first), so that fairness can be computed over every host's connections.
+    """
+    done = [0] * cfg.connections
+    admitted = [0] * cfg.connections
+    for r in results:
+        for slot, n, a in zip(r.slots, r.done, r.admitted, strict=True):
+            done[slot], admitted[slot] = n, a
+
+    def blob(parts: list[bytes | None]) -> str | None:
+        if not any(parts):
+            return None
+        return stats.merge(p or b"" for p in parts).encode().decode("ascii")
+
+    return {
+        "latency": blob([r.hist for r in results]),
+        "latency_uncorrected": blob([r.hist_unc for r in results]),
+        "slow": blob([r.hist_slow for r in results]),
+        "done": done,
+        "admitted": admitted,
+    }
+
+
 def _fairness(done: list[int], admitted: list[int]) -> Fairness:
     """Shares over every normal connection; starved counts admitted ones only.
 

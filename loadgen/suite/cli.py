@@ -150,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="write this run into exactly DIR (replacing its report, JSON and charts; no "
         "timestamp, no latest link), e.g. results/reference-2core",
     )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the servers on a Ray cluster's cb_server node and the load from its "
+        "cb_loadgen nodes (docs/CLUSTER.md); local:N starts a throwaway simulated cluster "
+        "of N nodes on this machine and tears it down",
+    )
+    p.add_argument(
+        "--server-host",
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="with --cluster: the address the servers bind and the load hosts connect to "
+        "(default 127.0.0.1: only a simulated cluster can reach it)",
+    )
     p.add_argument("--no-charts", action="store_true", help="skip the matplotlib charts")
     p.add_argument(
         "--render",

@@ -111,9 +111,14 @@ class RunOutcome:
     # counters on, whose context switches and system calls per request the
     # rows show (perf's own cost would distort a timed run's figures)
     purpose: str = "timed"
+    # --cluster: each host's part (loadgen.cluster.merge.host_records); absent locally
+    hosts: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["hosts"] is None:
+            del data["hosts"]  # a local run's JSON is as before
+        return data
 
 
 # -- process-group bookkeeping --------------------------------------------

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from loadgen import procs
 from loadgen.procs import MALLOC_ENV, group_alive, killpg, wait_group_gone
 
 READY_TIMEOUT = 30.0  # seconds; importing gevent or building native_epoll takes a while
@@ -130,8 +131,13 @@ def start_server(
     extra_args: Iterable[str] = (),
     env: dict[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT,
+    die_with_parent: bool = False,
 ) -> RunningServer:
-    """Start ``python -m servers NAME`` in its own process group; wait for its ready line."""
+    """Start ``python -m servers NAME`` in its own process group; wait for its ready line.
+
+    ``die_with_parent``: the kernel SIGKILLs the server's leader if its parent
+    dies (a cluster's actor killed by Ray runs none of our cleanup).
+    """
     argv = [sys.executable, "-m", "servers", name, "--host", host, "--port", "0"]
     argv += ["--root", os.fspath(root), "--protocol", protocol]
     if max_frame is not None:
@@ -146,6 +152,7 @@ def start_server(
             stderr=stderr,
             env=suite_env(env),
             start_new_session=True,  # own session, own process group: killpg reaches all
+            preexec_fn=procs.die_with_parent if die_with_parent else None,
         )
     cpu_set = frozenset(cpus) if cpus is not None else None
     try:

@@ -73,6 +73,11 @@ def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Cons
         console.print("[yellow]no in-round reference: rounds are not checked for drift[/]")
     for name, reason in plan.skipped.items():
         console.print(f"[yellow]skipped {name}: {reason}[/]")
+    if "cluster" in env:
+        console.print(
+            f"cluster {env['cluster']['address']}: servers bind {env['cluster']['server_host']}; "
+            "no quiet check and no counted runs across hosts"
+        )
     for name, reason in plan.skipped_scenarios.items():
         console.print(f"[yellow]scenario {name} skipped: {reason}[/]")
     for c in plan.cases:
@@ -121,3 +126,15 @@ def _cases(plan: RunPlan) -> list[Any]:
 
     known = cases_by_key()
     return [known[c.key] for c in plan.cases if c.variants and c.key in known]
+
+
+def cluster_record(address: str, server_host: str) -> dict[str, Any]:
+    """``environment.cluster``: where the run went, and what a cluster run leaves out."""
+    return {
+        "address": address,
+        "server_host": server_host,
+        "skipped": {
+            "quiet_check": "not across hosts: this machine's CPUs are not the hosts'",
+            "counted_runs": "perf counts the server's system calls on one machine only",
+        },
+    }

@@ -324,7 +324,36 @@ def report_markdown(
             "![connections](charts/connections.png)",
             "",
         ]
+    if data.get("hosts"):
+        out += hosts_markdown(data["hosts"], env.get("cluster", {}))
     return "\n".join(out)
+
+
+def hosts_markdown(hosts: list[dict[str, Any]], cluster: dict[str, Any]) -> list[str]:
+    """``--cluster``: the report's Hosts section (results.json ``hosts``), one row per host."""
+    out = [
+        "## Hosts",
+        "",
+        f"Cluster `{cluster.get('address')}`, servers bound to `{cluster.get('server_host')}`. "
+        "Over the timed runs: CPU = cores busy (the server's tree; the generator's workers), "
+        "Ray = cores Ray's own processes used on that load host during the window; a clock "
+        "offset beyond 5 ms is flagged. No quiet check and no counted runs across hosts.",
+        "",
+        "| host | role | CPUs | ran | runs (failed) | requests | CPU | Ray | clock offset |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|",
+    ]
+    for h in hosts:
+
+        def num(v: Any, fmt: str = "{:.2f}") -> str:
+            return "–" if v is None else fmt.format(v)
+
+        offset = num(h["clock_offset_ms"], "{:+.2f} ms") + (" ⚠" if h["clock_flagged"] else "")
+        out.append(
+            f"| {h['name']} | {h['role']} | {num(h['cpus'], '{}')} | {', '.join(h['ran'])} | "
+            f"{h['runs']} ({h['failed']}) | {num(h['requests'], '{:,}')} | "
+            f"{num(h['cpu_util_mean'])} | {num(h['ray_cpu_util_mean'])} | {offset} |"
+        )
+    return [*out, ""]
 
 
 def noise_note(rounds: list[dict[str, Any]]) -> str:

@@ -19,6 +19,7 @@ stop at the profile's time cap.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shlex
 import signal
@@ -57,7 +58,7 @@ from loadgen.suite.plan import (
     RunPlan,
     cases_by_key,
 )
-from loadgen.suite.preamble import nofile_record, print_plan, quiet_check_record
+from loadgen.suite.preamble import cluster_record, nofile_record, print_plan, quiet_check_record
 from loadgen.suite.ranking import relative_ci_halfwidth
 from loadgen.suite.scenarios import Case
 
@@ -70,7 +71,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def execute(plan: RunPlan, args: argparse.Namespace) -> int:
-    pinning = harness.Pinning.choose(plan.pin, plan.server_cpus)
+    cluster = getattr(args, "cluster", None)
+    # each host pins its own
+    pinning = None if cluster else harness.Pinning.choose(plan.pin, plan.server_cpus)
     data: dict[str, Any] = {
         "command": "python run_all.py " + shlex.join(sys.argv[1:]),
         "partial": True,
@@ -97,6 +100,8 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
     }
     data["environment"]["quiet_check"] = quiet_check_record()
     data["environment"]["nofile"] = nofile_record(plan)
+    if cluster:
+        data["environment"]["cluster"] = cluster_record(cluster, args.server_host)
     if args.run_dir:
         run_dir = results.reuse_run_dir(Path(args.run_dir))
     else:
@@ -106,7 +111,8 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     interrupted = False
     try:
-        _run_plan(plan, data, run_dir, pinning)
+        with _backend(args) as backend:
+            _run_plan(plan, data, run_dir, pinning, backend)
         data["partial"] = False
     except KeyboardInterrupt:
         interrupted = True
@@ -114,6 +120,10 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
         harness.kill_all()  # whatever line was interrupted, nothing stays running
         data["wall_s"] = time.perf_counter() - t0
+        if cluster:
+            from loadgen.cluster.merge import hosts_section
+
+            data["hosts"] = hosts_section(data["runs"])
         summaries = results.write(run_dir, data, charts=not args.no_charts, latest=not args.run_dir)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     print_tables(summaries, data)
@@ -125,11 +135,21 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
+def _backend(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """The harness here, or ``--cluster``'s backend (Ray is imported only then)."""
+    if not getattr(args, "cluster", None):
+        return contextlib.nullcontext(harness)
+    from loadgen.cluster.session import open_backend
+
+    return open_backend(args.cluster, args.server_host)
+
+
 def _run_plan(
     plan: RunPlan,
     data: dict[str, Any],
     run_dir: Path,
     pinning: harness.Pinning | None,
+    backend: Any,
 ) -> None:
     columns = (
         TextColumn("{task.description}"),
@@ -139,7 +159,7 @@ def _run_plan(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
-        session = Session(plan, data, run_dir, pinning, progress)
+        session = Session(plan, data, run_dir, pinning, progress, backend)
         session.verify_all()
         for record in plan.cases:
             session.run_case(record)
@@ -156,8 +176,12 @@ class Session:
         run_dir: Path | None,
         pinning: harness.Pinning | None,
         progress: Progress,
+        backend: Any = harness,
     ) -> None:
         self.plan, self.data, self.run_dir, self.pinning = plan, data, run_dir, pinning
+        # verify() and measure(): the harness here, or loadgen.cluster's across hosts
+        self.backend = backend
+        self.remote = getattr(backend, "remote", False)
         self.progress = progress
         self.whole = progress.add_task("plan", total=len(plan.variants) + plan.runs)
         self.current = progress.add_task("", total=1.0)
@@ -181,7 +205,7 @@ class Session:
     def verify_all(self) -> None:
         for name in self.plan.variants:
             self.progress.update(self.current, description=f"verify {name}", completed=0, total=1)
-            v = harness.verify(
+            v = self.backend.verify(
                 name,
                 reference=servers.get(name).is_reference,
                 cpus=self.pinning.server if self.pinning else None,
@@ -267,6 +291,9 @@ class Session:
         Returns the round's noise record (``data["rounds"]``): ``busy_fraction``
         is the sample just before the round, ``waited_s`` how long we waited.
         """
+        if self.remote:  # our CPUs are not the hosts': nothing to sample from here
+            return {"case": key, "round": round_no, "busy_fraction": None, "waited_s": 0.0,
+                    "rerun_of": None, "reason": None, "cpus": None}  # fmt: skip
         cpus = (*self.pinning.server, *self.pinning.loadgen) if self.pinning else None
         self.progress.update(
             self.current, description=f"{key} round {round_no}: quiet check", completed=0, total=1
@@ -485,7 +512,7 @@ class Session:
         instead of the ~2.5 s the kernel takes to unregister its tracepoints.
         """
         records = self.plan.counted_cases()
-        if not records:
+        if not records or self.remote:  # perf counts one machine's server: not across hosts
             return
         with counters.hold_for_suite():
             for record in records:
@@ -524,7 +551,7 @@ class Session:
                 outcome.rerun_of = rerun_of
                 self.data["runs"].append(outcome.to_json())
                 return
-        outcome = harness.measure(
+        outcome = self.backend.measure(
             name,
             case,
             round_no=round_no,
