@@ -179,6 +179,7 @@ def _loadgen(
         if ratio < RATE_SHORTFALL:
             reasons.append(f"achieved {throughput:.0f} req/s, {ratio:.1%} of the {rate:g} asked")
     admits = [h.result.loadgen.admit_s for h in loads]
+    ramps = [h.result.loadgen.ramp_s for h in loads]
     return LoadgenFigures(
         workers=workers,
         cpu_util_max=max(w.cpu_util for w in workers),
@@ -187,6 +188,8 @@ def _loadgen(
         saturation_reasons=reasons,
         achieved_rate_ratio=ratio,
         admit_s=None if any(a is None for a in admits) else max(admits),  # type: ignore[type-var]
+        # the hosts open their connections at once: the slowest one is the cluster's ramp
+        ramp_s=None if any(r is None for r in ramps) else max(ramps),  # type: ignore[type-var]
     )
 
 
