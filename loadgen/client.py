@@ -116,6 +116,13 @@ class Client:
         self.sock = connect(host if port is None else (host, port), timeout)
         self._decoder = FrameDecoder(MAX_PAYLOAD)
 
+    @classmethod
+    def to(cls, address: Address, timeout: float | None = 10.0) -> Client:
+        """A client of ``address``: ``(host, port)`` or a Unix socket's path."""
+        if isinstance(address, str):
+            return cls(address, timeout=timeout)
+        return cls(address[0], address[1], timeout=timeout)
+
     # -- the operations ----------------------------------------------------
 
     def echo(self, data: bytes) -> bytes:

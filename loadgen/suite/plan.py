@@ -58,6 +58,8 @@ class PlannedCase:
     variants: list[str]
     not_applicable: dict[str, str]  # variant -> why
     rate_basis: str | None = None  # open loop: "own" | "common" (Case.rate_basis)
+    transport: str = "tcp"  # "tcp" | "unix" (Case.transport)
+    tcp_case: str | None = None  # a unix case: its TCP twin, shown beside it (Case.tcp_case)
 
     @classmethod
     def of(
@@ -79,6 +81,8 @@ class PlannedCase:
             variants=[n for n in names if n not in not_applicable],
             not_applicable=not_applicable,
             rate_basis=case.rate_basis,
+            transport=case.transport,
+            tcp_case=case.tcp_case,
         )
 
     def to_json(self) -> dict[str, Any]:

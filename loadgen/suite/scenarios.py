@@ -44,6 +44,8 @@ class Case:
     kind: str = "throughput"  # "throughput" | "open" | "memory": which table and figures apply
     x: int | None = None  # the value on a chart's x axis (connections scenario)
     min_warmup: float = 0.0  # seconds: ramping up many connections (1,000 forks) takes time
+    transport: str = "tcp"  # "tcp" (loopback) | "unix": the server's --unix, a unix: target
+    tcp_case: str | None = None  # a unix case: the case with the same load over TCP, shown beside
 
     def describe(self) -> str:
         """The settings in one line, as ``python -m loadgen`` options."""
@@ -60,6 +62,8 @@ class Case:
             parts.append(f"--rate <{self.rate_fraction:g} x {whose} echo-small req/s>")
         if self.protocol != "framed":
             parts.append(f"(server --protocol {self.protocol})")
+        if self.transport == "unix":
+            parts.append("--target unix:PATH (server --unix PATH)")
         return " ".join(parts)
 
 
@@ -72,6 +76,16 @@ def _serves_files(variant: Variant) -> str | None:
     # protocol's cost, not a file server).
     if variant.is_reference:
         return f"{variant.name} serves ECHO only"
+    return None
+
+
+def _fast_over_unix(variant: Variant) -> str | None:
+    # The lesson is the kernel's cost per request, which only shows where the
+    # server's own cost is small: the event loops and the native reference.
+    if variant.unix:
+        return f"cannot serve a Unix socket: {variant.unix}"
+    if variant.family not in ("event", "reference"):
+        return "only the event loops and the reference compare transports (the fastest)"
     return None
 
 
@@ -184,6 +198,22 @@ SCENARIOS: dict[str, Scenario] = {
                     ("open-loop-common", "one common rate", "common"),
                 )
             ),
+            needs=("echo-small",),
+        ),
+        Scenario(
+            "unix-echo",
+            "64-byte ECHO at 64 connections over a Unix domain socket beside TCP loopback, for "
+            "the fastest variants: what the kernel's TCP path costs per request (the TCP "
+            "figure is echo-small's measurement)",
+            _one(
+                "unix-echo",
+                workload="echo",
+                size=64,
+                connections=64,
+                transport="unix",
+                tcp_case="echo-small",
+            ),
+            applies=_fast_over_unix,
             needs=("echo-small",),
         ),
         Scenario(
