@@ -27,12 +27,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from loadgen.client import Address, format_address
 from loadgen.procs import MALLOC_ENV, group_alive, killpg, wait_group_gone
 
 READY_TIMEOUT = 30.0  # seconds; importing gevent or building native_epoll takes a while
 STOP_TIMEOUT = 5.0
+PROBE_TIMEOUT = 60.0  # --python's probe: importing the registry, finding a C compiler
 
 
 class ServerStartError(RuntimeError):
@@ -50,6 +52,27 @@ def suite_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def probe_python(python: str, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
+    """Ask another interpreter ``python -m servers --probe``: its version, implementation,
+    GIL state and why each variant cannot run there.  ValueError (one line) if it cannot
+    run the servers package at all."""
+    argv = [python, "-m", "servers", "--probe"]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=suite_env(), check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValueError(f"--python {python}: cannot run it: {exc}") from None
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise ValueError(f"--python {python}: python -m servers --probe failed: {tail}")
+    try:
+        probed = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise ValueError(f"--python {python}: --probe printed no JSON") from None
+    return probed
 
 
 @dataclass

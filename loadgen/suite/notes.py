@@ -74,3 +74,21 @@ def _gil_free_variants(runs: list[dict[str, Any]]) -> set[str]:
 def _threads(name: str) -> bool:
     variant = servers.REGISTRY.get(name)
     return variant is not None and variant.scheduling == "threads"
+
+
+def server_pythons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """results.json's ``server_python``: each distinct interpreter that ran a server."""
+    seen: list[dict[str, Any]] = []
+    for run in runs:
+        info = run.get("python")
+        if info and info not in seen:
+            seen.append(info)
+    return seen
+
+
+def describe_python(info: dict[str, Any] | None) -> str:
+    """``Python 3.13.0 (cpython, GIL disabled)`` -- for the start line and the report."""
+    if not info:
+        return "Python ?"
+    gil = {True: ", GIL enabled", False: ", GIL disabled", None: ""}[info.get("gil_enabled")]
+    return f"Python {info.get('version')} ({info.get('implementation')}{gil})"

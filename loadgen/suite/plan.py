@@ -20,6 +20,7 @@ from typing import Any
 
 import servers
 from loadgen.suite import harness
+from loadgen.suite.launch import probe_python
 from loadgen.suite.scenarios import PROFILES, SCENARIOS, Case, Scenario, resolve
 
 # The in-round reference: measured beside the variants in every round of every
@@ -120,6 +121,8 @@ class RunPlan:
     until_stable: bool = False
     time_cap_s: float = 0.0  # no extra round starts if it would end the run after this
     count_costs: bool = True  # one counted run per (throughput case, variant) at the end
+    python: str | None = None  # --python: the interpreter that runs the servers (None: this one)
+    server_python: dict[str, Any] | None = None  # its version, implementation, gil_enabled
     runs: int = field(init=False)  # measurements planned
 
     def __post_init__(self) -> None:
@@ -187,9 +190,18 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         raise ValueError("--repeat must be >= 1, --duration > 0, --warmup >= 0")
     if getattr(args, "no_reference", False) and not _split(args.servers):
         names = [n for n in names if n != REFERENCE]
-    skipped = {n: r for n in names if (r := servers.get(n).unavailable_reason)}
+    python = getattr(args, "python", None)
+    probed = probe_python(python) if python else {"python": servers.interpreter()}
+    unavailable = probed.get("unavailable") or {}
+    skipped = {
+        n: f"{r} (under {python})" if python else r
+        for n in names
+        if (r := unavailable.get(n) if python else servers.get(n).unavailable_reason)
+    }
     runnable = [n for n in names if n not in skipped]
     reference = _reference(args, runnable)
+    if reference in skipped:  # unavailable under --python
+        reference = None
     cases = [PlannedCase.of(s, case, runnable, reference) for s in scenarios for case in s.cases]
     added = reference is not None and reference not in runnable
     if added and any(reference in c.variants for c in cases):
@@ -212,6 +224,8 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         until_stable=profile.until_stable if until_stable is None else until_stable,
         time_cap_s=profile.time_cap_s,
         count_costs=not getattr(args, "no_counters", False),
+        python=python,
+        server_python=probed["python"],
     )
 
 

@@ -58,10 +58,9 @@ from loadgen.suite.plan import (
     RunPlan,
     cases_by_key,
 )
+from loadgen.suite.preamble import LOAD_WARN_PER_CPU, print_plan
 from loadgen.suite.ranking import relative_ci_halfwidth
 from loadgen.suite.scenarios import Case
-
-LOAD_WARN_PER_CPU = 0.5  # load average per CPU above which the start warns
 
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed to 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=180)
@@ -100,7 +99,7 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         run_dir = results.reuse_run_dir(Path(args.run_dir))
     else:
         run_dir = results.new_run_dir(Path(args.output))
-    _print_plan(plan, data, run_dir)
+    print_plan(console, plan, data, run_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.perf_counter()
     interrupted = False
@@ -122,51 +121,6 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         f"wall time {data['wall_s']:.0f} s."
     )
     return 130 if interrupted else 0
-
-
-def _print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path) -> None:
-    env = data["environment"]
-    console.print(
-        f"[bold]concurrency-bench[/] profile {plan.profile}: {len(plan.variants)} variants"
-        f" × {len(plan.cases)} cases ({', '.join(c.key for c in plan.cases)})"
-        f" × {plan.repeat} repeats = {plan.runs} runs of {plan.warmup:g} s warm-up + "
-        f"{plan.duration:g} s"
-    )
-    extras = f"redone rounds (≤ {MAX_RERUNS} per case), " + (
-        f"--until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case), " if plan.until_stable else ""
-    )
-    console.print(
-        f"estimated {plan.estimate_s() / 60:.1f} min (verify, every run, the reference's runs "
-        f"and a {QUIET_SAMPLE_S:g} s quiet check per round); {extras}and waits for a quiet "
-        f"machine (≤ {QUIET_WAIT_BUDGET_S:g} s in all) may add up to "
-        f"{(plan.worst_case_s() - plan.estimate_s()) / 60:.1f} min: they stop at the "
-        f"{plan.time_cap_s / 60:.1f} min time cap"
-    )
-    pin = env["pinning"]
-    console.print(
-        f"machine: {env['cpu_model']}, {env['cpu_count']} CPUs, {env['kernel']}, Python "
-        f"{env['python_version']}; pinning: "
-        + (f"server CPU {pin['server']}, loadgen CPU {pin['loadgen']}" if pin else "off")
-        + f"; load average {', '.join(f'{x:.2f}' for x in env['load_average_start'] or [])}"
-    )
-    quiet = env["quiet_check"]
-    if quiet["warned"]:
-        console.print(
-            f"[yellow bold]warning: load average {quiet['load_per_cpu_start']:.2f} per CPU "
-            f"(> {LOAD_WARN_PER_CPU:g}): other work is running; figures will be lower and "
-            "noisier than on a quiet machine (recorded in results.json)[/]"
-        )
-    console.print("variants: " + ", ".join(plan.variants))
-    if plan.reference_added:
-        console.print(
-            f"{plan.reference} added as the in-round reference of every throughput case "
-            "(--servers did not name it; --no-reference leaves it out)"
-        )
-    elif plan.reference is None:
-        console.print("[yellow]no in-round reference: rounds are not checked for drift[/]")
-    for name, reason in plan.skipped.items():
-        console.print(f"[yellow]skipped {name}: {reason}[/]")
-    console.print(f"writing to {run_dir}\n")
 
 
 def quiet_check_record() -> dict[str, Any]:
@@ -237,6 +191,7 @@ class Session:
                 name,
                 reference=servers.get(name).is_reference,
                 cpus=self.pinning.server if self.pinning else None,
+                python=self.plan.python,
             )
             self.data["verify"][name] = {"ok": v.ok, "reason": v.reason, "seconds": v.seconds}
             if not v.ok:
@@ -579,6 +534,7 @@ class Session:
             rate=rate,
             pinning=self.pinning,
             counters=counted,
+            python=self.plan.python,
             on_tick=lambda elapsed: self.progress.update(
                 self.current, completed=min(elapsed, expected)
             ),
