@@ -8,6 +8,13 @@ carrying the server's message.
     with Client("127.0.0.1", 8000) as c:
         c.put("hello.txt", b"hi")
         assert c.get("hello.txt") == b"hi"
+
+    with Client("/tmp/s.sock") as c:  # no port: a Unix domain socket's path
+        assert c.echo(b"x") == b"x"
+
+A target on the command line is ``HOST:PORT`` or ``unix:PATH``
+(:func:`parse_address`); in Python an address is the socket module's: a
+``(host, port)`` tuple, or a ``str``, the path of a Unix socket.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from servers.protocol import (
 )
 
 RECV_SIZE = 64 * 1024  # under glibc's 128 KiB mmap threshold
+
+
+UNIX_PREFIX = "unix:"
+Address = tuple[str, int] | str  # a str is a Unix domain socket's path
 
 
 class ServerError(Exception):
@@ -51,6 +62,40 @@ def parse_target(text: str, *, loopback_only: bool = False) -> tuple[str, int]:
     return host, port
 
 
+def parse_address(text: str, *, loopback_only: bool = False) -> Address:
+    """``"unix:PATH"`` -> ``PATH``; else :func:`parse_target`'s ``(host, port)``."""
+    if text.startswith(UNIX_PREFIX):
+        path = text[len(UNIX_PREFIX) :]
+        if not path:
+            raise ValueError("unix: target needs a path, e.g. unix:/tmp/s.sock")
+        return path
+    return parse_target(text, loopback_only=loopback_only)
+
+
+def format_address(address: Address) -> str:
+    """The target text :func:`parse_address` reads back: ``unix:PATH`` or ``HOST:PORT``."""
+    if isinstance(address, str):
+        return UNIX_PREFIX + address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def connect(address: Address, timeout: float | None) -> socket.socket:
+    """A connected blocking socket: TCP with Nagle off, or a Unix stream socket."""
+    if not isinstance(address, str):
+        sock = socket.create_connection(address, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -61,12 +106,22 @@ def is_loopback(host: str) -> bool:
 
 
 class Client:
-    """One connection.  Methods send one request and wait for its reply."""
+    """One connection.  Methods send one request and wait for its reply.
 
-    def __init__(self, host: str, port: int, timeout: float | None = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ``Client(host, port)`` connects over TCP; ``Client(path)``, with no port,
+    to the Unix domain socket at ``path``.
+    """
+
+    def __init__(self, host: str, port: int | None = None, timeout: float | None = 10.0) -> None:
+        self.sock = connect(host if port is None else (host, port), timeout)
         self._decoder = FrameDecoder(MAX_PAYLOAD)
+
+    @classmethod
+    def to(cls, address: Address, timeout: float | None = 10.0) -> Client:
+        """A client of ``address``: ``(host, port)`` or a Unix socket's path."""
+        if isinstance(address, str):
+            return cls(address, timeout=timeout)
+        return cls(address[0], address[1], timeout=timeout)
 
     # -- the operations ----------------------------------------------------
 

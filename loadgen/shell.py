@@ -1,4 +1,4 @@
-"""``python -m loadgen.shell HOST:PORT``: an interactive prompt for the file server.
+"""``python -m loadgen.shell HOST:PORT`` (or ``unix:PATH``): a prompt for the file server.
 
 The client with "a simple prompt" of the original lecture notes' file server
 (list / get / put / quit), built on the standard :mod:`cmd` module (line
@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.client import Client, ServerError, parse_target
+from loadgen.client import Client, ServerError, parse_address
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -121,16 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadgen.shell", description="Interactive client for the echo/file server."
     )
-    parser.add_argument("target", help="HOST:PORT of a running server")
+    parser.add_argument("target", help="HOST:PORT or unix:PATH of a running server")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per reply")
     args = parser.parse_args(argv)
     try:
-        host, port = parse_target(args.target)
+        address = parse_address(args.target)
     except ValueError as exc:
         err_console.print(f"error: {exc}")
         return 2
     try:
-        client = Client(host, port, timeout=args.timeout)
+        client = Client.to(address, timeout=args.timeout)
     except OSError as exc:
         err_console.print(f"error: cannot connect to {args.target}: {exc.strerror or exc}")
         return 1

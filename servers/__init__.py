@@ -39,6 +39,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import platform
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -52,6 +54,7 @@ __all__ = [
     "SCHEDULING",
     "Variant",
     "get",
+    "interpreter",
     "load",
     "names",
     "register",
@@ -113,6 +116,8 @@ class Variant:
     # can use more than one server core (processes, or threads on a free-threaded build): the
     # ``cores`` scenario measures it at 1, 2, 4 ... server CPUs (issue 11)
     multicore: bool = False
+    # None: runs over a Unix stream socket (``--unix PATH``) too; else why it cannot (issue 11)
+    unix: str | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CODE:
@@ -380,3 +385,18 @@ def load(name: str) -> ModuleType:
     if reason:
         raise RuntimeError(f"{name} is unavailable here: {reason}")
     return importlib.import_module(variant.module_name)
+
+
+def interpreter() -> dict[str, object]:
+    """The Python running this process: the ready line's and ``--probe``'s ``python``.
+
+    ``gil_enabled`` is ``sys._is_gil_enabled()`` where the interpreter has it
+    (3.13 on), else ``None`` (an interpreter without it always has a GIL).
+    """
+    gil = getattr(sys, "_is_gil_enabled", None)
+    return {
+        "version": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "gil_enabled": gil() if gil else None,
+        "executable": sys.executable,
+    }

@@ -1,17 +1,30 @@
 """``python -m servers NAME``: start one variant, print one JSON ready line.
 
-    python -m servers NAME [--host 127.0.0.1] [--port 0] [--root DIR]
+    python -m servers NAME [--host 127.0.0.1] [--port 0] [--unix PATH] [--root DIR]
                            [--protocol framed|raw] [--max-frame BYTES]
                            [--idle-timeout S] [--request-timeout S] [--max-clients N]
     python -m servers --list
+    python -m servers --probe
 
 The listening socket is made here, the same way for every variant, so that a
 variant's ``serve()`` holds nothing but its concurrency model.  Once it
 listens, one line of JSON goes to stdout (``server``, ``host``, ``port``,
-``pid``, ...) and is flushed: that is how tests and the harness learn the
-port, with no sleeping and no guessing.  SIGTERM and SIGINT both become
-``SystemExit(0)`` in the main thread; ``serve()`` cleans up and the process
-exits 0.
+``unix``, ``pid``, ``python``, ...) and is flushed: that is how tests and the
+harness learn the address, with no sleeping and no guessing.  SIGTERM and
+SIGINT both become ``SystemExit(0)`` in the main thread; ``serve()`` cleans up
+and the process exits 0.
+
+``--unix PATH`` listens on a Unix domain stream socket at PATH instead of TCP
+(``host`` and ``port`` are then null in the ready line).  A socket file a
+killed server left at PATH is replaced; any other file there is refused.  The
+path is removed when the server stops.  A variant that cannot serve a Unix
+socket says why in the registry (``Variant.unix``) and ``--unix`` is refused
+with that reason.
+
+``--probe`` prints one line of JSON about this interpreter (version,
+implementation, whether the GIL is enabled) and why each variant cannot run
+here (null: it can); ``run_all.py --python EXE`` asks another interpreter this
+before it starts servers there.
 
 Before it listens, a framed server removes the temporary files that a
 crashed PUT of an earlier server left in its root, and says so on stderr
@@ -21,10 +34,12 @@ crashed PUT of an earlier server left in its root, and says so on stderr
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
 import socket
+import stat
 import sys
 from typing import NoReturn
 
@@ -40,8 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", nargs="?", help="variant to run (see --list)")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="print this interpreter and each variant's availability as JSON, and exit",
+    )
+    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 0: pick a free one)")
+    p.add_argument(
+        "--unix",
+        default=None,
+        metavar="PATH",
+        help="listen on a Unix domain stream socket at PATH instead of TCP",
+    )
     p.add_argument("--root", default=".", help="the served directory (default: .)")
     p.add_argument(
         "--protocol",
@@ -109,6 +135,16 @@ def print_list() -> None:
             print(f"{'':<{width}}  limit: {variant.limit}")
         if variant.default_max_clients:
             print(f"{'':<{width}}  --max-clients default: {variant.default_max_clients}")
+        if variant.unix:
+            print(f"{'':<{width}}  no --unix: {variant.unix}")
+
+
+def probe() -> dict[str, object]:
+    """This interpreter, and why each variant cannot run under it (None: it can)."""
+    return {
+        "python": servers.interpreter(),
+        "unavailable": {name: v.unavailable_reason for name, v in servers.REGISTRY.items()},
+    }
 
 
 def session_factory(protocol: str, root: str, max_frame: int) -> SessionFactory:
@@ -150,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print_list()
         return 0
+    if args.probe:
+        print(json.dumps(probe()), flush=True)
+        return 0
     if not args.name:
         fail("give a variant NAME, or --list")
     if args.name not in servers.REGISTRY:
@@ -162,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         fail("--idle-timeout and --request-timeout must be > 0")
     if args.max_clients is not None and args.max_clients < 0:
         fail("--max-clients must be >= 0 (0: no limit)")
-    limits = limits_from(args, servers.get(args.name))
+    variant = servers.get(args.name)
+    if args.unix is not None:
+        if args.host is not None or args.port is not None:
+            fail("--unix listens on a path: give it without --host and --port")
+        if variant.unix:
+            fail(f"{args.name} cannot serve a Unix socket: {variant.unix}")
+    limits = limits_from(args, variant)
     try:
         module = servers.load(args.name)
     except (RuntimeError, ImportError) as exc:
@@ -176,19 +221,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.protocol == "framed":  # raw mode never touches the root
         remove_crash_leftovers(args.root)
     new_session = session_factory(args.protocol, args.root, args.max_frame)
-    try:
-        listener = socket.create_server((args.host, args.port), backlog=servers.LISTEN_BACKLOG)
-    except OSError as exc:
-        fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    if args.unix is not None:
+        listener = unix_listener(args.unix)
+        identity = socket_file_identity(args.unix)
+        host, port = None, None
+    else:
+        listener = tcp_listener(args.host or "127.0.0.1", args.port or 0)
+        identity = None
+        host, port = listener.getsockname()[:2]
+    owner = os.getpid()  # a forked child must not remove the parent's socket file
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
-    host, port = listener.getsockname()[:2]
     ready = {
         "server": args.name,
         "host": host,
         "port": port,
+        "unix": args.unix,
         "pid": os.getpid(),
+        "python": servers.interpreter(),
         "protocol": args.protocol,
         "root": os.path.abspath(args.root),
         "max_frame": args.max_frame,
@@ -205,7 +256,70 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):  # serve() may have returned on its own
             signal.signal(signum, signal.SIG_IGN)
         listener.close()
+        if identity is not None and os.getpid() == owner:
+            remove_socket_file(args.unix, identity)
     return 0
+
+
+def tcp_listener(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), backlog=servers.LISTEN_BACKLOG)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def unix_listener(path: str) -> socket.socket:
+    """A listening AF_UNIX stream socket at ``path``, replacing a dead server's socket file."""
+    clear_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(servers.LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on unix:{path}: {exc.strerror or exc}")
+    return sock
+
+
+def clear_stale_socket(path: str) -> None:
+    """Remove a socket file nobody listens on (a killed server's); refuse anything else.
+
+    A socket someone still accepts on is another server's: replacing it would
+    steal its clients, so that is refused too.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        fail(f"cannot use {path!r} for --unix: {exc.strerror or exc}")
+    if not stat.S_ISSOCK(mode):
+        fail(f"{path!r} exists and is not a socket: refusing to replace it with one")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        err = probe.connect_ex(path)
+    if err == 0 or err == errno.EAGAIN:  # accepted, or a full backlog: alive
+        fail(f"another server is listening on {path!r}")
+    os.unlink(path)
+    print(f"python -m servers: replaced {path}, a socket nobody listens on", file=sys.stderr)
+
+
+def socket_file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the socket file just bound, to recognise it at shutdown."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def remove_socket_file(path: str, identity: tuple[int, int]) -> None:
+    """Unlink ``path`` if it is still the file we bound (a successor's is left alone)."""
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == identity:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

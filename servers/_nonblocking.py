@@ -124,10 +124,11 @@ class Connection:
         sock.setblocking(False)
         # Replies are small and latency matters: don't let Nagle hold the tail
         # of a partly-sent reply back for an ACK (asyncio and uvloop do the same).
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # already reset (macOS says EINVAL): the first recv will tell
-            pass
+        if sock.family != socket.AF_UNIX:  # a Unix socket has no Nagle to turn off
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # already reset (macOS says EINVAL): the first recv will tell
+                pass
         self.sock = sock
         self.fd = sock.fileno()
         self.session = session

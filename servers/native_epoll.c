@@ -3,7 +3,7 @@
  * A ceiling to measure the Python servers and the load generator against,
  * not a model to study: servers/native_epoll.py builds and execs it.
  *
- *   native_epoll LISTEN_FD framed|raw MAX_FRAME
+ *   native_epoll LISTEN_FD framed|raw MAX_FRAME [UNIX_PATH]
  *
  * One thread, one level-triggered epoll loop, non-blocking sockets, one
  * 64 KiB receive buffer shared by every connection (under glibc's 128 KiB
@@ -14,7 +14,8 @@
  * the connection closes; a declared length over MAX_FRAME gets ERROR and the
  * connection closes.  A reader that does not read stops being read from once
  * OUT_HIGH bytes of replies are waiting (no unbounded buffering).
- * SIGTERM/SIGINT: exit 0 at once (the kernel closes every socket).
+ * SIGTERM/SIGINT: exit 0 at once (the kernel closes every socket), first
+ * removing UNIX_PATH when the listener is a Unix socket bound there.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,7 +47,12 @@ static int ep, raw_mode;
 static unsigned long long max_frame;
 static unsigned char rbuf[RECV_SIZE];
 
-static void on_signal(int sig) { (void)sig; _exit(0); }
+static const char *unix_path;  /* the listener's socket file, removed at exit; or NULL */
+static void on_signal(int sig) {
+    (void)sig;
+    if (unix_path) unlink(unix_path);  /* async-signal-safe, like _exit */
+    _exit(0);
+}
 
 static void die(const char *what) { perror(what); exit(1); }
 
@@ -187,10 +193,11 @@ static void accept_all(int lfd, int *spare) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4 || (strcmp(argv[2], "framed") && strcmp(argv[2], "raw"))) {
-        fprintf(stderr, "usage: native_epoll LISTEN_FD framed|raw MAX_FRAME\n");
+    if (argc < 4 || argc > 5 || (strcmp(argv[2], "framed") && strcmp(argv[2], "raw"))) {
+        fprintf(stderr, "usage: native_epoll LISTEN_FD framed|raw MAX_FRAME [UNIX_PATH]\n");
         return 2;
     }
+    if (argc == 5) unix_path = argv[4];
     int lfd = atoi(argv[1]);
     raw_mode = !strcmp(argv[2], "raw");
     max_frame = strtoull(argv[3], NULL, 10);

@@ -21,7 +21,9 @@ it stops reading that client) rather than dropped.
 binary (``exec`` keeps the pid, so the ready line the command line printed
 stays true), handing over the listening socket's descriptor and the
 settings the command line gave the session factory -- the protocol mode and
-the maximum frame.  SIGTERM/SIGINT make the binary exit 0.
+the maximum frame -- and, for a Unix socket, its path, which the binary
+removes at exit (the command line's own clean-up never runs after exec).
+SIGTERM/SIGINT make the binary exit 0.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
     binary = prepare()
     mode, max_frame = settings(new_session)
     fd = listener.fileno()
+    argv = [binary, str(fd), mode, str(max_frame)]
+    if listener.family == socket.AF_UNIX:
+        argv.append(listener.getsockname())
     os.set_inheritable(fd, True)  # the one descriptor the binary needs
     sys.stdout.flush()  # exec discards whatever Python still buffers
     sys.stderr.flush()
@@ -54,7 +59,7 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
-        os.execv(binary, [binary, str(fd), mode, str(max_frame)])
+        os.execv(binary, argv)
     finally:  # only reached if exec failed
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
 

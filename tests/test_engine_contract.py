@@ -29,6 +29,8 @@ CONFIGS = [
     LoadConfig("127.0.0.1", 8000, size=0, duration=1e-3, warmup=2.5),
     LoadConfig("127.0.0.1", 8000, server_pid=42, admit_timeout=0.5, counters=False),
     LoadConfig("127.0.0.1", 8000, start_at=1767225600.123456),
+    LoadConfig("", 0, unix="/tmp/cb-x/s.sock", connections=3),
+    LoadConfig("192.0.2.7", 8000),  # any host: a target need not be loopback
 ]
 
 
@@ -42,12 +44,13 @@ def test_config_survives_its_command_line(cfg: LoadConfig) -> None:
 
 
 def test_every_scenario_case_survives_the_command_line() -> None:
-    server = SimpleNamespace(host="127.0.0.1", port=8000, pid=4321, name="epoll_reactor")
+    tcp = SimpleNamespace(host="127.0.0.1", port=8000, unix=None, pid=4321, name="epoll_reactor")
+    unix = SimpleNamespace(host="", port=0, unix="/tmp/cb/s.sock", pid=4321, name="epoll_reactor")
     for scenario in SCENARIOS.values():
         for case in scenario.cases:
             rate = 1234.5 if case.rate_fraction is not None else None
             cfg = harness.load_config(
-                server,  # type: ignore[arg-type]
+                unix if case.transport == "unix" else tcp,  # type: ignore[arg-type]
                 case,
                 duration=0.75,
                 warmup=0.25,
@@ -55,6 +58,7 @@ def test_every_scenario_case_survives_the_command_line() -> None:
                 cpus=(1,),
             )
             assert parsed(cfg.to_argv()) == cfg, case.key
+            assert (cfg.unix is not None) == (case.transport == "unix"), case.key
             assert cfg.connections == case.connections and cfg.server_pid == 4321
 
 

@@ -441,7 +441,7 @@ def test_exits_by_itself_when_the_server_never_answers(fake: RunningServer, tmp_
 @pytest.mark.parametrize(
     "args",
     [
-        ["--target", "10.1.2.3:80"],  # not loopback
+        ["--target", "unix:"],  # a Unix target without a path
         ["--target", "nonsense"],
         ["--target", "127.0.0.1:1", "--connections", "0"],
         ["--target", "127.0.0.1:1", "--workload", "nope"],

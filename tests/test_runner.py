@@ -302,7 +302,9 @@ def test_the_ramp_timeout_grows_with_the_connections() -> None:
     assert harness.admit_timeout(cases["echo-small"], max_clients=1) == 0.5
     assert harness.admit_timeout(cases["connections-16"], max_clients=39) == pytest.approx(2.064)
     server = type(
-        "S", (), {"host": "127.0.0.1", "port": 1, "pid": 1, "name": "thread_per_client"}
+        "S",
+        (),
+        {"host": "127.0.0.1", "port": 1, "unix": None, "pid": 1, "name": "thread_per_client"},
     )()
     cfg = harness.load_config(server, cases["connections-1000"], duration=1.0, warmup=0.0)  # type: ignore[arg-type]
     assert cfg.admit_timeout == 6.0

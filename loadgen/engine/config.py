@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import NoReturn
 
-from loadgen.client import parse_target
+from loadgen.client import Address, format_address, is_loopback, parse_address
 
 # c10k: idle, but the one ECHO every connection sends once they are all open is timed
 # (latency_us is that round's; loadgen.ramp_s the time to open them all)
@@ -30,10 +30,10 @@ class LoadError(Exception):
 
 @dataclass
 class LoadConfig:
-    """What to run.  ``host``/``port`` must be loopback (checked by the CLI)."""
+    """What to run, against ``host``:``port`` (any host) or the Unix socket ``unix``."""
 
-    host: str
-    port: int
+    host: str  # "" with unix
+    port: int  # 0 with unix
     workload: str = "echo"
     size: int = 64
     connections: int = 64
@@ -50,6 +50,7 @@ class LoadConfig:
     admit_timeout: float = 2.0  # wait at most this long for every connection's first reply
     counters: bool = True  # with server_pid: context switches and system calls per request
     start_at: float | None = None  # epoch seconds: traffic starts then (several load hosts)
+    unix: str | None = None  # the path of a Unix domain socket to load instead of host:port
 
     def __post_init__(self) -> None:
         if self.workload == "slow":  # ECHO where some connections are slow
@@ -62,8 +63,19 @@ class LoadConfig:
         return "open" if self.rate else "closed"
 
     @property
+    def address(self) -> Address:
+        """What ``connect`` takes: ``(host, port)``, or the Unix socket's path."""
+        return self.unix if self.unix is not None else (self.host, self.port)
+
+    @property
     def target(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        """``HOST:PORT`` or ``unix:PATH``, as ``--target`` takes it."""
+        return format_address(self.address)
+
+    @property
+    def remote(self) -> bool:
+        """A TCP target on another machine (said plainly at start: load leaves this one)."""
+        return self.unix is None and not is_loopback(self.host)
 
     @property
     def normal_connections(self) -> int:
@@ -115,10 +127,12 @@ class LoadConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LoadConfig:
         """The config :func:`build_parser`'s namespace describes (ValueError if malformed)."""
-        host, port = parse_target(args.target, loopback_only=True)
+        address = parse_address(args.target)
+        host, port = ("", 0) if isinstance(address, str) else address
         return cls(
             host=host,
             port=port,
+            unix=address if isinstance(address, str) else None,
             workload=args.workload,
             size=args.size,
             connections=args.connections,
@@ -146,7 +160,7 @@ class LoadConfig:
         argv = ["--target", self.target]
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("host", "port") or value == f.default:
+            if f.name in ("host", "port", "unix") or value == f.default:
                 continue
             if f.name == "slow_byte_interval":
                 raise ValueError("slow_byte_interval has no command-line option")
@@ -187,7 +201,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """``python -m loadgen``'s options: every :class:`LoadConfig` field, plus ``--json``/``-q``."""
     p = _Parser(prog=PROG, description="Load one server of the suite and measure it.")
-    p.add_argument("--target", required=True, help="HOST:PORT of the server (loopback only)")
+    p.add_argument(
+        "--target",
+        required=True,
+        help="HOST:PORT of the server (any host; load leaves this machine only if you say so), "
+        "or unix:PATH for a Unix domain socket",
+    )
     p.add_argument(
         "--workload",
         choices=WORKLOADS + ("slow",),

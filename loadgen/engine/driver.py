@@ -24,13 +24,13 @@ Every wait is bounded, and the parent kills and reaps what does not stop.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
+from loadgen.client import connect, parse_address
 from loadgen.engine.config import LoadConfig, LoadError
 from loadgen.engine.messages import (
     Admitted,
@@ -68,7 +68,7 @@ class Progress:
 
 def _check_reachable(cfg: LoadConfig) -> None:
     try:
-        with socket.create_connection((cfg.host, cfg.port), timeout=1.0):
+        with connect(cfg.address, timeout=1.0):
             pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -105,7 +105,7 @@ def run_load(
 ) -> LoadResult:
     """Run one load and return its result (docs/RESULTS.md: ``result.to_dict()``).
 
-    Either ``config`` or ``target="HOST:PORT"`` plus :class:`LoadConfig`
+    Either ``config`` or ``target="HOST:PORT"`` (or ``"unix:PATH"``) plus :class:`LoadConfig`
     field names as keywords (``workload``, ``size``, ``connections``,
     ``duration``, ``warmup``, ``rate``, ``pipeline``, ``processes``,
     ``slow_clients``, ``cpus``, ``server_pid``, ``timeout``, ``admit_timeout``,
@@ -117,10 +117,11 @@ def run_load(
     if config is None:
         if target is None:
             raise ValueError("give target or config")
-        from loadgen.client import parse_target
-
-        host, port = parse_target(target, loopback_only=True)
-        config = LoadConfig(host=host, port=port, **options)
+        address = parse_address(target)
+        if isinstance(address, str):
+            config = LoadConfig(host="", port=0, unix=address, **options)
+        else:
+            config = LoadConfig(host=address[0], port=address[1], **options)
     cfg = config
     cfg.validate()
     return _Run(cfg, progress).run()

@@ -79,7 +79,7 @@ def prepare_files(cfg: LoadConfig, plan: Plan) -> None:
     from loadgen.client import Client, ServerError
 
     try:
-        with Client(cfg.host, cfg.port, timeout=5.0) as client:
+        with Client.to(cfg.address, timeout=5.0) as client:
             for name, data in plan.get_files.items():
                 client.put(name, data)
             name, data = next(iter(plan.get_files.items()))

@@ -61,6 +61,15 @@ def error_kind(exc: OSError) -> str:
     return "reset"
 
 
+def _resolve(cfg: LoadConfig) -> tuple[socket.AddressFamily, Any]:
+    """The socket family and address every connect uses: a host name is looked up once,
+    here, not on every connect (churn would pay a blocking lookup per request)."""
+    if cfg.unix is not None:
+        return socket.AF_UNIX, cfg.unix
+    family, _, _, _, address = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)[0]
+    return family, address
+
+
 class Worker(ConnTable):
     """One process's share of the connections and its epoll loop."""
 
@@ -86,6 +95,7 @@ class Worker(ConnTable):
         self.churn = cfg.workload == "churn"
         self.idle = cfg.workload in ("idle", "c10k")  # one ECHO per connection, then quiet
         self.first_round = cfg.workload == "c10k"  # ... whose latency is recorded
+        self.family, self.address = _resolve(cfg)
         self.timeout_ns = int(cfg.timeout * 1e9)
         self.slow_gap_ns = int(cfg.slow_byte_interval * 1e9)
         self.interval_ns = 0
@@ -132,13 +142,14 @@ class Worker(ConnTable):
     def open_conn(self, slot: int) -> None:
         """Start a non-blocking connect for ``slot``; completion arrives as EPOLLOUT."""
         try:
-            sock = socket.socket(socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET)
+            sock = socket.socket(self.family)
         except OSError:
             self.errors["refused"] += 1  # out of descriptors: no connection for this slot now
             self.reconnect_later(slot)
             return
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.family != socket.AF_UNIX:  # a Unix socket has no Nagle to turn off
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         fd = sock.fileno()
         self.grow(fd)
         self.socks[fd] = sock
@@ -147,9 +158,12 @@ class Worker(ConnTable):
         self.opened_at[fd] = time.perf_counter_ns()
         self.fastok[fd] = not (self.open_loop or self.churn or self.idle or self.is_slow[slot])
         self.live.add(fd)
-        err = sock.connect_ex((self.cfg.host, self.cfg.port))
+        err = sock.connect_ex(self.address)
         if err not in (0, errno.EINPROGRESS):
-            self.break_conn(fd, "refused" if err == errno.ECONNREFUSED else "reset")
+            # A Unix socket's connect completes at once, or fails with EAGAIN when the
+            # server's backlog is full (TCP would wait in EINPROGRESS): refused, retried.
+            refused = err in (errno.ECONNREFUSED, errno.EAGAIN)
+            self.break_conn(fd, "refused" if refused else "reset")
             return
         self.ep.register(fd, _EPOLLOUT)
 

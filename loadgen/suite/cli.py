@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python run_all.py --servers thread_per_client,gevent_server --scenarios churn\n"
         "  python run_all.py --compare                        # newest run vs the one before\n"
         "  python run_all.py --compare results/A results/B\n"
+        "  python run_all.py --python python3.13t --servers thread_per_client  # another Python\n"
         "How to read the report: results/README.md",
     )
     p.add_argument(
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="after a throughput case's planned rounds, add rounds (at most 3, and only while "
         "the run stays under the profile's time cap) until every ranked row's 95%% CI is "
         "within ±5%% of its centre (default: on in the full profile, off in quick)",
+    )
+    p.add_argument(
+        "--python",
+        metavar="EXE",
+        help="run the servers under this interpreter (the load generator stays on this one); "
+        "it is asked first which variants it can run (python -m servers --probe); the others "
+        "are skipped with the reason",
     )
     p.add_argument(
         "--no-pin",

@@ -45,6 +45,7 @@ LIVE_GROUPS: set[int] = set()  # process-group ids started here and not yet stop
 
 VERIFY_TIMEOUT = 10.0  # seconds per client operation in the smoke test
 LOADGEN_GRACE = 20.0  # seconds past warm-up + duration before a loadgen is declared hung
+UNIX_SOCKET = "s.sock"  # a unix-transport case's socket, in the run's temporary directory
 C10K_ADMIT_S = 10.0  # c10k: the longest wait for every connection's one ECHO (then: failed)
 MEMORY_KINDS = ("memory", "c10k")  # cases whose runs measure memory per connection
 # c10k's wall time per connection: connect, the ECHO round, closing (estimated; see the plan)
@@ -113,6 +114,9 @@ class RunOutcome:
     purpose: str = "timed"
     # --cluster: each host's part (loadgen.cluster.merge.host_records); absent locally
     hosts: list[dict[str, Any]] | None = None
+    # the interpreter that ran the server (its ready line's python: version,
+    # implementation, gil_enabled, executable); None if it never started
+    python: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,12 +175,14 @@ def verify(
     reference: bool = False,
     cpus: tuple[int, ...] | None = None,
     env: dict[str, str] | None = None,
+    python: str | None = None,
 ) -> VerifyResult:
-    """Start ``name`` and check it answers correctly; never raises for a bad server."""
+    """Start ``name`` (under ``python``, default this interpreter) and check it answers
+    correctly; never raises for a bad server."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"cb-verify-{name}-") as root:
         try:
-            server = _start_tracked(name, root, cpus=cpus, env=env)
+            server = _start_tracked(name, root, cpus=cpus, env=env, python=python)
         except (ServerStartError, OSError, ValueError) as exc:
             return VerifyResult(name, False, f"did not start: {exc}", time.perf_counter() - t0)
         try:
@@ -193,7 +199,7 @@ def _smoke(server: RunningServer, *, reference: bool) -> str | None:
     """The conformance smoke; returns what went wrong, or None."""
     payload = bytes(range(256)) * 4 + b"end"
     try:
-        with Client(server.host, server.port, timeout=VERIFY_TIMEOUT) as c:
+        with Client.to(server.address, timeout=VERIFY_TIMEOUT) as c:
             got = c.echo(payload)
             if got != payload:
                 return f"ECHO returned wrong bytes ({len(got)} bytes for {len(payload)} sent)"
@@ -246,6 +252,7 @@ def load_config(
     return LoadConfig(
         host=server.host,
         port=server.port,
+        unix=server.unix,
         workload=case.workload,
         size=case.size or LoadConfig.size,  # 0 (idle): the engine's default ECHO
         connections=case.connections,
@@ -356,10 +363,14 @@ def measure(
     env: dict[str, str] | None = None,
     on_tick: Callable[[float], None] | None = None,
     counters: bool = False,
+    python: str | None = None,
 ) -> RunOutcome:
     """Start ``name`` fresh, run the load, stop it; never raises for a failing variant.
 
     ``counters``: a counted run (``purpose`` "count"), not a timed one.
+    ``python``: the interpreter that runs the server (default: this one).
+    A case whose ``transport`` is "unix" starts the server on a Unix socket
+    in the run's temporary directory and loads it there.
     KeyboardInterrupt propagates after the server and loadgen are stopped.
     """
     out = RunOutcome(name, case.key, case.scenario, round_no, "failed", rate=rate)
@@ -371,13 +382,16 @@ def measure(
                 name,
                 root,
                 protocol=case.protocol,
+                unix=os.path.join(root, UNIX_SOCKET) if case.transport == "unix" else None,
                 cpus=pinning.server if pinning else None,
                 env=env,
+                python=python,
             )
         except (ServerStartError, OSError, ValueError) as exc:
             out.error = f"server did not start: {exc}"
             out.wall_s = time.perf_counter() - t0
             return out
+        out.python = server.python
         try:
             _measure_with(server, case, out, duration, warmup, rate, pinning, on_tick)
         except KeyboardInterrupt:

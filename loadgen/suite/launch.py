@@ -1,11 +1,13 @@
 """Start a server variant as a user would, and stop it leaving nothing behind.
 
 Tests, benchmarks and ``run_all.py`` all start servers through
-:func:`start_server`: ``python -m servers NAME --port 0 ...`` in a new
-session (so in its own process group), the port read from its JSON ready
-line, no sleeping.  :meth:`RunningServer.stop` sends SIGTERM to the whole
-group, waits, then SIGKILLs whatever is left and reaps the leader -- on
-success, failure or Ctrl-C (use it as a context manager).
+:func:`start_server`: ``python -m servers NAME --port 0 ...`` (or ``--unix
+PATH``) in a new session (so in its own process group), the port read from
+its JSON ready line, no sleeping.  ``python=EXE`` runs the server under
+another interpreter, with this project importable there (``PYTHONPATH``).
+:meth:`RunningServer.stop` sends SIGTERM to the whole group, waits, then
+SIGKILLs whatever is left and reaps the leader -- on success, failure or
+Ctrl-C (use it as a context manager).
 
 Every process the suite starts gets :data:`loadgen.procs.MALLOC_ENV`, so
 glibc's malloc is in the same state for every variant (see docs/RESULTS.md).
@@ -25,12 +27,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from loadgen import procs
+from loadgen.client import Address, format_address
 from loadgen.procs import MALLOC_ENV, group_alive, killpg, wait_group_gone
 
 READY_TIMEOUT = 30.0  # seconds; importing gevent or building native_epoll takes a while
 STOP_TIMEOUT = 5.0
+PROBE_TIMEOUT = 60.0  # --python's probe: importing the registry, finding a C compiler
 
 
 class ServerStartError(RuntimeError):
@@ -50,6 +55,27 @@ def suite_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def probe_python(python: str, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
+    """Ask another interpreter ``python -m servers --probe``: its version, implementation,
+    GIL state and why each variant cannot run there.  ValueError (one line) if it cannot
+    run the servers package at all."""
+    argv = [python, "-m", "servers", "--probe"]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=suite_env(), check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValueError(f"--python {python}: cannot run it: {exc}") from None
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise ValueError(f"--python {python}: python -m servers --probe failed: {tail}")
+    try:
+        probed = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise ValueError(f"--python {python}: --probe printed no JSON") from None
+    return probed
+
+
 @dataclass
 class RunningServer:
     name: str
@@ -61,15 +87,24 @@ class RunningServer:
     ready: dict[str, object]
     stderr_path: str
     cpus: frozenset[int] | None = None
+    unix: str | None = None  # the Unix socket's path (host "" and port 0), or None: TCP
     _stopped: bool = field(default=False, repr=False)
 
     @property
-    def address(self) -> tuple[str, int]:
-        return self.host, self.port
+    def address(self) -> Address:
+        """``(host, port)``, or the Unix socket's path."""
+        return self.unix if self.unix is not None else (self.host, self.port)
 
     @property
     def target(self) -> str:
-        return f"{self.host}:{self.port}"
+        """``HOST:PORT`` or ``unix:PATH``: what ``python -m loadgen --target`` takes."""
+        return format_address(self.address)
+
+    @property
+    def python(self) -> dict[str, object] | None:
+        """The interpreter running the server (its ready line's ``python``)."""
+        info = self.ready.get("python")
+        return info if isinstance(info, dict) else None
 
     def stderr_text(self) -> str:
         return Path(self.stderr_path).read_text(errors="replace")
@@ -127,18 +162,26 @@ def start_server(
     protocol: str = "framed",
     max_frame: int | None = None,
     host: str = "127.0.0.1",
+    unix: str | None = None,
     cpus: Iterable[int] | None = None,
     extra_args: Iterable[str] = (),
     env: dict[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT,
     die_with_parent: bool = False,
+    python: str | None = None,
 ) -> RunningServer:
     """Start ``python -m servers NAME`` in its own process group; wait for its ready line.
 
+    ``unix``: listen on a Unix socket at this path instead of TCP on ``host``.
+    ``python``: the interpreter to run it (default: this one).
     ``die_with_parent``: the kernel SIGKILLs the server's leader if its parent
     dies (a cluster's actor killed by Ray runs none of our cleanup).
     """
-    argv = [sys.executable, "-m", "servers", name, "--host", host, "--port", "0"]
+    argv = [python or sys.executable, "-m", "servers", name]
+    if unix is not None:
+        argv += ["--unix", unix]
+    else:
+        argv += ["--host", host, "--port", "0"]
     argv += ["--root", os.fspath(root), "--protocol", protocol]
     if max_frame is not None:
         argv += ["--max-frame", str(max_frame)]
@@ -166,8 +209,9 @@ def start_server(
     return RunningServer(
         name=name,
         process=process,
-        host=str(ready["host"]),
-        port=int(ready["port"]),  # type: ignore[arg-type]
+        host=str(ready["host"] or ""),
+        port=int(ready["port"] or 0),  # type: ignore[call-overload]
+        unix=unix,
         pid=process.pid,
         root=os.fspath(root),
         ready=ready,

@@ -20,6 +20,7 @@ from typing import Any
 
 import servers
 from loadgen.suite import harness
+from loadgen.suite.launch import probe_python
 from loadgen.suite.scenarios import CORE_LEVELS, PROFILES, SCENARIOS, Case, Scenario, resolve
 
 # The in-round reference: measured beside the variants in every round of every
@@ -62,6 +63,8 @@ class PlannedCase:
     declared_failures: dict[str, str] = field(default_factory=dict)
     max_repeat: int | None = None  # Case.max_repeat
     server_cpus: int | None = None  # Case.server_cpus
+    transport: str = "tcp"  # "tcp" | "unix" (Case.transport)
+    tcp_case: str | None = None  # a unix case: its TCP twin, shown beside it (Case.tcp_case)
 
     @classmethod
     def of(
@@ -87,6 +90,8 @@ class PlannedCase:
             declared_failures=declared,
             max_repeat=case.max_repeat,
             server_cpus=case.server_cpus,
+            transport=case.transport,
+            tcp_case=case.tcp_case,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -144,6 +149,8 @@ class RunPlan:
     count_costs: bool = True  # one counted run per (throughput case, variant) at the end
     server_cpus: int = 1  # --server-cpus: CPUs the server may use (the generator: the rest)
     skipped_scenarios: dict[str, str] = field(default_factory=dict)  # not run here -> why
+    python: str | None = None  # --python: the interpreter that runs the servers (None: this one)
+    server_python: dict[str, Any] | None = None  # its version, implementation, gil_enabled
     runs: int = field(init=False)  # measurements planned
 
     def __post_init__(self) -> None:
@@ -217,9 +224,18 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         raise ValueError("--repeat must be >= 1, --duration > 0, --warmup >= 0")
     if getattr(args, "no_reference", False) and not _split(args.servers):
         names = [n for n in names if n != REFERENCE]
-    skipped = {n: r for n in names if (r := servers.get(n).unavailable_reason)}
+    python = getattr(args, "python", None)
+    probed = probe_python(python) if python else {"python": servers.interpreter()}
+    unavailable = probed.get("unavailable") or {}
+    skipped = {
+        n: f"{r} (under {python})" if python else r
+        for n in names
+        if (r := unavailable.get(n) if python else servers.get(n).unavailable_reason)
+    }
     runnable = [n for n in names if n not in skipped]
     reference = _reference(args, runnable)
+    if reference in skipped:  # unavailable under --python
+        reference = None
     server_cpus = getattr(args, "server_cpus", None) or 1
     harness.Pinning.choose(not args.no_pin, server_cpus)  # ValueError: no CPU left
     levels, skipped_scenarios = _cpu_levels(scenarios, not args.no_pin)
@@ -253,6 +269,8 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         count_costs=not getattr(args, "no_counters", False),
         server_cpus=server_cpus,
         skipped_scenarios=skipped_scenarios,
+        python=python,
+        server_python=probed["python"],
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from loadgen.procs import raise_nofile
+from loadgen.suite.notes import describe_python
 from loadgen.suite.plan import (
     MAX_EXTRA_ROUNDS,
     MAX_RERUNS,
@@ -32,6 +33,7 @@ NOFILE_MARGIN = 256
 
 
 def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Console) -> None:
+    """What is about to run, how long it may take, on what machine and interpreter."""
     env = data["environment"]
     console.print(
         f"[bold]concurrency-bench[/] profile {plan.profile}: {len(plan.variants)} variants"
@@ -73,6 +75,8 @@ def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Cons
         console.print("[yellow]no in-round reference: rounds are not checked for drift[/]")
     for name, reason in plan.skipped.items():
         console.print(f"[yellow]skipped {name}: {reason}[/]")
+    if plan.python:
+        console.print(f"servers run under {describe_python(plan.server_python)} ({plan.python})")
     if "cluster" in env:
         console.print(
             f"cluster {env['cluster']['address']}: servers bind {env['cluster']['server_host']}; "

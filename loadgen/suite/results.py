@@ -32,8 +32,8 @@ from typing import Any
 from rich.table import Table
 
 from loadgen.procs import MALLOC_ENV
+from loadgen.suite import notes, tables
 from loadgen.suite import summary as sm
-from loadgen.suite import tables
 
 SCHEMA = 1
 PACKAGES = (
@@ -146,6 +146,7 @@ def write(
     """(Re)write results.json, report.md and (optionally) the charts; point latest here."""
     summaries = sm.summarize(data)
     data = dict(data, schema=SCHEMA, summaries=[s.to_json() for s in summaries])
+    data["server_python"] = notes.server_pythons(data.get("runs", []))
     _atomic_write(run_dir / "results.json", json.dumps(data, indent=1, default=str))
     chart_paths = []
     if charts:
@@ -254,6 +255,7 @@ def report_markdown(
         f"server on CPU {pin['server']}, load generator on CPU {pin['loadgen']}" if pin else "none"
     )
     load_avg = env.get("load_average_start")
+    pythons = data.get("server_python") or notes.server_pythons(data.get("runs", []))
     out = [
         f"# concurrency-bench report — {env.get('date', '?')}",
         "",
@@ -268,6 +270,13 @@ def report_markdown(
         f"pinning: {pin_text}; load average at start: "
         + (", ".join(f"{x:.2f}" for x in load_avg) if load_avg else "?")
         + f"; git {str(env.get('git_commit'))[:12]}{' (dirty)' if env.get('git_dirty') else ''}.",
+        "",
+        "Servers ran under: "
+        + (
+            "; ".join(f"{notes.describe_python(p)} at `{p.get('executable')}`" for p in pythons)
+            or "(not recorded)"
+        )
+        + ".",
         "",
         "How to read this: [results/README.md](../README.md) (every column and flag).",
         "",

@@ -209,6 +209,7 @@ class Session:
                 name,
                 reference=servers.get(name).is_reference,
                 cpus=self.pinning.server if self.pinning else None,
+                python=self.plan.python,
             )
             self.data["verify"][name] = {"ok": v.ok, "reason": v.reason, "seconds": v.seconds}
             if not v.ok:
@@ -560,6 +561,7 @@ class Session:
             rate=rate,
             pinning=self.pinning_for(case),
             counters=counted,
+            python=self.plan.python,
             on_tick=lambda elapsed: self.progress.update(
                 self.current, completed=min(elapsed, expected)
             ),

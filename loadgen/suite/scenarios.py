@@ -48,6 +48,8 @@ class Case:
     # the server may use this many CPUs (the generator gets the rest); None: --server-cpus.
     # A level above half the CPUs this run may use is not planned (plan.make_plan).
     server_cpus: int | None = None
+    transport: str = "tcp"  # "tcp" (loopback) | "unix": the server's --unix, a unix: target
+    tcp_case: str | None = None  # a unix case: the case with the same load over TCP, shown beside
 
     def describe(self) -> str:
         """The settings in one line, as ``python -m loadgen`` options."""
@@ -69,6 +71,8 @@ class Case:
                 f"(server on {self.server_cpus} CPU{'s' if self.server_cpus > 1 else ''}"
                 ", the generator on the rest, one worker per CPU)"
             )
+        if self.transport == "unix":
+            parts.append("--target unix:PATH (server --unix PATH)")
         return " ".join(parts)
 
 
@@ -87,6 +91,16 @@ def _serves_files(variant: Variant) -> str | None:
 def _multicore(variant: Variant) -> str | None:
     if not variant.multicore:
         return "one server core is all it uses (multicore=False in servers/__init__.py)"
+    return None
+
+
+def _fast_over_unix(variant: Variant) -> str | None:
+    # The lesson is the kernel's cost per request, which only shows where the
+    # server's own cost is small: the event loops and the native reference.
+    if variant.unix:
+        return f"cannot serve a Unix socket: {variant.unix}"
+    if variant.family not in ("event", "reference"):
+        return "only the event loops and the reference compare transports (the fastest)"
     return None
 
 
@@ -203,6 +217,22 @@ SCENARIOS: dict[str, Scenario] = {
                     ("open-loop-common", "one common rate", "common"),
                 )
             ),
+            needs=("echo-small",),
+        ),
+        Scenario(
+            "unix-echo",
+            "64-byte ECHO at 64 connections over a Unix domain socket beside TCP loopback, for "
+            "the fastest variants: what the kernel's TCP path costs per request (the TCP "
+            "figure is echo-small's measurement)",
+            _one(
+                "unix-echo",
+                workload="echo",
+                size=64,
+                connections=64,
+                transport="unix",
+                tcp_case="echo-small",
+            ),
+            applies=_fast_over_unix,
             needs=("echo-small",),
         ),
         Scenario(

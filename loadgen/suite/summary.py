@@ -26,13 +26,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.engine.result import RATE_SHORTFALL
-from loadgen.suite import ranking
+from loadgen.suite import notes, ranking
 from loadgen.suite.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
+from loadgen.suite.repeats import Stat
 from loadgen.suite.units import fmt_bytes
 
 UNSTABLE_CV = 0.10
@@ -44,49 +44,6 @@ PAGE_BYTES = 4096
 REFERENCE_NAME = "native_epoll"  # the preferred reference row of a paired ratio
 
 
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    sd: float  # sample standard deviation; 0.0 for a single value
-    n: int
-    values: tuple[float, ...] = ()  # the repeats: the interval and the tests need them
-
-    @property
-    def cv(self) -> float | None:
-        return self.sd / abs(self.mean) if self.n > 1 and self.mean else None
-
-    @property
-    def ci95(self) -> tuple[float, float]:
-        """Student t 95% interval of the mean; ``(mean, mean)`` with one value."""
-        if len(self.values) < 2:
-            return (self.mean, self.mean)
-        low, high = ranking.ci95(self.values)
-        return (low, high)
-
-    @property
-    def half_width(self) -> float | None:
-        """Half the 95% interval; None with one value (the spread is unknown, not zero)."""
-        if self.n < 2 or len(self.values) < 2:
-            return None
-        low, high = self.ci95
-        return (high - low) / 2.0
-
-    @classmethod
-    def of(cls, values: Sequence[float | None]) -> Stat | None:
-        kept = [float(v) for v in values if v is not None and math.isfinite(v)]
-        if not kept:
-            return None
-        sd = statistics.stdev(kept) if len(kept) > 1 else 0.0
-        return cls(statistics.fmean(kept), sd, len(kept), tuple(kept))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mean": self.mean,
-            "sd": self.sd,
-            "n": self.n,
-            "cv": self.cv,
-            "ci95": list(self.ci95),
-        }
 
 
 def run_bottleneck(run: dict[str, Any]) -> str | None:
@@ -132,6 +89,9 @@ class Row:
     syscalls_by_name: dict[str, float] | None = None  # per request, mean over the repeats
     syscalls_unavailable: str | None = None
     memory_resolution: float | None = None  # bytes: see memory_resolution()
+    # (sentence, few words) flags that come from outside the row's own runs: the
+    # TCP figure beside a Unix one, threads that run in parallel (loadgen.suite.notes)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def reference(self) -> bool:
@@ -204,7 +164,7 @@ class Row:
             out.append(f"unstable {SHORT_NAMES.get(fig, fig)} (CV {cv:.0%})")
         if self.discarded_runs:
             out.append(f"{self.discarded_runs} run(s) discarded (disturbed: measured again)")
-        return out
+        return out + [sentence for sentence, _ in self.notes]
 
     def short_flags(self) -> str:
         """The flags column: a few words; :meth:`flags` has the sentences."""
@@ -225,7 +185,7 @@ class Row:
             out.append(f"{self.not_admitted} not admitted")
         if self.unstable:
             out.append("unstable")
-        return ", ".join(out)
+        return ", ".join(out + [words for _, words in self.notes])
 
     def to_json(self) -> dict[str, Any]:
         bottleneck = None
@@ -544,4 +504,5 @@ def summarize(data: dict[str, Any]) -> list[CaseSummary]:
     for case in data.get("cases", []):
         runs = [r for r in data.get("runs", []) if r["case"] == case["key"]]
         out.append(summarize_case(case, runs, variants, verify))
+    notes.add_notes(out, data)
     return out
