@@ -114,6 +114,9 @@ class ClusterBackend:
         """:func:`harness.measure` across the cluster; never raises for a failing variant."""
         out = RunOutcome(name, case.key, case.scenario, round_no, "failed", rate=rate)
         out.purpose = "count" if counters else "timed"
+        if case.transport == "unix":  # a Unix socket is a file: only its own host reaches it
+            out.error = "a Unix socket cannot be loaded from another host (run without --cluster)"
+            return out
         t0 = time.perf_counter()
         started = ray.get(self.server.start.remote(name, case.protocol), timeout=60)
         try:
@@ -162,9 +165,9 @@ class ClusterBackend:
         rate: float | None,
         on_tick: Callable[[float], None] | None,
     ) -> None:
-        target = SimpleNamespace(name=name, host=self.server_host, port=started["port"], pid=0)
-        # TODO(issue 12 item 1): a non-loopback --server-host needs `python -m loadgen
-        # --target` to accept any host (config.py's parse_target(loopback_only=True)).
+        target = SimpleNamespace(
+            name=name, host=self.server_host, port=started["port"], pid=0, unix=None
+        )
         base = harness.load_config(
             target, case, duration=duration, warmup=max(warmup, case.min_warmup), rate=rate
         )  # type: ignore[arg-type]

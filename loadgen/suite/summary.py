@@ -44,8 +44,6 @@ PAGE_BYTES = 4096
 REFERENCE_NAME = "native_epoll"  # the preferred reference row of a paired ratio
 
 
-
-
 def run_bottleneck(run: dict[str, Any]) -> str | None:
     """The run's bottleneck class: the engine's, or computed from its CPU figures (older
     results); None when the CPU figures are missing."""
