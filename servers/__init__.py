@@ -62,6 +62,7 @@ CODE = {
     "blocking": "a blocking read-answer-write loop per client (servers/_blocking.py)",
     "nonblocking": "a non-blocking Connection driven by a readiness loop (servers/_nonblocking.py)",
     "asyncio": "asyncio's streams, protocols or raw socket calls, on asyncio's loop or uvloop's",
+    "trio": "trio's structured concurrency: nurseries of tasks over trio's own loop and streams",
     "reference": "native code: the ceiling, measured but not ranked",
     "test": "deliberately broken, started by the tests only (tests/fakes)",
 }
@@ -86,6 +87,7 @@ _FAMILY_OF_CODE = {
     "blocking": "blocking",
     "nonblocking": "event",
     "asyncio": "event",
+    "trio": "event",
     "reference": "reference",
     "test": "test",
 }
@@ -342,6 +344,18 @@ _VARIANTS = [
         requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
         protection="a blocking step stalls all;"
         " asyncio_streams' timeouts, libuv's own spare descriptor",
+    ),
+    # -- trio's loop: structured concurrency -----------------------------------
+    Variant(
+        "trio_streams",
+        "trio's structured concurrency: trio.serve_listeners, a nursery, a SocketStream per client",
+        concurrent=True,
+        code="trio",
+        scheduling="event loop",
+        limit="one thread, one core; a blocking step stalls every client",
+        requires=_needs_module("trio", "trio is not installed"),
+        protection="logs EMFILE every 100 ms, clients left waiting;"
+        " a moving cancel-scope deadline, a spare-descriptor listener",
     ),
     # -- the reference: a native ceiling, measured but not ranked -------------
     Variant(
