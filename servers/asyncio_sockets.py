@@ -17,14 +17,16 @@ the task does not read while it waits to send.
 
 What it costs: a would-block call is not a standing registration but a
 fresh one.  ``sock_recv`` that finds nothing to read adds the socket to the
-selector (one ``epoll_ctl(EPOLL_CTL_ADD)``), and once it is ready and read,
+selector (one ``epoll_ctl(EPOLL_CTL_ADD)``) and, once it is ready and read,
 removes it again (one ``epoll_ctl(EPOLL_CTL_DEL)``); ``sock_sendall`` that
 finds the socket full does the same for writing.  A transport keeps the
-socket registered for reading for the whole connection, so a request-reply
-client costs this variant two ``epoll_ctl`` per request that a transport
-does not pay (``strace -f -c`` on a short ECHO run: about two ``epoll_ctl``
-per ``epoll_wait``, where ``asyncio_streams`` makes almost none).  Plus
-a task and a coroutine frame per client and, per request, the read's
+socket registered for the whole connection instead.  Counted with ``perf
+stat -e 'syscalls:sys_enter_*'`` on the server during 5,000 one-at-a-time
+64-byte ECHOs over one connection: 2,392 ``recv`` calls found nothing and
+4,784 ``epoll_ctl`` were made -- two each -- where ``asyncio_streams`` made
+2 in all.  The other side of it: a ``recv`` that finds data needs no
+``epoll_wait`` at all (4,786 of them, against ``asyncio_streams``' 10,007).
+Plus a task and a coroutine frame per client and, per request, the read's
 timeout (see below).  One thread, so one core.
 
 How it fails: a step that blocks (a big PUT's ``fsync``) stalls every

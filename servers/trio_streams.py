@@ -35,8 +35,10 @@ trip through the run loop) -- the price of trio's guarantee that every
 ``await`` can be cancelled and lets other tasks run.  trio registers a
 socket with epoll with ``EPOLLONESHOT``: each wait that has to block costs
 one ``epoll_ctl(EPOLL_CTL_MOD)`` to re-arm it (``asyncio_sockets`` pays an
-ADD and a DEL).  Plus a task per client and, per request, a deadline moved
-twice (the read, the reply).  ``SocketStream`` turns on ``TCP_NODELAY`` and
+ADD and a DEL): counted with ``perf stat`` during 5,000 one-at-a-time ECHOs,
+2,673 ``recv`` calls found nothing and 2,673 ``epoll_ctl`` were made.
+Plus a task per client and, per request, a deadline moved twice (the read,
+the reply).  ``SocketStream`` turns on ``TCP_NODELAY`` and
 sets ``TCP_NOTSENT_LOWAT`` to 16 KiB on TCP sockets.  One thread, one core.
 
 How it fails: a step that blocks (a big PUT's ``fsync``) stalls every
