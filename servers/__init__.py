@@ -31,7 +31,7 @@ one-line message to refuse to start; its return value is ignored.
 
 A variant module imports the shared code (``protocol``, ``service``,
 ``tuning``, ``_blocking``, ``_nonblocking``, ``_asyncio_shared``,
-``native_build``), never another variant (``tests/test_registry.py``).
+``_asyncio_streams``, ``native_build``), never another variant (``tests/test_registry.py``).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ __all__ = [
 CODE = {
     "blocking": "a blocking read-answer-write loop per client (servers/_blocking.py)",
     "nonblocking": "a non-blocking Connection driven by a readiness loop (servers/_nonblocking.py)",
-    "asyncio": "asyncio's streams or protocols, on asyncio's loop or uvloop's",
+    "asyncio": "asyncio's streams, protocols or raw socket calls, on asyncio's loop or uvloop's",
+    "trio": "trio's structured concurrency: nurseries of tasks over trio's own loop and streams",
     "reference": "native code: the ceiling, measured but not ranked",
     "test": "deliberately broken, started by the tests only (tests/fakes)",
 }
@@ -89,6 +90,7 @@ _FAMILY_OF_CODE = {
     "blocking": "blocking",
     "nonblocking": "event",
     "asyncio": "event",
+    "trio": "event",
     "reference": "reference",
     "test": "test",
 }
@@ -325,6 +327,16 @@ _VARIANTS = [
         " timeout_at per read, a spare-descriptor listener",
     ),
     Variant(
+        "asyncio_sockets",
+        "coroutines on asyncio's raw socket calls: loop.sock_recv/sock_sendall, no streams",
+        concurrent=True,
+        code="asyncio",
+        scheduling="event loop",
+        limit="one thread, one core; a blocking step stalls every client",
+        protection="spins while out of descriptors (EMFILE at once);"
+        " timeout_at per read, a spare-descriptor listener",
+    ),
+    Variant(
         "asyncio_protocol",
         "loop.create_server with an asyncio.Protocol: callbacks, no tasks",
         concurrent=True,
@@ -344,6 +356,29 @@ _VARIANTS = [
         requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
         protection="a blocking callback stalls all;"
         " asyncio_protocol's timers, libuv's own spare descriptor",
+    ),
+    Variant(
+        "uvloop_streams",
+        "the asyncio_streams server, unchanged, on uvloop's event loop (libuv)",
+        concurrent=True,
+        code="asyncio",
+        scheduling="event loop",
+        limit="one thread, one core; POSIX only",
+        requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
+        protection="a blocking step stalls all;"
+        " asyncio_streams' timeouts, libuv's own spare descriptor",
+    ),
+    # -- trio's loop: structured concurrency -----------------------------------
+    Variant(
+        "trio_streams",
+        "trio's structured concurrency: trio.serve_listeners, a nursery, a SocketStream per client",
+        concurrent=True,
+        code="trio",
+        scheduling="event loop",
+        limit="one thread, one core; a blocking step stalls every client",
+        requires=_needs_module("trio", "trio is not installed"),
+        protection="logs EMFILE every 100 ms, clients left waiting;"
+        " a moving cancel-scope deadline, a spare-descriptor listener",
     ),
     # -- the reference: a native ceiling, measured but not ranked -------------
     Variant(

@@ -1,7 +1,7 @@
 """What the asyncio variants share: the stop signal, the guarded listener, the protocol class.
 
 Not a variant.  :func:`stop_signal` is how every asyncio server waits for
-SIGTERM/SIGINT; :class:`SpareDescriptorListener` is how the two variants on
+SIGTERM/SIGINT; :class:`SpareDescriptorListener` is how the three variants on
 asyncio's own loop survive running out of descriptors; :class:`SessionProtocol`
 and :func:`serve_protocol` are the ``asyncio.Protocol`` server that
 ``asyncio_protocol`` runs on asyncio's own loop and ``uvloop_protocol`` runs,

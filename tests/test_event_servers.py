@@ -1,6 +1,6 @@
 """What the event-driven servers must survive: many clients, descriptor limits, backpressure.
 
-Parametrized from the registry (``code`` nonblocking or asyncio), so a new event
+Parametrized from the registry (``code`` nonblocking, asyncio or trio), so a new event
 variant is picked up without touching this file; an unavailable one is
 skipped with the registry's reason.  The conformance suite
 (``test_conformance.py``) covers the protocol; these tests cover what
@@ -52,7 +52,7 @@ IDLE = 0.5  # seconds a connection is left idle to see that the server does noth
 DEADLINE = 60.0  # seconds: every load loop here stops by itself within this
 
 
-EVENT_CODE = ("nonblocking", "asyncio")  # one thread, an event loop, Python
+EVENT_CODE = ("nonblocking", "asyncio", "trio")  # one thread, an event loop, Python
 EVENT = variant_params(lambda v: v.code in EVENT_CODE)
 UNLIMITED = variant_params(lambda v: v.code in EVENT_CODE and v.max_clients is None)
 LIMITED = variant_params(lambda v: v.code in EVENT_CODE and v.max_clients is not None)
