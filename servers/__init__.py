@@ -29,6 +29,12 @@ that slow or failing set-up (``native_epoll`` compiles its binary here)
 happens before the ready line.  It raises :class:`RuntimeError` with a
 one-line message to refuse to start; its return value is ignored.
 
+A variant module may also define ``LISTEN_OPTIONS`` (optional): a dict of
+keyword arguments the command line adds to its ``socket.create_server`` call
+for the listener -- ``prefork_reuseport`` sets ``{"reuse_port": True}``,
+because ``SO_REUSEPORT`` must be set before ``bind`` for its workers' own
+listeners to join the first one's port.
+
 A variant module imports the shared code (``protocol``, ``service``,
 ``tuning``, ``_blocking``, ``_nonblocking``, ``_asyncio_shared``,
 ``native_build``), never another variant (``tests/test_registry.py``).
@@ -110,6 +116,14 @@ class Variant:
     requires: Callable[[], str | None] | None = None  # returns why unavailable
     forks: bool = False  # serves clients in child processes (zombie and orphan checks apply)
     module: str = ""  # import path; default servers.<name>
+    # None: runs over a Unix stream socket (``--unix PATH``) too; else why it cannot (issue 11)
+    unix: str | None = None
+    # can use more than one server core (processes, or threads on a free-threaded build): the
+    # ``cores`` scenario measures it at 1, 2, 4 ... server CPUs (issue 11)
+    multicore: bool = False
+    # for --list and the README: what --workers means for this variant and its default;
+    # None: no workers
+    workers: str | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CODE:

@@ -3,6 +3,7 @@
     python -m servers NAME [--host 127.0.0.1] [--port 0] [--root DIR]
                            [--protocol framed|raw] [--max-frame BYTES]
                            [--idle-timeout S] [--request-timeout S] [--max-clients N]
+                           [--workers N]
     python -m servers --list
 
 The listening socket is made here, the same way for every variant, so that a
@@ -80,13 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve at most N clients at once; the next gets 'ERROR server busy' and is closed "
         "(default: the variant's, see --list; 0: no limit)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker threads or processes of a pool or prefork model (default: the variant's, "
+        "see --list; ignored by the others)",
+    )
     return p
 
 
 def limits_from(args: argparse.Namespace, variant: servers.Variant) -> Limits:
     """The Limits a variant is given: the options, or the variant's default client limit."""
     max_clients = variant.default_max_clients if args.max_clients is None else args.max_clients
-    return Limits(args.idle_timeout, args.request_timeout, max_clients or None)
+    return Limits(args.idle_timeout, args.request_timeout, max_clients or None, args.workers)
 
 
 def fail(message: str) -> NoReturn:
@@ -109,6 +117,8 @@ def print_list() -> None:
             print(f"{'':<{width}}  limit: {variant.limit}")
         if variant.default_max_clients:
             print(f"{'':<{width}}  --max-clients default: {variant.default_max_clients}")
+        if variant.workers:
+            print(f"{'':<{width}}  --workers: {variant.workers}")
 
 
 def session_factory(protocol: str, root: str, max_frame: int) -> SessionFactory:
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         fail("--idle-timeout and --request-timeout must be > 0")
     if args.max_clients is not None and args.max_clients < 0:
         fail("--max-clients must be >= 0 (0: no limit)")
+    if args.workers is not None and args.workers < 1:
+        fail("--workers must be >= 1")
     limits = limits_from(args, servers.get(args.name))
     try:
         module = servers.load(args.name)
@@ -177,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         remove_crash_leftovers(args.root)
     new_session = session_factory(args.protocol, args.root, args.max_frame)
     try:
-        listener = socket.create_server((args.host, args.port), backlog=servers.LISTEN_BACKLOG)
+        listener = socket.create_server(
+            (args.host, args.port),
+            backlog=servers.LISTEN_BACKLOG,
+            **getattr(module, "LISTEN_OPTIONS", {}),  # e.g. reuse_port: set before bind
+        )
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
 
@@ -195,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle_timeout": limits.idle_timeout,
         "request_timeout": limits.request_timeout,
         "max_clients": limits.max_clients,
+        "workers": limits.workers,
     }
     print(json.dumps(ready), flush=True)
     try:
