@@ -180,6 +180,13 @@ def _needs_attr(module: str, attr: str, why: str) -> Callable[[], str | None]:
     return check
 
 
+def _needs_all(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+    def check() -> str | None:
+        return next((reason for reason in (c() for c in checks) if reason), None)
+
+    return check
+
+
 def _needs_c_compiler() -> str | None:
     from servers.native_build import find_c_compiler  # only when asked: it imports subprocess
 
@@ -257,6 +264,21 @@ _VARIANTS = [
         requires=_needs_module("gevent", "gevent is not installed"),
         protection="a blocking call stalls all;"
         " gevent.Timeout per recv/send, StreamServer backs off on EMFILE",
+    ),
+    Variant(
+        "greenlet_hub",
+        "a greenlet per connection, switched by a hand-written epoll hub (gevent without gevent)",
+        concurrent=True,
+        code="blocking",
+        scheduling="greenlets",
+        limit="Linux only; one process, one core; anything that blocks without switching to"
+        " the hub stalls everyone",
+        requires=_needs_all(
+            _needs_module("greenlet", "greenlet is not installed"),
+            _needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+        ),
+        protection="a blocking call stalls all;"
+        " a deadline heap in the hub, a spare descriptor, a paused listener",
     ),
     # -- one thread, non-blocking sockets, a readiness loop (servers/_nonblocking.py) --
     Variant(
