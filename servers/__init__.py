@@ -77,8 +77,12 @@ SCHEDULING = {
     "one at a time": "nobody: one client is served to the end, the others wait",
     "processes": "the kernel, one process per client, on every core",
     "threads": "the kernel, one thread per client (the GIL lets one run Python at a time)",
+    "thread pool": "the kernel, a fixed pool of threads, each serving one client to the end;"
+    " the next clients wait in a queue",
     "greenlets": "one thread; each client's greenlet yields to the hub when it would block",
     "event loop": "one thread; a loop serves whichever sockets are ready",
+    "event loop per process": "the kernel spreads connections over worker processes"
+    " (SO_REUSEPORT); each one's loop serves whichever of its sockets are ready",
 }
 
 # --max-clients of the thread- and process-per-client models when not given:
@@ -230,6 +234,20 @@ _VARIANTS = [
         " socket timeouts, a semaphore of threads (1,024), a spare descriptor",
     ),
     Variant(
+        "thread_pool",
+        "a fixed pool of worker threads, fed accepted connections through a queue",
+        concurrent=True,
+        code="blocking",
+        scheduling="thread pool",
+        limit="serves --workers clients at once (default 64); the next ones are accepted"
+        " and wait unanswered until a worker is free; the GIL serialises Python code",
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
+        protection="N idle clients stop everyone else for the idle timeout;"
+        " socket timeouts, a bounded queue (1,024 clients), a spare descriptor",
+        multicore=True,
+        workers="worker threads, each serving one client at a time (default 64)",
+    ),
+    Variant(
         "socketserver_forking",
         "socketserver ForkingMixIn + TCPServer + StreamRequestHandler",
         concurrent=True,
@@ -325,6 +343,27 @@ _VARIANTS = [
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
         protection="deaf once out of descriptors (no new edge);"
         " a timer heap, a spare descriptor, accept retried on a timer",
+    ),
+    Variant(
+        "prefork_reuseport",
+        "N worker processes, each with its own SO_REUSEPORT listener and epoll loop",
+        concurrent=True,
+        code="nonblocking",
+        scheduling="event loop per process",
+        limit="Linux only; the kernel balances connections, not work, over the workers;"
+        " a client stays with its worker",
+        requires=_needs_all(
+            _needs_fork,
+            _needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+            _needs_attr("socket", "SO_REUSEPORT", "socket.SO_REUSEPORT is not available here"),
+        ),
+        protection="a dead worker loses its clients; the parent restarts it on the same listener,"
+        " a timer heap, a shared client limit, a spare descriptor",
+        forks=True,
+        unix="SO_REUSEPORT balances TCP listeners only; a Unix socket path binds once",
+        multicore=True,
+        workers="worker processes, each with its own SO_REUSEPORT listener and epoll loop"
+        " (default: the CPUs the server may use)",
     ),
     # -- asyncio's loop (servers/_asyncio_shared.py) ---------------------------
     Variant(
