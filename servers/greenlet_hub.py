@@ -93,7 +93,9 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
         hub.poller.close()
 
 
-def run_client(hub: Hub, sock: socket.socket, session: Session, limits: Limits, live: set) -> None:
+def run_client(
+    hub: Hub, sock: socket.socket, session: Session, limits: Limits, live: set[socket.socket]
+) -> None:
     """A client's greenlet: the blocking family's routine, on a socket that switches."""
     live.add(sock)
     try:
