@@ -29,6 +29,12 @@ that slow or failing set-up (``native_epoll`` compiles its binary here)
 happens before the ready line.  It raises :class:`RuntimeError` with a
 one-line message to refuse to start; its return value is ignored.
 
+A variant module may also define ``LISTEN_OPTIONS`` (optional): a dict of
+keyword arguments the command line adds to its ``socket.create_server`` call
+for the listener -- ``prefork_reuseport`` sets ``{"reuse_port": True}``,
+because ``SO_REUSEPORT`` must be set before ``bind`` for its workers' own
+listeners to join the first one's port.
+
 A variant module imports the shared code (``protocol``, ``service``,
 ``tuning``, ``_blocking``, ``_nonblocking``, ``_asyncio_shared``,
 ``_asyncio_streams``, ``native_build``), never another variant (``tests/test_registry.py``).
@@ -75,8 +81,12 @@ SCHEDULING = {
     "one at a time": "nobody: one client is served to the end, the others wait",
     "processes": "the kernel, one process per client, on every core",
     "threads": "the kernel, one thread per client (the GIL lets one run Python at a time)",
+    "thread pool": "the kernel, a fixed pool of threads, each serving one client to the end;"
+    " the next clients wait in a queue",
     "greenlets": "one thread; each client's greenlet yields to the hub when it would block",
     "event loop": "one thread; a loop serves whichever sockets are ready",
+    "event loop per process": "the kernel spreads connections over worker processes"
+    " (SO_REUSEPORT); each one's loop serves whichever of its sockets are ready",
 }
 
 # --max-clients of the thread- and process-per-client models when not given:
@@ -115,11 +125,14 @@ class Variant:
     requires: Callable[[], str | None] | None = None  # returns why unavailable
     forks: bool = False  # serves clients in child processes (zombie and orphan checks apply)
     module: str = ""  # import path; default servers.<name>
+    # None: runs over a Unix stream socket (``--unix PATH``) too; else why it cannot (issue 11)
+    unix: str | None = None
     # can use more than one server core (processes, or threads on a free-threaded build): the
     # ``cores`` scenario measures it at 1, 2, 4 ... server CPUs (issue 11)
     multicore: bool = False
-    # None: runs over a Unix stream socket (``--unix PATH``) too; else why it cannot (issue 11)
-    unix: str | None = None
+    # for --list and the README: what --workers means for this variant and its default;
+    # None: no workers
+    workers: str | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CODE:
@@ -189,6 +202,13 @@ def _needs_attr(module: str, attr: str, why: str) -> Callable[[], str | None]:
     return check
 
 
+def _needs_all(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+    def check() -> str | None:
+        return next((reason for reason in (c() for c in checks) if reason), None)
+
+    return check
+
+
 def _needs_c_compiler() -> str | None:
     from servers.native_build import find_c_compiler  # only when asked: it imports subprocess
 
@@ -234,6 +254,20 @@ _VARIANTS = [
         multicore=True,
     ),
     Variant(
+        "thread_pool",
+        "a fixed pool of worker threads, fed accepted connections through a queue",
+        concurrent=True,
+        code="blocking",
+        scheduling="thread pool",
+        limit="serves --workers clients at once (default 64); the next ones are accepted"
+        " and wait unanswered until a worker is free; the GIL serialises Python code",
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
+        protection="N idle clients stop everyone else for the idle timeout;"
+        " socket timeouts, a bounded queue (1,024 clients), a spare descriptor",
+        multicore=True,
+        workers="worker threads, each serving one client at a time (default 64)",
+    ),
+    Variant(
         "socketserver_forking",
         "socketserver ForkingMixIn + TCPServer + StreamRequestHandler",
         concurrent=True,
@@ -268,6 +302,21 @@ _VARIANTS = [
         requires=_needs_module("gevent", "gevent is not installed"),
         protection="a blocking call stalls all;"
         " gevent.Timeout per recv/send, StreamServer backs off on EMFILE",
+    ),
+    Variant(
+        "greenlet_hub",
+        "a greenlet per connection, switched by a hand-written epoll hub (gevent without gevent)",
+        concurrent=True,
+        code="blocking",
+        scheduling="greenlets",
+        limit="Linux only; one process, one core; anything that blocks without switching to"
+        " the hub stalls everyone",
+        requires=_needs_all(
+            _needs_module("greenlet", "greenlet is not installed"),
+            _needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+        ),
+        protection="a blocking call stalls all;"
+        " a deadline heap in the hub, a spare descriptor, a paused listener",
     ),
     # -- one thread, non-blocking sockets, a readiness loop (servers/_nonblocking.py) --
     Variant(
@@ -314,6 +363,27 @@ _VARIANTS = [
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
         protection="deaf once out of descriptors (no new edge);"
         " a timer heap, a spare descriptor, accept retried on a timer",
+    ),
+    Variant(
+        "prefork_reuseport",
+        "N worker processes, each with its own SO_REUSEPORT listener and epoll loop",
+        concurrent=True,
+        code="nonblocking",
+        scheduling="event loop per process",
+        limit="Linux only; the kernel balances connections, not work, over the workers;"
+        " a client stays with its worker",
+        requires=_needs_all(
+            _needs_fork,
+            _needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
+            _needs_attr("socket", "SO_REUSEPORT", "socket.SO_REUSEPORT is not available here"),
+        ),
+        protection="a dead worker loses its clients; the parent restarts it on the same listener,"
+        " a timer heap, a shared client limit, a spare descriptor",
+        forks=True,
+        unix="SO_REUSEPORT balances TCP listeners only; a Unix socket path binds once",
+        multicore=True,
+        workers="worker processes, each with its own SO_REUSEPORT listener and epoll loop"
+        " (default: the CPUs the server may use)",
     ),
     # -- asyncio's loop (servers/_asyncio_shared.py) ---------------------------
     Variant(

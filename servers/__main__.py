@@ -3,6 +3,7 @@
     python -m servers NAME [--host 127.0.0.1] [--port 0] [--unix PATH] [--root DIR]
                            [--protocol framed|raw] [--max-frame BYTES]
                            [--idle-timeout S] [--request-timeout S] [--max-clients N]
+                           [--workers N]
     python -m servers --list
     python -m servers --probe
 
@@ -106,13 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve at most N clients at once; the next gets 'ERROR server busy' and is closed "
         "(default: the variant's, see --list; 0: no limit)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker threads or processes of a pool or prefork model (default: the variant's, "
+        "see --list; ignored by the others)",
+    )
     return p
 
 
 def limits_from(args: argparse.Namespace, variant: servers.Variant) -> Limits:
     """The Limits a variant is given: the options, or the variant's default client limit."""
     max_clients = variant.default_max_clients if args.max_clients is None else args.max_clients
-    return Limits(args.idle_timeout, args.request_timeout, max_clients or None)
+    return Limits(args.idle_timeout, args.request_timeout, max_clients or None, args.workers)
 
 
 def fail(message: str) -> NoReturn:
@@ -135,6 +143,8 @@ def print_list() -> None:
             print(f"{'':<{width}}  limit: {variant.limit}")
         if variant.default_max_clients:
             print(f"{'':<{width}}  --max-clients default: {variant.default_max_clients}")
+        if variant.workers:
+            print(f"{'':<{width}}  --workers: {variant.workers}")
         if variant.unix:
             print(f"{'':<{width}}  no --unix: {variant.unix}")
 
@@ -201,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         fail("--idle-timeout and --request-timeout must be > 0")
     if args.max_clients is not None and args.max_clients < 0:
         fail("--max-clients must be >= 0 (0: no limit)")
+    if args.workers is not None and args.workers < 1:
+        fail("--workers must be >= 1")
     variant = servers.get(args.name)
     if args.unix is not None:
         if args.host is not None or args.port is not None:
@@ -226,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         identity = socket_file_identity(args.unix)
         host, port = None, None
     else:
-        listener = tcp_listener(args.host or "127.0.0.1", args.port or 0)
+        listener = tcp_listener(
+            args.host or "127.0.0.1", args.port or 0, getattr(module, "LISTEN_OPTIONS", {})
+        )
         identity = None
         host, port = listener.getsockname()[:2]
     owner = os.getpid()  # a forked child must not remove the parent's socket file
@@ -246,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "idle_timeout": limits.idle_timeout,
         "request_timeout": limits.request_timeout,
         "max_clients": limits.max_clients,
+        "workers": limits.workers,
     }
     print(json.dumps(ready), flush=True)
     try:
@@ -261,9 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def tcp_listener(host: str, port: int) -> socket.socket:
+def tcp_listener(host: str, port: int, options: dict[str, bool]) -> socket.socket:
+    """A listening TCP socket; ``options`` is the variant's ``LISTEN_OPTIONS`` (e.g.
+    ``reuse_port``, which must be set before bind)."""
     try:
-        return socket.create_server((host, port), backlog=servers.LISTEN_BACKLOG)
+        return socket.create_server((host, port), backlog=servers.LISTEN_BACKLOG, **options)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 

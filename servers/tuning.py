@@ -58,11 +58,14 @@ class Limits:
     * ``max_clients`` -- at most this many connections are served at once;
       the next one gets :data:`servers.protocol.BUSY_REPLY` and is closed at
       once.  ``None``: no limit.
+    * ``workers`` -- how many worker threads or processes a pool or prefork
+      model runs; ``None``: the variant's default.
     """
 
     idle_timeout: float = IDLE_TIMEOUT
     request_timeout: float = REQUEST_TIMEOUT
     max_clients: int | None = None
+    workers: int | None = None
 
     def timeout(self, in_request: bool) -> float:
         """The timeout that runs now: the request timeout mid-request, else the idle one."""

@@ -33,6 +33,8 @@ def test_list_shows_every_variant() -> None:
             )
             if variant.limit:
                 assert f"limit: {variant.limit}" in result.stdout
+            if variant.workers:
+                assert f"--workers: {variant.workers}" in result.stdout
 
 
 def test_ready_line(tmp_path: Path) -> None:
