@@ -147,6 +147,8 @@ class RunPlan:
     until_stable: bool = False
     time_cap_s: float = 0.0  # no extra round starts if it would end the run after this
     count_costs: bool = True  # one counted run per (throughput case, variant) at the end
+    # the cases whose costs are counted (Profile.counted); None: every throughput case
+    counted: tuple[str, ...] | None = None
     server_cpus: int = 1  # --server-cpus: CPUs the server may use (the generator: the rest)
     skipped_scenarios: dict[str, str] = field(default_factory=dict)  # not run here -> why
     python: str | None = None  # --python: the interpreter that runs the servers (None: this one)
@@ -179,11 +181,18 @@ class RunPlan:
     def counted_cases(self) -> list[PlannedCase]:
         """The cases whose cost counters are measured: throughput cases, not the
         connection levels (their 64 is echo-small's, the rest would double a full run)
-        nor the server-CPU levels (the same load as echo-small)."""
+        nor the server-CPU levels (the same load as echo-small); only the profile's
+        ``counted`` cases when it names them."""
         if not self.count_costs:
             return []
         skip = ("connections", "cores")
-        return [c for c in self.cases if c.kind == "throughput" and c.scenario not in skip]
+        return [
+            c
+            for c in self.cases
+            if c.kind == "throughput"
+            and c.scenario not in skip
+            and (self.counted is None or c.key in self.counted)
+        ]
 
     def counting_s(self) -> float:
         """Rough wall time of the counted runs (short: a count needs no long window)."""
@@ -267,6 +276,7 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         until_stable=profile.until_stable if until_stable is None else until_stable,
         time_cap_s=profile.time_cap_s,
         count_costs=not getattr(args, "no_counters", False),
+        counted=profile.counted,
         server_cpus=server_cpus,
         skipped_scenarios=skipped_scenarios,
         python=python,
