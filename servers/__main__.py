@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "server": args.name,
         "host": host,
         "port": port,
-        "unix": args.unix,
+        "unix": os.path.abspath(args.unix) if args.unix is not None else None,
         "pid": os.getpid(),
         "python": servers.interpreter(),
         "protocol": args.protocol,
