@@ -77,3 +77,15 @@ def test_a_load_host_that_dies_fails_the_run_cleanly(backend: ClusterBackend) ->
     assert out.hosts is not None
     assert [h["status"] for h in out.hosts if h["role"] == "load"] == ["ok", "failed"]
     assert out.leftover is False  # the server was stopped whole; the fixture checks the rest
+
+
+def test_the_backend_takes_every_keyword_the_harness_takes() -> None:
+    """The runner calls either one with the same keywords (a merge once broke this)."""
+    import inspect
+
+    from loadgen.suite import harness
+
+    for name in ("verify", "measure"):
+        local_kw = set(inspect.signature(getattr(harness, name)).parameters)
+        cluster_kw = set(inspect.signature(getattr(ClusterBackend, name)).parameters) - {"self"}
+        assert local_kw <= cluster_kw, f"{name}: missing {sorted(local_kw - cluster_kw)}"

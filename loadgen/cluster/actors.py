@@ -76,27 +76,33 @@ class ServerHost:
     def now(self) -> float:
         return time.time()
 
-    def verify(self, name: str, reference: bool) -> dict[str, Any]:
+    def verify(self, name: str, reference: bool, python: str | None = None) -> dict[str, Any]:
         from dataclasses import asdict
 
         from loadgen.suite import harness
 
-        return asdict(harness.verify(name, reference=reference, cpus=self.cpus))
+        return asdict(harness.verify(name, reference=reference, cpus=self.cpus, python=python))
 
-    def start(self, name: str, protocol: str) -> dict[str, Any]:
-        """Start ``name`` fresh; its address and pid, or ``{"error": why}``."""
+    def start(self, name: str, protocol: str, python: str | None = None) -> dict[str, Any]:
+        """Start ``name`` fresh (under ``python``, a path on this host; None: Ray's own
+        interpreter); its address, pid and interpreter, or ``{"error": why}``."""
         self.stop()
         self.root = tempfile.TemporaryDirectory(prefix=f"cb-cluster-{name}-")
         try:
             self.server = start_server(
                 name, self.root.name, protocol=protocol, host=self.bind_host, cpus=self.cpus,
-                die_with_parent=True,
+                die_with_parent=True, python=python,
             )  # fmt: skip
         except (ServerStartError, OSError, ValueError) as exc:
             self.root.cleanup()
             self.root = None
             return {"error": f"server did not start: {exc}"}
-        return {"host": self.server.host, "port": self.server.port, "pid": self.server.pid}
+        return {
+            "host": self.server.host,
+            "port": self.server.port,
+            "pid": self.server.pid,
+            "python": self.server.python,
+        }
 
     def watch(self, t_start: float, t_end: float) -> dict[str, Any] | None:
         """The server tree's figures over [t_start, t_end] (epoch seconds); None if gone.

@@ -93,9 +93,12 @@ class ClusterBackend:
         reference: bool = False,
         cpus: tuple[int, ...] | None = None,
         env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> VerifyResult:
-        """:func:`harness.verify` on the server host (its pinning; ``cpus``/``env`` unused)."""
-        return VerifyResult(**ray.get(self.server.verify.remote(name, reference), timeout=120))
+        """:func:`harness.verify` on the server host (its pinning; ``cpus``/``env`` unused;
+        ``python``: an interpreter's path on the server host)."""
+        verified = self.server.verify.remote(name, reference, python)
+        return VerifyResult(**ray.get(verified, timeout=120))
 
     def measure(
         self,
@@ -110,6 +113,7 @@ class ClusterBackend:
         env: dict[str, str] | None = None,
         on_tick: Callable[[float], None] | None = None,
         counters: bool = False,
+        python: str | None = None,
     ) -> RunOutcome:
         """:func:`harness.measure` across the cluster; never raises for a failing variant."""
         out = RunOutcome(name, case.key, case.scenario, round_no, "failed", rate=rate)
@@ -118,7 +122,8 @@ class ClusterBackend:
             out.error = "a Unix socket cannot be loaded from another host (run without --cluster)"
             return out
         t0 = time.perf_counter()
-        started = ray.get(self.server.start.remote(name, case.protocol), timeout=60)
+        started = ray.get(self.server.start.remote(name, case.protocol, python), timeout=60)
+        out.python = started.get("python")
         try:
             if "error" in started:
                 out.error = started["error"]
