@@ -13,7 +13,7 @@ breaks naive reactors:
 * a client that writes 64 MiB of requests and reads nothing is stopped by
   backpressure -- the server's memory stays bounded and other clients are
   served -- and then gets every reply, in order;
-* an 8 MiB reply to a slow reader arrives whole, without the server
+* a 4 MiB reply to a slow reader arrives whole, without the server
   spinning while it waits for room in the socket.
 """
 
@@ -46,7 +46,7 @@ OVER_LIMIT = 1100  # clients thrown at a variant with a descriptor ceiling
 FLOOD_BYTES = 64 * 1024 * 1024  # requests written by a client that reads nothing
 FLOOD_FRAME = 16 * 1024  # payload per flood request
 RSS_LIMIT = 128 * 1024 * 1024
-BIG_ECHO = 8 * 1024 * 1024
+BIG_ECHO = 4 * 1024 * 1024
 IDLE = 0.5  # seconds a connection is left idle to see that the server does nothing
 DEADLINE = 60.0  # seconds: every load loop here stops by itself within this
 
@@ -386,7 +386,7 @@ def test_big_reply_to_a_slow_reader_arrives_whole(event_server: RunningServer) -
         started = time.monotonic()
         decoder = FrameDecoder(MAX_PAYLOAD)
         while (frame := decoder.next_frame()) is None:
-            assert time.monotonic() - started < DEADLINE, "8 MiB reply not read in time"
+            assert time.monotonic() - started < DEADLINE, "4 MiB reply not read in time"
             time.sleep(0.002)  # the slow reader
             data = sock.recv(32 * 1024)
             assert data, "server closed before the whole reply arrived"
