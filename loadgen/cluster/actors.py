@@ -48,11 +48,17 @@ def _host_facts(cpus: tuple[int, ...] | None) -> dict[str, Any]:
     }
 
 
-def _first_cpu() -> tuple[int, ...] | None:
-    """This host's first usable CPU: one core for the server, one for the engine, as locally."""
+def _first_cpus(count: int | None) -> tuple[int, ...] | None:
+    """This host's first ``count`` usable CPUs (all of them: None); None where unknown.
+
+    A real server host pins the server to ``--server-cpus`` of its CPUs (1 by
+    default, as a local run does, so single-core figures stay comparable); a
+    real load host is there for the load and gives the engine every CPU.
+    """
     if not hasattr(os, "sched_getaffinity"):
         return None
-    return (min(os.sched_getaffinity(0)),)
+    usable = sorted(os.sched_getaffinity(0))
+    return tuple(usable[:count] if count else usable)
 
 
 def _sleep_until(epoch: float) -> None:
@@ -64,9 +70,10 @@ def _sleep_until(epoch: float) -> None:
 class ServerHost:
     """One variant at a time on the server host; its figures over the agreed window."""
 
-    def __init__(self, bind_host: str, cpus: tuple[int, ...] | None) -> None:
+    def __init__(self, bind_host: str, cpus: tuple[int, ...] | None, count: int = 1) -> None:
+        """``cpus``: the simulated cluster's split; None: the first ``count`` of this host's."""
         self.bind_host = bind_host
-        self.cpus = cpus or _first_cpu()
+        self.cpus = cpus or _first_cpus(count)
         self.server: RunningServer | None = None
         self.root: tempfile.TemporaryDirectory[str] | None = None
 
@@ -153,7 +160,8 @@ class LoadHost:
     """Runs the engine against the server host, and measures Ray's own CPU meanwhile."""
 
     def __init__(self, cpus: tuple[int, ...] | None) -> None:
-        self.cpus = cpus or _first_cpu()
+        """``cpus``: the simulated cluster's split; None: every CPU of this host."""
+        self.cpus = cpus or _first_cpus(None)
 
     def facts(self) -> dict[str, Any]:
         return _host_facts(self.cpus)

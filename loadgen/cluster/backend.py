@@ -51,12 +51,15 @@ class ClusterBackend:
         address: str,
         server_host: str = "127.0.0.1",
         cpus: tuple[tuple[int, ...] | None, list[tuple[int, ...]] | None] = (None, None),
+        server_cpus: int = 1,
     ) -> None:
         """Connect to ``address`` and place the actors.
 
         ``server_host``: where the servers bind, and the address the load
         hosts connect to.  ``cpus``: (the server's CPUs, each load host's) --
-        the simulated cluster's split; None: each host pins to its own first CPU.
+        the simulated cluster's split; None: the server on the first
+        ``server_cpus`` CPUs of its host (``--server-cpus``), each load host's
+        engine on all of its own, one worker process per CPU.
         """
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
@@ -69,9 +72,10 @@ class ClusterBackend:
                 f"{len(server_nodes)}) and at least one with {actors.LOAD_RESOURCE} (found "
                 f"{len(load_nodes)}): see docs/CLUSTER.md"
             )
+        server_cpus_count = server_cpus
         server_cpus, load_cpus = cpus
         self.server = _on(actors.ServerHost, server_nodes[0], actors.SERVER_RESOURCE).remote(
-            server_host, server_cpus
+            server_host, server_cpus, server_cpus_count
         )
         self.loads = [
             _on(actors.LoadHost, node, actors.LOAD_RESOURCE).remote(
@@ -83,6 +87,14 @@ class ClusterBackend:
         facts = ray.get([a.facts.remote() for a in self.loads], timeout=60)
         self.load_names = _names(facts)
         self.load_facts = facts
+
+    def _engine_cpus(self, host: int, connections: int) -> dict[str, Any]:
+        """The engine's ``cpus`` and ``processes`` on load host ``host``: one worker per CPU
+        the host pinned it to (at most one per connection)."""
+        pinned = self.load_facts[host].get("pinned")
+        if not pinned:
+            return {"cpus": None}
+        return {"cpus": tuple(pinned), "processes": max(1, min(len(pinned), connections))}
 
     # -- the harness's two functions ---------------------------------------------
 
@@ -190,7 +202,7 @@ class ClusterBackend:
             cfg = dataclasses.replace(
                 base, connections=conns, slow_clients=slow, server_pid=None, counters=False,
                 rate=max(1.0, round(base.rate * conns / case.connections)) if base.rate else None,
-                start_at=start_at, cpus=None,
+                start_at=start_at, **self._engine_cpus(i, conns),
             )  # fmt: skip
             refs[i] = self.loads[i].run.remote(cfg.to_argv(), window, timeout)
         watch = self.server.watch.remote(*window)

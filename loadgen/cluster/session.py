@@ -17,7 +17,7 @@ from loadgen.cluster.local import local_cluster, node_cpus, parse_local
 
 
 @contextlib.contextmanager
-def open_backend(address: str, server_host: str) -> Iterator[ClusterBackend]:
+def open_backend(address: str, server_host: str, server_cpus: int = 1) -> Iterator[ClusterBackend]:
     """A :class:`ClusterBackend` on ``address``; its actors killed and Ray left on exit."""
     with contextlib.ExitStack() as stack:
         nodes = parse_local(address)
@@ -26,7 +26,7 @@ def open_backend(address: str, server_host: str) -> Iterator[ClusterBackend]:
             address = stack.enter_context(local_cluster(nodes))
             cpus = node_cpus(nodes)
         stack.callback(ray.shutdown)
-        backend = ClusterBackend(address, server_host, cpus)
+        backend = ClusterBackend(address, server_host, cpus, server_cpus)
         try:
             yield backend
         finally:

@@ -246,8 +246,17 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
     if reference in skipped:  # unavailable under --python
         reference = None
     server_cpus = getattr(args, "server_cpus", None) or 1
-    harness.Pinning.choose(not args.no_pin, server_cpus)  # ValueError: no CPU left
-    levels, skipped_scenarios = _cpu_levels(scenarios, not args.no_pin)
+    cluster = getattr(args, "cluster", None)
+    if not cluster:  # across hosts the server host has CPUs of its own (docs/CLUSTER.md)
+        harness.Pinning.choose(not args.no_pin, server_cpus)  # ValueError: no CPU left
+    unpinned = (
+        "it pins the server to 1, 2, 4 ... CPUs: --no-pin was given"
+        if args.no_pin
+        else "not across hosts yet: give the server host's CPUs with --server-cpus instead"
+        if cluster
+        else None
+    )
+    levels, skipped_scenarios = _cpu_levels(scenarios, unpinned)
     cases = [
         PlannedCase.of(s, case, runnable, reference)
         for s in scenarios
@@ -284,17 +293,20 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
     )
 
 
-def _cpu_levels(scenarios: list[Scenario], pin: bool) -> tuple[list[int], dict[str, str]]:
+def _cpu_levels(
+    scenarios: list[Scenario], unpinned: str | None
+) -> tuple[list[int], dict[str, str]]:
     """The server-CPU levels this machine allows, and the scenarios that need levels but
-    get fewer than two (name -> why: printed, and kept in results.json)."""
+    get fewer than two (name -> why: printed, and kept in results.json); ``unpinned``:
+    why the server is not pinned here (every such scenario is skipped), or None."""
     cpus = harness.usable_cpus()
     levels = core_levels(cpus)
     skipped = {}
     for s in scenarios:
         if not any(c.server_cpus is not None for c in s.cases):
             continue
-        if not pin:
-            skipped[s.name] = "it pins the server to 1, 2, 4 ... CPUs: --no-pin was given"
+        if unpinned:
+            skipped[s.name] = unpinned
         elif len(levels) < 2:
             skipped[s.name] = (
                 f"needs 2 or more levels of server CPUs (1, 2, 4 ... up to half the CPUs): "

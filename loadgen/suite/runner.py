@@ -141,7 +141,7 @@ def _backend(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]
         return contextlib.nullcontext(harness)
     from loadgen.cluster.session import open_backend
 
-    return open_backend(args.cluster, args.server_host)
+    return open_backend(args.cluster, args.server_host, getattr(args, "server_cpus", None) or 1)
 
 
 def _run_plan(
