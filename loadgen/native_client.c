@@ -248,7 +248,7 @@ int main(int argc, char **argv) {
         usage();
     socklen_t alen;
     struct sockaddr_storage addr = resolve(host, port, &alen);
-    double connect_s = 2.0 + nconn / 5000.0;  /* the engine's ramp limit */
+    double connect_s = 2.0 + nconn / 1000.0;  /* the engine's ramp limit (LoadConfig.ramp_limit) */
     signal(SIGALRM, on_alarm);
     alarm((unsigned)(connect_s + warmup + duration) + GRACE_S);
 

@@ -78,7 +78,7 @@ def run(
     argv += ["--warmup", repr(float(warmup)), "--duration", repr(float(duration))]
     pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     # The client bounds itself (connect deadline, then warm-up + duration); this is the backstop.
-    bound = 2.0 + connections / 5000 + warmup + duration + GRACE_S
+    bound = 2.0 + connections / 1000 + warmup + duration + GRACE_S
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

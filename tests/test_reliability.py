@@ -238,7 +238,10 @@ def open_flood(server: RunningServer, count: int) -> list[socket.socket]:
 
 
 def check_out_of_descriptors(server: RunningServer) -> None:
-    psutil.Process(server.pid).rlimit(psutil.RLIMIT_NOFILE, (LOW_NOFILE, LOW_NOFILE))
+    # Every process of the server: a prefork worker accepts on its own listener.
+    leader = psutil.Process(server.pid)
+    for proc in [leader, *leader.children(recursive=True)]:
+        proc.rlimit(psutil.RLIMIT_NOFILE, (LOW_NOFILE, LOW_NOFILE))
     flood = open_flood(server, FLOOD)
     try:
         time.sleep(0.3)  # let it run into the limit

@@ -399,7 +399,8 @@ def test_render_of_a_reference_run(tmp_path: Path, source: str) -> None:
         if s["ranked_by"] is None:
             assert not ranked
             continue
-        sign = -1 if s["kind"] in ("memory", "open") else 1
+        # requests/s (or its ratio to the reference): more is better; latency, memory: less
+        sign = 1 if s["ranked_by"] in ("throughput_rps", "ratio_to_reference") else -1
         means = [sign * r["stats"][s["ranked_by"]]["mean"] for r in ranked]
         assert means == sorted(means, reverse=True), s["case"]
     assert by_case["open-loop"]["ranked_by"] is None  # each variant at its own rate

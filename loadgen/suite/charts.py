@@ -255,7 +255,7 @@ def connections_chart(
     if not panels:
         return None
     fig, axes = plt.subplots(
-        2, len(panels), figsize=(3.4 * len(panels) + 0.6, 7.5), sharex=True, sharey="row",
+        2, len(panels), figsize=(3.4 * len(panels) + 0.6, 9.5), sharex=True, sharey="row",
         squeeze=False,
     )  # fmt: skip
     for col, group in enumerate(panels):
@@ -274,8 +274,10 @@ def connections_chart(
             top.plot(line["bad_x"], line["bad_tp"], "x", ms=9, mew=2, color="black")
             bottom.plot(line["bad_x"], line["bad_p99"], "x", ms=9, mew=2, color="black")
         top.set_title(group, fontsize=10)
-        top.legend(fontsize=7, loc="best")
         bottom.set_xlabel("connections (log)")
+        # under the panel, not on it: the event-loop panel holds ten lines
+        handles, labels = top.get_legend_handles_labels()
+        bottom.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     _level_axes(axes, [s.x or 0 for s in points])
     axes[0][0].set_ylabel("requests per second (mean)")
     axes[1][0].set_ylabel("p99 latency, ms (log)")
