@@ -8,10 +8,12 @@ and nothing of Ray or of the servers survives.  Without --cluster nothing import
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +91,17 @@ def test_the_backend_takes_every_keyword_the_harness_takes() -> None:
         local_kw = set(inspect.signature(getattr(harness, name)).parameters)
         cluster_kw = set(inspect.signature(getattr(ClusterBackend, name)).parameters) - {"self"}
         assert local_kw <= cluster_kw, f"{name}: missing {sorted(local_kw - cluster_kw)}"
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "run_all.py"),
+         "--cluster", f"127.0.0.1:{port}",
+         "--servers", "epoll_reactor", "--scenarios", "echo-small", "--output", str(tmp_path)],
+        capture_output=True, text=True, env=suite_env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "cannot reach the Ray cluster" in done.stdout and "Traceback" not in done.stderr

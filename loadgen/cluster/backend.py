@@ -18,6 +18,7 @@ or dies fails the run (the others' figures are kept, marked partial).
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -37,8 +38,23 @@ CLOCK_ROUND_TRIPS = 5
 START_LEAD_S = 2.5  # seconds from choosing start_at to it: engine start-up and ramp-up
 
 
-class ClusterError(RuntimeError):
+class ClusterError(harness.BackendError):
     """The cluster cannot run the suite (no server node, no load node, unreachable)."""
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ClusterError unless ``HOST:PORT`` accepts a TCP connection: ``ray.init`` itself
+    retries an unreachable address for minutes, printing warnings."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray finds the cluster itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+            "(is `ray start --head` running there? docs/CLUSTER.md)"
+        ) from None
 
 
 class ClusterBackend:
@@ -62,6 +78,7 @@ class ClusterBackend:
         engine on all of its own, one worker process per CPU.
         """
         if not ray.is_initialized():
+            check_reachable(address)
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         self.server_host = server_host
         server_nodes = _nodes_with(actors.SERVER_RESOURCE)

@@ -57,6 +57,10 @@ def usable_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
+class BackendError(RuntimeError):
+    """A backend that cannot run the suite at all (e.g. an unreachable cluster): one line."""
+
+
 @dataclass(frozen=True)
 class Pinning:
     """Which CPUs the server and the load generator may use (None: no pinning)."""

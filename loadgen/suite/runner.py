@@ -116,6 +116,9 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         data["partial"] = False
     except KeyboardInterrupt:
         interrupted = True
+    except harness.BackendError as exc:  # e.g. --cluster ADDRESS unreachable: nothing ran
+        console.print(f"[red]run_all.py: error: {exc}[/]")
+        return 2
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
         harness.kill_all()  # whatever line was interrupted, nothing stays running
