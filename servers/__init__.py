@@ -209,6 +209,10 @@ def _needs_all(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
     return check
 
 
+# under --python EXE this is EXE's verdict: say what to do, not only where uvloop never runs
+NO_UVLOOP = "uvloop is not installed for this interpreter (pip install uvloop; POSIX only)"
+
+
 def _needs_c_compiler() -> str | None:
     from servers.native_build import find_c_compiler  # only when asked: it imports subprocess
 
@@ -423,7 +427,7 @@ _VARIANTS = [
         code="asyncio",
         scheduling="event loop",
         limit="one thread, one core; POSIX only",
-        requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
+        requires=_needs_module("uvloop", NO_UVLOOP),
         protection="a blocking callback stalls all;"
         " asyncio_protocol's timers, libuv's own spare descriptor",
     ),
@@ -434,7 +438,7 @@ _VARIANTS = [
         code="asyncio",
         scheduling="event loop",
         limit="one thread, one core; POSIX only",
-        requires=_needs_module("uvloop", "uvloop is not installed (it does not support Windows)"),
+        requires=_needs_module("uvloop", NO_UVLOOP),
         protection="a blocking step stalls all;"
         " asyncio_streams' timeouts, libuv's own spare descriptor",
     ),

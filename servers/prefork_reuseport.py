@@ -161,7 +161,12 @@ def worker_loop(
     places: SharedCounts,
     index: int,
 ) -> None:
-    """``epoll_reactor``'s loop, on this worker's listener, counting clients in ``places``."""
+    """``epoll_reactor``'s loop, on this worker's listener, counting clients in ``places``.
+
+    A copy, with ``handle``/``interest``/``update`` below, not an import: no variant
+    imports another (tests/test_registry.py), so that each file reads whole.  Diff it
+    against ``servers/epoll_reactor.py``: only the lines with ``places`` differ.
+    """
     listener.setblocking(False)
     poller = select.epoll()
     poller.register(listener.fileno(), IN)

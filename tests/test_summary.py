@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from loadgen.engine.result import COUNTERS_OFF
 from loadgen.suite import results
 from loadgen.suite import summary as sm
 from loadgen.suite import tables as tb
@@ -274,6 +275,16 @@ def test_cost_columns_top_syscalls_and_why_they_are_missing(tmp_path: Path) -> N
     counted = next(r for r in saved if r["variant"] == "counted")
     assert counted["stats"]["syscalls_per_request"]["mean"] == pytest.approx(2.81)
     assert counted["syscalls_by_name"]["epoll_wait"] == pytest.approx(0.31)
+
+
+def test_a_case_without_counted_runs_says_so_not_the_engines_no_counters() -> None:
+    """The suite's timed runs never count (the engine says "off (--no-counters)"); a case
+    the profile does not count must not blame an option nobody gave."""
+    data = data_for({"timed_only": [100.0, 101.0, 99.0]},
+                    per_run={"timed_only": {"unavailable": COUNTERS_OFF}})  # fmt: skip
+    notes = tb.notes(table(data))
+    assert any("no counted run of this case" in n for n in notes), notes
+    assert not any(COUNTERS_OFF in n for n in notes)
 
 
 def test_not_admitted_is_a_flag_distinct_from_starved() -> None:

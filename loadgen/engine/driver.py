@@ -45,7 +45,7 @@ from loadgen.engine.messages import (
 )
 from loadgen.engine.plan import build_plan, prepare_files
 from loadgen.engine.process import worker_entry
-from loadgen.engine.result import LoadResult, RunFacts, aggregate, mergeable
+from loadgen.engine.result import COUNTERS_OFF, LoadResult, RunFacts, aggregate, mergeable
 from loadgen.procs import process_tree, raise_nofile, tree_memory
 
 M = TypeVar("M")
@@ -414,7 +414,7 @@ class _Run:
         partial = self.partial or len(results) < len(self.procs) or any(r.stopped for r in results)
         server = self.server
         if server is not None:
-            reason = "off (--no-counters)" if not self.cfg.counters else "not measured"
+            reason = COUNTERS_OFF if not self.cfg.counters else "not measured"
             server = {**server, **(self.costs or _no_costs(reason))}
         facts = RunFacts(
             server, self.uss_before, self.uss_after, partial, self.admit_s, self.ramp_s

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.engine.result import RATE_SHORTFALL
+from loadgen.engine.result import COUNTERS_OFF, RATE_SHORTFALL
 from loadgen.suite import notes, ranking
 from loadgen.suite.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
 from loadgen.suite.repeats import Stat
@@ -363,7 +363,7 @@ def _syscalls(row: Row, measured: list[dict[str, Any]]) -> None:
     reasons = [s["syscalls_unavailable"] for s in servers if s.get("syscalls_unavailable")]
     if reasons and "syscalls_per_request" not in row.stats:
         why = Counter(reasons).most_common(1)[0][0]
-        if why.startswith("off"):  # a timed run's: the suite counts in separate runs
+        if why == COUNTERS_OFF:  # a timed run's: the suite counts in separate runs
             why = "no counted run of this case (--no-counters, or not in the profile's counted)"
         row.syscalls_unavailable = why
 
