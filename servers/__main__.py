@@ -1,7 +1,7 @@
 """``python -m servers NAME``: start one variant, print one JSON ready line.
 
     python -m servers NAME [--host 127.0.0.1] [--port 0] [--unix PATH] [--root DIR]
-                           [--protocol framed|raw] [--max-frame BYTES]
+                           [--protocol framed|raw] [--max-frame BYTES] [--max-work N]
                            [--idle-timeout S] [--request-timeout S] [--max-clients N]
                            [--workers N]
     python -m servers --list
@@ -45,7 +45,7 @@ import sys
 from typing import NoReturn
 
 import servers
-from servers.protocol import DEFAULT_MAX_FRAME, SessionFactory
+from servers.protocol import DEFAULT_MAX_FRAME, DEFAULT_MAX_WORK, MAX_PAYLOAD, SessionFactory
 from servers.tuning import IDLE_TIMEOUT, REQUEST_TIMEOUT, Limits
 
 
@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_FRAME,
         metavar="BYTES",
         help=f"largest payload accepted (default {DEFAULT_MAX_FRAME})",
+    )
+    p.add_argument(
+        "--max-work",
+        type=int,
+        default=DEFAULT_MAX_WORK,
+        metavar="N",
+        help="largest WORK amount accepted, in µs (wait, block, offload) or compute units "
+        f"(default {DEFAULT_MAX_WORK:,}: 10 s)",
     )
     p.add_argument(
         "--idle-timeout",
@@ -157,12 +165,14 @@ def probe() -> dict[str, object]:
     }
 
 
-def session_factory(protocol: str, root: str, max_frame: int) -> SessionFactory:
+def session_factory(
+    protocol: str, root: str, max_frame: int, max_work: int = DEFAULT_MAX_WORK
+) -> SessionFactory:
     if protocol == "raw":
         return SessionFactory("raw", max_frame)
     from servers.service import FileService  # only the framed protocol serves files
 
-    return SessionFactory("framed", max_frame, FileService(root).handle)
+    return SessionFactory("framed", max_frame, FileService(root, max_work).handle)
 
 
 def remove_crash_leftovers(root: str) -> None:
@@ -207,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"root {args.root!r} is not an existing directory")
     if args.max_frame < 0:
         fail("--max-frame must be >= 0")
+    if not 0 <= args.max_work <= MAX_PAYLOAD:
+        fail("--max-work must be from 0 to 4294967295 (a uint32)")
     if args.idle_timeout <= 0 or args.request_timeout <= 0:
         fail("--idle-timeout and --request-timeout must be > 0")
     if args.max_clients is not None and args.max_clients < 0:
@@ -232,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             fail(str(exc))
     if args.protocol == "framed":  # raw mode never touches the root
         remove_crash_leftovers(args.root)
-    new_session = session_factory(args.protocol, args.root, args.max_frame)
+    new_session = session_factory(args.protocol, args.root, args.max_frame, args.max_work)
     if args.unix is not None:
         listener = unix_listener(args.unix)
         identity = socket_file_identity(args.unix)
@@ -257,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": args.protocol,
         "root": os.path.abspath(args.root),
         "max_frame": args.max_frame,
+        "max_work": args.max_work,
         "idle_timeout": limits.idle_timeout,
         "request_timeout": limits.request_timeout,
         "max_clients": limits.max_clients,

@@ -25,6 +25,13 @@ for exactly this, accepts the waiting client with it, answers ``ERROR server
 busy``, closes it and takes the reserve back: the excess client gets an
 answer instead of waiting in the backlog, and the loop waits in ``accept``
 (at most :data:`OUT_OF_DESCRIPTORS_PAUSE`) instead of spinning.
+
+WORK, the blocking way (:func:`sleep_through`): the session hands a wait
+to the server, and the thread or process serving the client simply sleeps
+-- it holds nothing anyone else needs, so nobody else waits on it.  An
+*offload* is served the same way: a thread or process model needs no
+executor to keep a blocking call off the others' path, it already is one.
+``gevent_server`` and ``greenlet_hub`` pass their own ``wait``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session
+from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session, Work
 from servers.tuning import RECV_SIZE, Limits
 
 # accept() errors that mean "the process or the system is out of something",
@@ -75,17 +82,29 @@ def serve_timed(
         send_if_room(sock, TIMEOUT_REPLY)
 
 
+def sleep_through(work: Work) -> None:
+    """WORK wait (and offload) in a thread or a process: sleep; only this client waits."""
+    time.sleep(work.seconds)
+
+
 def serve_stream(
-    recv: Callable[[int], bytes], send: Callable[[bytes], object], session: Session
+    recv: Callable[[int], bytes],
+    send: Callable[[bytes], object],
+    session: Session,
+    wait: Callable[[Work], object] = sleep_through,
 ) -> None:
     """Read, feed the protocol, write the answers; repeat until done.
 
     ``recv``/``send`` are a socket's ``recv``/``sendall``, a
-    :class:`TimedSocket`'s, or gevent_server's.
+    :class:`TimedSocket`'s, or gevent_server's.  ``wait`` does a WORK
+    request's wait the model's way (default: this thread sleeps).
     """
     try:
         while not session.closing:
-            if session.pending:  # requests held back by the reply budget come first
+            if session.work is not None:  # a WORK wait: the replies before it are sent
+                wait(session.work)
+                reply = session.work_done()
+            elif session.pending:  # requests held back by the reply budget come first
                 reply = session.resume()
             else:
                 data = recv(RECV_SIZE)

@@ -33,7 +33,17 @@ they do once a socket is ready is here, in :class:`Connection`:
   stores the time (``read_at``, one ``monotonic()``) and asks the session
   whether a frame is half-read (``request_at`` is set when one begins); a
   send that leaves output behind stores ``sent_at``.  The deadlines are
-  *computed* only when the connection's timer comes up (:class:`Timers`).
+  *computed* only when the connection's timer comes up (:class:`Timers`);
+* **WORK** -- a wait the session hands out (``session.work``) is a timer
+  in the loop's heap: the connection stops reading, :meth:`Timers.wake`
+  files its due time, the loop's wait is bounded by it like any deadline,
+  and when it comes up :meth:`Connection.finish_work` sends the reply and
+  answers what was pipelined behind it.  No client waits on another's
+  wait.  An *offload* has no executor to go to in a hand-written loop: it
+  is served as *block*, in the loop, and stalls every client (say so, not
+  hide it: the asyncio, trio and gevent variants show the repair).  The
+  clocks do not run during the wait: it is the server's time, not the
+  client's.
 
 A reactor calls :meth:`Connection.on_readable` / :meth:`Connection.on_writable`
 when the poller says so, then looks at ``wants_read`` / ``wants_write`` to
@@ -90,9 +100,11 @@ import sys
 import traceback
 from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
+from math import inf
 from time import monotonic
 
-from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session
+from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session, WorkKind
+from servers.service import block
 from servers.tuning import ACCEPT_BATCH, HIGH_WATER, LINGER_LIMIT, LOW_WATER, RECV_SIZE, Limits
 
 # Out of descriptors, the listener is left alone this long before accept() is
@@ -118,6 +130,7 @@ class Connection:
         "request_at",
         "requesting",
         "sent_at",
+        "timers",
     )
 
     def __init__(self, sock: socket.socket, session: Session) -> None:
@@ -143,12 +156,16 @@ class Connection:
         self.request_at = 0.0  # when the half-read frame began, while `requesting`
         self.requesting = False  # session.in_request, updated whenever it can change
         self.sent_at = 0.0  # when pending output last moved (or began to wait)
+        self.timers: Timers | None = None  # the loop's heap, where a WORK wait is filed
 
     @property
     def wants_read(self) -> bool:
-        # While the session holds whole requests back (its reply budget),
-        # reading more would only grow its input buffer.
-        return not (self.done or self.eof or self.paused or self.session.pending)
+        # While the session holds whole requests back (its reply budget, or a
+        # WORK wait), reading more would only grow its input buffer.
+        session = self.session
+        return not (
+            self.done or self.eof or self.paused or session.pending or session.work is not None
+        )
 
     @property
     def wants_write(self) -> bool:
@@ -193,6 +210,14 @@ class Connection:
         else:
             self._settle()
 
+    def finish_work(self) -> None:
+        """The loop's timer says the WORK wait is over: answer it and what waited behind it."""
+        self.read_at = monotonic()  # the wait was the server's time, not the client's idleness
+        self._answer(None)
+        self.requesting = self.session.in_request
+        if self.requesting:
+            self.request_at = self.read_at
+
     def close(self) -> None:
         self.done = True
         self.sock.close()
@@ -204,8 +229,11 @@ class Connection:
         (trickling more bytes does not restart it).  While replies wait to
         be sent the connection is not idle -- the client is downloading --
         but output that makes no progress for the request timeout is stuck.
-        Otherwise the idle clock runs from the last input.
+        Otherwise the idle clock runs from the last input.  During a WORK
+        wait no clock runs: the client is waiting for us.
         """
+        if self.session.work is not None:
+            return inf
         if self.requesting:
             when = self.request_at + limits.request_timeout
             if self.output:
@@ -229,13 +257,21 @@ class Connection:
         self._answer(data)
 
     def _answer(self, data: bytes | None) -> None:
-        """Feed the session ``data`` (None: resume held-back requests) and send.
+        """Feed the session ``data`` (None: finish the WORK that is due, or resume
+        held-back requests) and send.
 
-        Go on resuming held-back requests while the output stays low.
+        Go on resuming held-back requests while the output stays low; stop at a
+        WORK wait, filed in the loop's heap.
         """
+        session = self.session
         while True:
             try:
-                reply = self.session.resume() if data is None else self.session.receive_data(data)
+                if data is not None:
+                    reply = session.receive_data(data)
+                elif session.work is not None:  # only when it is due (finish_work, or offload)
+                    reply = session.work_done()
+                else:
+                    reply = session.resume()
             except Exception:  # a bug in the session must cost one client, not the server
                 traceback.print_exc(file=sys.stderr)
                 self.done = True
@@ -244,9 +280,17 @@ class Connection:
                 self.request_at = self.read_at  # a frame left half-read began in this read
                 self.output += reply
                 self._send(len(reply))  # optimistic: most replies fit in the socket at once
-            if self.done or not self.session.pending or len(self.output) > LOW_WATER:
-                break
             data = None
+            if session.work is not None and not self.done:
+                if session.work.kind != WorkKind.OFFLOAD:
+                    self.timers.wake(self, session.work.seconds)  # type: ignore[union-attr]
+                    break
+                # No executor in a hand-written loop: an offload is served as block,
+                # and the whole loop waits it out.
+                block(session.work.seconds)
+                continue
+            if self.done or not session.pending or len(self.output) > LOW_WATER:
+                break
         self._settle()
 
     def _send(self, added: int = 0) -> None:
@@ -276,7 +320,7 @@ class Connection:
             self.paused = True
         elif self.paused and len(self.output) <= LOW_WATER:
             self.paused = False
-        if self.output or self.done:
+        if self.output or self.done or self.session.work is not None:
             return
         if self.eof:  # the peer has gone and everything is sent
             self.done = True
@@ -299,12 +343,14 @@ class Timers:
         self.limits = limits
         self.period = min(limits.idle_timeout, limits.request_timeout)
         self.heap: list[tuple[float, int, Connection]] = []
+        self.waits: list[tuple[float, int, Connection]] = []  # WORK waits, by when they end
         self.order = itertools.count()  # breaks ties: connections are not comparable
         self.now = monotonic()  # as of the last expire()
         self.compact_at = 64
 
     def add(self, conn: Connection) -> Connection:
-        """Start watching a new connection's clocks."""
+        """Start watching a new connection's clocks (and take its WORK waits)."""
+        conn.timers = self
         if len(self.heap) > self.compact_at:
             self.heap = [entry for entry in self.heap if not entry[2].done]
             heapify(self.heap)
@@ -312,18 +358,30 @@ class Timers:
         heappush(self.heap, (conn.read_at + self.period, next(self.order), conn))
         return conn
 
+    def wake(self, conn: Connection, seconds: float) -> None:
+        """File a WORK wait: :meth:`expire` finishes it ``seconds`` from now."""
+        heappush(self.waits, (monotonic() + seconds, next(self.order), conn))
+
     def timeout(self, wake_at: float | None = None) -> float | None:
-        """Seconds to wait for I/O: until the nearest check (or ``wake_at``); None: no limit."""
+        """Seconds to wait for I/O: until the nearest check, WORK wait or ``wake_at``;
+        None: no limit."""
         when = self.heap[0][0] if self.heap else None
-        if wake_at is not None and (when is None or wake_at < when):
-            when = wake_at
+        for other in (self.waits[0][0] if self.waits else None, wake_at):
+            if other is not None and (when is None or other < when):
+                when = other
         return None if when is None else max(0.0, when - self.now)
 
     def expire(self) -> list[Connection]:
-        """The connections whose deadline has passed, timed out (``done``): drop them."""
+        """The connections whose WORK wait is over (answered now: update what the loop
+        watches) and those whose deadline has passed (timed out, ``done``: drop them)."""
         self.now = now = monotonic()
         heap = self.heap
         expired: list[Connection] = []
+        while self.waits and self.waits[0][0] <= now:
+            _, _, conn = heappop(self.waits)
+            if not conn.done:  # a client that left meanwhile is dropped as usual
+                conn.finish_work()
+                expired.append(conn)
         while heap and heap[0][0] <= now:
             _, _, conn = heappop(heap)
             if conn.done:  # closed since: a stale entry

@@ -46,7 +46,8 @@ import gevent
 from gevent.server import StreamServer
 
 from servers._blocking import RequestClock, over_limit, refuse, send_if_room, serve_stream
-from servers.protocol import TIMEOUT_REPLY, Session
+from servers.protocol import TIMEOUT_REPLY, Session, Work, WorkKind
+from servers.service import block
 from servers.tuning import Limits
 
 
@@ -76,11 +77,26 @@ def dispatch(
         live.add(sock)
         try:
             conn = TimedConnection(sock, new_session(), limits)
-            serve_stream(conn.recv, conn.send, conn.session)  # a timeout ends it as a reset would
+            # a timeout ends it as a reset would; a WORK wait is gevent's own (do_work)
+            serve_stream(conn.recv, conn.send, conn.session, do_work)
             if conn.request_expired:
                 send_if_room(sock, TIMEOUT_REPLY)
         finally:
             live.discard(sock)
+
+
+def do_work(work: Work) -> None:
+    """A WORK request's wait, gevent's way: only this greenlet waits.
+
+    ``gevent.sleep`` is a timer in the hub; an offload goes to the hub's
+    thread pool, which runs the blocking call in a real thread while this
+    greenlet waits for its result -- gevent's own repair for a library that
+    would block the hub.
+    """
+    if work.kind == WorkKind.OFFLOAD:
+        gevent.get_hub().threadpool.apply(block, (work.seconds,))
+    else:
+        gevent.sleep(work.seconds)
 
 
 class TimedConnection:

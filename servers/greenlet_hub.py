@@ -60,7 +60,8 @@ from greenlet import getcurrent, greenlet
 
 from servers._blocking import RequestClock, send_if_room, serve_stream
 from servers._nonblocking import Acceptor
-from servers.protocol import TIMEOUT_REPLY, Session
+from servers.protocol import TIMEOUT_REPLY, Session, Work, WorkKind
+from servers.service import block
 from servers.tuning import Limits
 
 IN, OUT, ONESHOT = select.EPOLLIN, select.EPOLLOUT, select.EPOLLONESHOT
@@ -101,7 +102,8 @@ def run_client(
     try:
         with sock:
             conn = GreenSocket(hub, sock, session, limits)
-            serve_stream(conn.recv, conn.send, session)  # a TimeoutError ends it like a reset
+            # a TimeoutError ends it like a reset; a WORK wait sleeps in the hub's heap
+            serve_stream(conn.recv, conn.send, session, hub.do_work)
             if conn.clock.request_expired:
                 send_if_room(sock, TIMEOUT_REPLY)
     except Exception:  # a bug costs one client; escaping, it would end the hub
@@ -132,6 +134,19 @@ class Hub:
         self.waiting[fd] = entry
         self.greenlet.switch()  # the hub switches back in wake(), or throws in expire()
 
+    def do_work(self, work: Work) -> None:
+        """A WORK wait in a client's greenlet: an entry in the deadline heap, no socket.
+
+        ``expire()`` switches back to it when it is due; the other greenlets run
+        meanwhile.  An offload has no thread pool to go to here: served as block,
+        it stalls the hub and every greenlet with it.
+        """
+        if work.kind == WorkKind.OFFLOAD:
+            block(work.seconds)
+            return
+        heappush(self.deadlines, [monotonic() + work.seconds, next(self.order), None, getcurrent()])
+        self.greenlet.switch()
+
     def wake(self, fd: int) -> None:
         """The socket is ready: switch to its waiter (a stale event finds none)."""
         entry = self.waiting.pop(fd, None)
@@ -148,12 +163,16 @@ class Hub:
         return -1 if when is None else max(0.0, when - monotonic())
 
     def expire(self) -> None:
-        """Throw TimeoutError into every greenlet whose deadline has passed."""
+        """Throw TimeoutError into every greenlet whose deadline has passed; wake those
+        whose WORK wait is over."""
         now = monotonic()
         while self.deadlines and self.deadlines[0][0] <= now:
             _, _, fd, waiter = heappop(self.deadlines)
             if waiter is None:
                 self.stale -= 1
+                continue
+            if fd is None:  # a WORK wait is over, not a timeout
+                waiter.switch()
                 continue
             del self.waiting[fd]
             waiter.throw(TimeoutError("timed out"))

@@ -50,7 +50,9 @@ HEADER_SIZE = HEADER.size  # 5
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
 NAME_LENGTH = struct.Struct("!H")
+WORK_HEADER = struct.Struct("!BI")  # WORK's payload: kind, amount, then the reply's bytes
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+DEFAULT_MAX_WORK = 10_000_000  # --max-work: the largest WORK amount, µs or compute units (10 s)
 REPLY_BUDGET = 1024 * 1024  # replies built by one receive_data or resume call, about
 MAX_PAYLOAD = 0xFFFFFFFF  # what the uint32 length field can say
 
@@ -61,6 +63,16 @@ class Op(enum.IntEnum):
     GET = 0x03
     PUT = 0x04
     QUIT = 0x05
+    WORK = 0x06
+
+
+class WorkKind(enum.IntEnum):
+    """What a WORK request asks the handler to do (docs/PROTOCOL.md, "WORK")."""
+
+    WAIT = 1  # wait `amount` µs the model's own way: a call to a backend
+    COMPUTE = 2  # `amount` units of a pure-Python kernel (holds the GIL)
+    BLOCK = 3  # block the OS thread `amount` µs: a blocking library call, whatever the model
+    OFFLOAD = 4  # the same blocking call, made the way the model's framework recommends
 
 
 class Status(enum.IntEnum):
@@ -95,9 +107,31 @@ class Response(NamedTuple):
         return cls(Status.ERROR, message.encode("utf-8", "replace"), close)
 
 
+class Work(NamedTuple):
+    """A WORK request the handler hands to the model: wait, or offload a blocking call.
+
+    The handler does compute and block itself (they are the handler's own
+    code, the same in every model); *waiting* is the model's business -- a
+    sleeping thread, a timer in a reactor's heap, ``asyncio.sleep`` -- so
+    the session stops there and sets ``session.work``.  The server waits
+    ``seconds`` its own way and calls ``session.work_done()``, which returns
+    the OK reply carrying ``payload`` and the replies to any requests
+    pipelined behind it.
+    """
+
+    kind: int  # WorkKind.WAIT or WorkKind.OFFLOAD
+    amount: int  # µs
+    payload: bytes  # what the OK reply carries once the work is done
+
+    @property
+    def seconds(self) -> float:
+        return self.amount / 1_000_000
+
+
 Request = Frame  # a request is a frame whose code is an opcode
 _new_frame = tuple.__new__  # Frame(...) without its Python-level __new__: the fast path only
-Handler = Callable[[Request], Response]
+# A handler answers a request, or hands it to the model as Work to be waited for.
+Handler = Callable[[Request], "Response | Work"]
 
 
 def encode_frame(code: int, payload: bytes = b"") -> bytes:
@@ -125,6 +159,11 @@ def encode_put_payload(name: str | bytes, data: bytes) -> bytes:
     if len(raw) > 0xFFFF:
         raise ValueError("name longer than a uint16 length can say")
     return NAME_LENGTH.pack(len(raw)) + raw + data
+
+
+def encode_work_payload(kind: int, amount: int, data: bytes = b"") -> bytes:
+    """WORK payload: kind (uint8), amount (uint32: µs, or compute units), then ``data``."""
+    return WORK_HEADER.pack(kind, amount) + data
 
 
 def decode_put_payload(payload: bytes) -> tuple[bytes, bytes]:
@@ -208,10 +247,17 @@ class Session(Protocol):
     it has are on their way, the server calls ``resume()`` for more -- and
     reads no more input meanwhile.  ``closing`` is true after QUIT or a
     fatal framing error: send what was returned, then close.
+
+    ``work`` is a :class:`Work` the server must do before anything else is
+    answered (a WORK request to wait or to offload): send what was
+    returned, wait ``work.seconds`` the model's own way -- reading no more
+    input meanwhile -- then send what ``work_done()`` returns.  ``pending``
+    is false while ``work`` is set: the requests behind it wait on the work.
     """
 
     closing: bool
     pending: bool
+    work: Work | None
 
     @property
     def in_request(self) -> bool:
@@ -221,6 +267,8 @@ class Session(Protocol):
     def receive_data(self, data: bytes) -> bytes: ...
 
     def resume(self) -> bytes: ...
+
+    def work_done(self) -> bytes: ...
 
 
 class FramedSession:
@@ -235,13 +283,15 @@ class FramedSession:
     buffered, ``pending`` says so and ``resume()`` answers the next budget's
     worth.  After a QUIT or a fatal framing error it sets ``closing``; the
     server writes what was returned, then closes, and ignores anything the
-    peer sent after.
+    peer sent after.  A WORK request the handler hands back as :class:`Work`
+    stops the answering there: ``work`` holds it until the server calls
+    :meth:`work_done`, and bytes received meanwhile are only buffered.
 
     ``receive_data`` is :meth:`receive_data_plain` plus one fast path (see
     the module docstring); the plain method is its specification.
     """
 
-    __slots__ = ("_decoder", "_handler", "pending", "closing", "in_request")
+    __slots__ = ("_decoder", "_handler", "pending", "closing", "in_request", "work")
 
     def __init__(self, handler: Handler, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._decoder = FrameDecoder(max_frame)
@@ -255,6 +305,7 @@ class FramedSession:
         # servers read it after every recv, and the fast path never changes it
         # (it runs only on an empty buffer, and leaves it empty).
         self.in_request = False
+        self.work: Work | None = None  # handed to the server; nothing is answered until it is done
 
     @property
     def max_frame(self) -> int:
@@ -266,11 +317,15 @@ class FramedSession:
         if self.closing:
             return b""
         request = self._decoder.whole_frame(data)
-        if request is None:
+        if request is None or self.work is not None:
             return self.receive_data_plain(data)
         # Fast path: ``data`` is one whole request and nothing else waits --
         # by far the commonest case.  No budget to count, no list to join.
-        status, payload, close = self._handler(request)
+        response = self._handler(request)
+        if type(response) is Work:  # the model waits; work_done() answers
+            self.work = response
+            return b""
+        status, payload, close = response
         if close:
             self.closing = True
         return _pack_header(status, len(payload)) + payload
@@ -282,6 +337,8 @@ class FramedSession:
         if self.closing:
             return b""
         self._decoder.receive_data(data)
+        if self.work is not None:  # answered in turn once the work is done
+            return b""
         return self._answer()
 
     def resume(self) -> bytes:
@@ -289,6 +346,17 @@ class FramedSession:
         if self.closing or not self.pending:
             return b""
         return self._answer()
+
+    def work_done(self) -> bytes:
+        """The model has done ``work``: its OK reply, then the requests buffered behind it."""
+        work = self.work
+        if work is None:
+            raise ValueError("work_done() without work handed out")
+        self.work = None
+        reply = _pack_header(Status.OK, len(work.payload)) + work.payload
+        if self.closing:
+            return reply
+        return reply + self._answer()
 
     def _answer(self) -> bytes:
         """Answer the buffered whole requests, in order, up to the reply budget."""
@@ -308,12 +376,16 @@ class FramedSession:
             if frame is None:
                 break
             response = self._handler(frame)
+            if type(response) is Work:  # the model waits; work_done() answers the rest
+                self.work = response
+                break
             out.append(encode_response(response))
             size += HEADER_SIZE + len(response.payload)
             if response.close:
                 self.closing = True
                 break
-        self.in_request = not self.pending and self._decoder.buffered > 0
+        # While work is out, buffered requests wait on the server, not the client.
+        self.in_request = not self.pending and self.work is None and self._decoder.buffered > 0
         return b"".join(out)
 
 
@@ -323,6 +395,7 @@ class RawSession:
     __slots__ = ("closing",)
     pending = False  # output is input: nothing is ever held back
     in_request = False  # no frames: only the idle timeout applies
+    work = None  # no requests, so no work
 
     def __init__(self) -> None:
         self.closing = False
@@ -332,6 +405,9 @@ class RawSession:
 
     def resume(self) -> bytes:
         return b""
+
+    def work_done(self) -> bytes:
+        raise ValueError("a raw session hands out no work")
 
 
 class SessionFactory:

@@ -31,6 +31,14 @@ Rules enforced here (docs/PROTOCOL.md, "Names" and "Files"):
 
 In an event loop (select, epoll, asyncio, gevent) these calls block the
 loop while the disk works; that is part of what those models cost.
+
+WORK (docs/PROTOCOL.md, "WORK") is what a handler does besides files.  Its
+payload is checked here (``kind``, ``amount``, at most ``max_work``); then
+*compute* runs :func:`compute` and *block* calls :func:`block` right here,
+in whatever thread, process, greenlet or loop called
+:meth:`FileService.handle` -- that is the point of both -- while *wait* and
+*offload* come back as a :class:`~servers.protocol.Work` for the model to
+do its own way (the session hands it to the server).
 """
 
 from __future__ import annotations
@@ -39,15 +47,21 @@ import os
 import re
 import secrets
 import stat
+import sys
+import time
 import unicodedata
 from pathlib import Path
 
 from servers.protocol import (
+    DEFAULT_MAX_WORK,
+    WORK_HEADER,
     Op,
     ProtocolError,
     Request,
     Response,
     Status,
+    Work,
+    WorkKind,
     decode_put_payload,
 )
 
@@ -64,6 +78,10 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # a forked or exec'd child must not in
 _GET_FLAGS = os.O_RDONLY | _O_NONBLOCK | _O_NOFOLLOW | _O_NOCTTY | _O_CLOEXEC | _O_BINARY
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
 NOT_REGULAR = "not a regular file"
+# compute: one unit is this many steps of the kernel below.  Sized so that a
+# unit takes about 1 µs under CPython 3.11 on the 2-core machine the
+# reference ran on; fixed, so that a slower interpreter takes longer.
+STEPS_PER_UNIT = 12
 # A PUT's temporary file: .put-<pid>-<16 hex digits>.tmp.  Only this code makes
 # such names (a client's names cannot start with "."), and the pattern is
 # narrow so that startup cleanup never takes a file someone else put there.
@@ -93,23 +111,62 @@ def check_name(raw: bytes) -> str:
     return name
 
 
-class FileService:
-    """Serves ECHO, LIST, GET, PUT and QUIT against one flat directory."""
+def compute(units: int) -> int:
+    """WORK compute: ``units`` units of a fixed pure-Python kernel (an LCG), about 1 µs each.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    Pure Python on purpose: it holds the GIL all the way, as a handler that
+    parses, renders or hashes in Python does.  Returns the last value so
+    that nothing can optimise the loop away.
+    """
+    x = 1
+    for _ in range(units * STEPS_PER_UNIT):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+    return x
+
+
+def _original_sleep() -> object:
+    """``time.sleep`` as the C library has it, even where gevent has patched ``time``."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("time"):
+        return monkey.get_original("time", "sleep")
+    return time.sleep
+
+
+def block(seconds: float) -> None:
+    """WORK block: hold this OS thread ``seconds`` in a blocking call, whatever the model.
+
+    The mistake WORK block stands for -- calling a blocking library from an
+    event loop or a greenlet: the real ``time.sleep`` (gevent's original
+    one where it patched ``time``), which releases the GIL but not the
+    thread.  A thread or a process blocks itself only; a loop blocks every
+    client it has.
+    """
+    _original_sleep()(seconds)  # type: ignore[operator]
+
+
+class FileService:
+    """Serves ECHO, LIST, GET, PUT, QUIT and WORK against one flat directory."""
+
+    def __init__(self, root: str | os.PathLike[str], max_work: int = DEFAULT_MAX_WORK) -> None:
         self.root = Path(root).resolve(strict=True)
         if not self.root.is_dir():
             raise NotADirectoryError(f"{self.root} is not a directory")
+        self.max_work = max_work  # the largest WORK amount accepted (--max-work)
         self._dispatch = {
             Op.ECHO: self._echo,
             Op.LIST: self._list,
             Op.GET: self._get,
             Op.PUT: self._put,
             Op.QUIT: self._quit,
+            Op.WORK: self._work,
         }
 
-    def handle(self, request: Request) -> Response:
-        """Execute one request.  Never raises: every failure is an ERROR response."""
+    def handle(self, request: Request) -> Response | Work:
+        """Execute one request.  Never raises: every failure is an ERROR response.
+
+        A WORK request to wait or offload comes back as :class:`Work`: the
+        model does it and the session answers (see the module docstring).
+        """
         action = self._dispatch.get(request.code)
         if action is None:
             return Response.error(f"unknown opcode 0x{request.code:02x}")
@@ -216,6 +273,28 @@ class FileService:
     @staticmethod
     def _quit(payload: bytes) -> Response:
         return Response.ok(close=True)
+
+    def _work(self, payload: bytes) -> Response | Work:
+        if len(payload) < WORK_HEADER.size:
+            return Response.error(
+                f"WORK payload shorter than its {WORK_HEADER.size}-byte kind and amount"
+            )
+        kind, amount = WORK_HEADER.unpack_from(payload)
+        if kind not in _WORK_KINDS:
+            return Response.error(f"unknown WORK kind {kind}")
+        if amount > self.max_work:
+            return Response.error(f"WORK amount {amount} is over the maximum of {self.max_work}")
+        rest = payload[WORK_HEADER.size :]
+        if kind == WorkKind.COMPUTE:
+            compute(amount)
+        elif kind == WorkKind.BLOCK:
+            block(amount / 1_000_000)
+        else:  # WAIT, OFFLOAD: the model's own way
+            return Work(kind, amount, rest)
+        return Response.ok(rest)
+
+
+_WORK_KINDS = frozenset(int(kind) for kind in WorkKind)
 
 
 def _write_all(fd: int, data: bytes) -> None:
