@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 
 from servers._blocking import handle_client
-from servers.protocol import FrameDecoder, Op, Session, Status, encode_frame
+from servers.protocol import FrameDecoder, Op, Session, Status, Work, encode_frame
 from servers.tuning import Limits
 
 
@@ -38,6 +38,13 @@ class BadEchoSession:
     @property
     def pending(self) -> bool:
         return self.inner.pending
+
+    @property
+    def work(self) -> Work | None:
+        return self.inner.work
+
+    def work_done(self) -> bytes:
+        return self.inner.work_done()
 
     def resume(self) -> bytes:
         return self.inner.resume()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from servers._blocking import handle_client
-from servers.protocol import FrameDecoder, Op, Session, Status, encode_frame
+from servers.protocol import FrameDecoder, Op, Session, Status, Work, encode_frame
 from servers.tuning import Limits
 
 FLIP_AT = -1  # payload index of the wrong byte: the last one
@@ -60,6 +60,13 @@ class FlipEchoSession:
     @property
     def pending(self) -> bool:
         return self.inner.pending
+
+    @property
+    def work(self) -> Work | None:
+        return self.inner.work
+
+    def work_done(self) -> bytes:
+        return self.inner.work_done()
 
     def receive_data(self, data: bytes) -> bytes:
         self.decoder.receive_data(data)
