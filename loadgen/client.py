@@ -1,4 +1,4 @@
-"""A small blocking client for protocol v1: ``echo``, ``list``, ``get``, ``put``, ``quit``.
+"""A small blocking client for protocol v1: echo, list, get, put, work and quit.
 
 Tests and the interactive shell use it.  Framing is the project's sans-I/O
 code (:mod:`servers.protocol`), so the client cannot disagree with the
@@ -11,6 +11,7 @@ carrying the server's message.
 
     with Client("/tmp/s.sock") as c:  # no port: a Unix domain socket's path
         assert c.echo(b"x") == b"x"
+        assert c.work("wait", 500_000, b"hi") == b"hi"  # after half a second
 
 A target on the command line is ``HOST:PORT`` or ``unix:PATH``
 (:func:`parse_address`); in Python an address is the socket module's: a
@@ -29,11 +30,14 @@ from servers.protocol import (
     FrameDecoder,
     Op,
     Status,
+    WorkKind,
     encode_frame,
     encode_put_payload,
+    encode_work_payload,
 )
 
 RECV_SIZE = 64 * 1024  # under glibc's 128 KiB mmap threshold
+MAX_WORK_AMOUNT = 0xFFFFFFFF  # WORK's amount is a uint32 (the server's --max-work is lower)
 
 
 UNIX_PREFIX = "unix:"
@@ -78,6 +82,23 @@ def format_address(address: Address) -> str:
         return UNIX_PREFIX + address
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def work_kind(kind: WorkKind | int | str) -> int:
+    """A WORK kind: a :class:`WorkKind`, its name (``"wait"``, any case) or any number.
+
+    Any number that fits in a byte is passed through, so that a test can send
+    a kind the server must refuse; an unknown name is a ValueError.
+    """
+    if isinstance(kind, str):
+        try:
+            return WorkKind[kind.upper()]
+        except KeyError:
+            names = "|".join(k.name.lower() for k in WorkKind)
+            raise ValueError(f"WORK kind must be one of {names}, got {kind!r}") from None
+    if not 0 <= kind <= 255:
+        raise ValueError(f"WORK kind must fit in a byte, got {kind}")
+    return int(kind)
 
 
 def connect(address: Address, timeout: float | None) -> socket.socket:
@@ -137,6 +158,25 @@ class Client:
 
     def put(self, name: str, data: bytes) -> None:
         self.request(Op.PUT, encode_put_payload(name, data))
+
+    def work(self, kind: WorkKind | int | str, amount: int, data: bytes = b"") -> bytes:
+        """WORK: ``kind`` (name or number), ``amount`` µs (compute: units); returns ``data``.
+
+        The reply comes once the server has done the work, so the socket's
+        timeout is stretched by ``amount`` µs for this request (a compute unit
+        is about 1 µs): the server's own work is not a late reply.
+        """
+        if not 0 <= amount <= MAX_WORK_AMOUNT:
+            raise ValueError(f"WORK amount must be 0..{MAX_WORK_AMOUNT}, got {amount}")
+        payload = encode_work_payload(work_kind(kind), amount, data)
+        timeout = self.sock.gettimeout()
+        if timeout is None:
+            return self.request(Op.WORK, payload)
+        self.sock.settimeout(timeout + amount / 1e6)
+        try:
+            return self.request(Op.WORK, payload)
+        finally:
+            self.sock.settimeout(timeout)
 
     def quit(self) -> None:
         self.request(Op.QUIT)
