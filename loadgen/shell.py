@@ -9,7 +9,13 @@ ERROR is printed as one red line; the shell never shows a traceback.
     cb> list
     cb> get notes.txt copy.txt
     cb> echo hello
+    cb> work wait 500 hi      (the server waits 500 ms, then answers "hi")
+    cb> work compute 20000    (20,000 units of the server's pure-Python kernel)
     cb> quit
+
+``work``'s amount is in milliseconds for wait, block and offload (a person
+types ``500`` for half a second; the protocol itself counts µs) and in units
+for compute (about 1 µs each).
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ import argparse
 import cmd
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.client import Client, ServerError, parse_address
+from loadgen.client import MAX_WORK_AMOUNT, Client, ServerError, parse_address, work_kind
+from servers.protocol import WorkKind
+
+WORK_USAGE = "usage: work wait|compute|block|offload AMOUNT [TEXT]"
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -82,6 +92,33 @@ class Shell(cmd.Cmd):
         """echo TEXT: send TEXT and print what comes back."""
         console.print(self.client.echo(arg.encode("utf-8")).decode("utf-8", "replace"))
 
+    def do_work(self, arg: str) -> None:
+        """work KIND AMOUNT [TEXT]: ask the server to work, then answer TEXT.
+
+        KIND is wait (a backend call: the model waits its own way), block (a
+        blocking call in the handler), offload (the same call the way the
+        model's framework recommends), each for AMOUNT milliseconds (decimals
+        allowed, e.g. 0.5); or compute, AMOUNT units of a pure-Python kernel
+        (about 1 us each).  Prints the reply and how long it took.
+        """
+        parts = arg.split(None, 2)
+        if len(parts) < 2:
+            console.print(f"[yellow]{WORK_USAGE}[/yellow]")
+            return
+        try:
+            kind = work_kind(parts[0])
+            amount = work_amount(kind, parts[1])
+        except ValueError as exc:
+            console.print(f"[yellow]{exc} ({WORK_USAGE})[/yellow]")
+            return
+        text = parts[2] if len(parts) == 3 else ""
+        start = time.perf_counter()
+        reply = self.client.work(kind, amount, text.encode("utf-8"))
+        elapsed = time.perf_counter() - start
+        if reply:
+            console.print(reply.decode("utf-8", "replace"))
+        console.print(f"[dim]answered in {elapsed * 1e3:.1f} ms[/dim]")
+
     def do_quit(self, arg: str) -> bool:
         """quit: say goodbye to the server and leave."""
         try:
@@ -117,12 +154,27 @@ class Shell(cmd.Cmd):
         return False
 
 
+def work_amount(kind: int, text: str) -> int:
+    """The protocol's amount for the shell's AMOUNT: milliseconds -> µs, or compute units."""
+    try:
+        value = float(text) if kind != WorkKind.COMPUTE else int(text)
+    except ValueError:
+        unit = "units (a whole number)" if kind == WorkKind.COMPUTE else "milliseconds"
+        raise ValueError(f"AMOUNT must be a number of {unit}, got {text!r}") from None
+    amount = value if kind == WorkKind.COMPUTE else value * 1000
+    if not 0 <= amount <= MAX_WORK_AMOUNT:  # also refuses nan; inf is over the top
+        raise ValueError(f"AMOUNT {text} is out of range")
+    return round(amount)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadgen.shell", description="Interactive client for the echo/file server."
     )
     parser.add_argument("target", help="HOST:PORT or unix:PATH of a running server")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per reply")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per reply (a WORK's own time added)"
+    )
     args = parser.parse_args(argv)
     try:
         address = parse_address(args.target)
