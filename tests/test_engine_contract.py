@@ -76,7 +76,8 @@ def full_result() -> dict[str, Any]:
             "target": "127.0.0.1:8000", "workload": "echo", "size": 64, "connections": 4,
             "duration_s": 1.0, "warmup_s": 0.5, "rate": 100.0, "pipeline": 1, "processes": 2,
             "mode": "open", "slow_clients": 1, "cpus": [1], "timeout_s": 2.0,
-            "admit_timeout_s": 5.0,
+            "admit_timeout_s": 5.0, "work": "compute:200", "neighbours": 1,
+            "neighbour_work": "block:10000",
         },
         "throughput_rps": 99.0,
         "requests": 99,
@@ -116,6 +117,8 @@ def full_result() -> dict[str, Any]:
         },
         "slow_clients": {"connections": 1, "requests": 2, "latency_us": lat,
                          "byte_interval_s": 0.005},
+        "neighbours": {"connections": 1, "work": "block:10000", "requests": 90,
+                       "throughput_rps": 90.0, "latency_us": dict(lat, p50=10_100.0)},
         "idle": {"connections": 4, "served": 4, "server_uss_before_bytes": 100,
                  "server_uss_after_bytes": 500, "memory_per_connection_bytes": 100.0},
         "environment": {"malloc": {"MALLOC_MMAP_THRESHOLD_": "1048576"},
@@ -131,13 +134,14 @@ def test_result_survives_its_json() -> None:
     assert result.server is not None and result.server.cpu_user_us_per_request == 3.0
     assert result.loadgen.workers[1].requests == 49
     assert result.slow_clients is not None and result.slow_clients.latency_us.p99 == 40.0
+    assert result.neighbours is not None and result.neighbours.latency_us.p50 == 10_100.0
     assert result.to_dict() == data
     assert list(result.to_dict()) == list(data)  # the documented order
 
 
 def test_null_objects_survive_too() -> None:
     data = full_result()
-    for key in ("server", "slow_clients", "idle", "latency_us_uncorrected"):
+    for key in ("server", "slow_clients", "neighbours", "idle", "latency_us_uncorrected"):
         data[key] = None
     assert LoadResult.from_dict(copy.deepcopy(data)).to_dict() == data
 

@@ -1,10 +1,22 @@
 """``python -m loadgen --target HOST:PORT``: load one server, print a table, write JSON.
 
-    python -m loadgen --target HOST:PORT|unix:PATH [--workload echo|raw|get|put|mixed|churn|idle]
+    python -m loadgen --target HOST:PORT|unix:PATH
+        [--workload echo|raw|get|put|mixed|churn|idle|c10k|work] [--work KIND:AMOUNT]
         [--size N] [--connections C] [--duration S] [--warmup S] [--rate R]
         [--pipeline D] [--processes N] [--server-pid PID] [--slow-clients K]
+        [--neighbours N --neighbour-work KIND:AMOUNT]
         [--cpus LIST] [--timeout S] [--admit-timeout S] [--no-counters]
         [--start-at EPOCH] [--json FILE [--histograms]] [--quiet]
+
+WORK requests (issue 16): ``--workload work --work compute:200 --size 64``
+sends WORK on every connection (KIND wait|compute|block|offload, AMOUNT µs,
+or units for compute) and checks that each reply carries the 64 bytes back;
+``--neighbours 1 --neighbour-work compute:20000`` (with any framed workload,
+e.g. echo) makes the first connection send 20 ms computations back to back
+beside the others: the headline figures are the others' (the victims'), the
+neighbours' own are the result's ``neighbours`` object.  A WORK reply may
+come its work's duration late: the reply timeout is ``--timeout`` plus the
+longest work of the run.
 
 The target is any host (loopback is what the suite uses; another host's
 address is said plainly on stderr at start, since the load then crosses a

@@ -19,13 +19,33 @@ from typing import NoReturn
 from loadgen.client import Address, format_address, is_loopback, parse_address
 
 # c10k: idle, but the one ECHO every connection sends once they are all open is timed
-# (latency_us is that round's; loadgen.ramp_s the time to open them all)
-WORKLOADS = ("echo", "raw", "get", "put", "mixed", "churn", "idle", "c10k")
+# (latency_us is that round's; loadgen.ramp_s the time to open them all);
+# work: every request is a WORK (--work KIND:AMOUNT) carrying --size bytes back
+WORKLOADS = ("echo", "raw", "get", "put", "mixed", "churn", "idle", "c10k", "work")
+WORK_KINDS = ("wait", "compute", "block", "offload")  # WorkKind 1..4, in order
+MAX_AMOUNT = 0xFFFFFFFF  # WORK's amount is a uint32
 PROG = "python -m loadgen"
 
 
 class LoadError(Exception):
     """The run could not be made (unreachable target, no connection); one-line message."""
+
+
+def parse_work(spec: str) -> tuple[int, int]:
+    """``"KIND:AMOUNT"`` -> (WorkKind number, amount); ValueError with a one-line message.
+
+    KIND is wait|compute|block|offload; AMOUNT is µs (compute: units, about
+    1 µs each here), a whole number that fits WORK's uint32.
+    """
+    kind, sep, amount = spec.partition(":")
+    if not sep or kind not in WORK_KINDS or not amount.isdigit():
+        raise ValueError(
+            f"work must be KIND:AMOUNT with KIND one of {'|'.join(WORK_KINDS)} and AMOUNT "
+            f"a whole number of µs (compute: units), e.g. wait:1000; got {spec!r}"
+        )
+    if int(amount) > MAX_AMOUNT:
+        raise ValueError(f"work amount must be <= {MAX_AMOUNT} (a uint32), got {spec!r}")
+    return WORK_KINDS.index(kind) + 1, int(amount)
 
 
 @dataclass
@@ -46,11 +66,17 @@ class LoadConfig:
     slow_byte_interval: float = 0.005  # seconds between the bytes of a slow client
     cpus: list[int] | None = None
     server_pid: int | None = None
-    timeout: float = 2.0  # a reply later than this breaks the connection ("timeout")
+    timeout: float = 2.0  # a reply later than this (+ WORK's own time) breaks the connection
     admit_timeout: float = 2.0  # wait at most this long for every connection's first reply
     counters: bool = True  # with server_pid: context switches and system calls per request
     start_at: float | None = None  # epoch seconds: traffic starts then (several load hosts)
     unix: str | None = None  # the path of a Unix domain socket to load instead of host:port
+    work: str = "wait:1000"  # workload work: what every request asks (KIND:AMOUNT)
+    # The first `neighbours` slots send WORK `neighbour_work` back to back (closed loop, one
+    # in flight) beside the others ("the victims"), who run the workload; the result's
+    # headline figures are the victims', the neighbours' are apart (like slow clients').
+    neighbours: int = 0
+    neighbour_work: str | None = None
 
     def __post_init__(self) -> None:
         if self.workload == "slow":  # ECHO where some connections are slow
@@ -79,7 +105,27 @@ class LoadConfig:
 
     @property
     def normal_connections(self) -> int:
-        return self.connections - self.slow_clients
+        """The connections the headline figures cover: neither slow nor neighbours."""
+        return self.connections - self.slow_clients - self.neighbours
+
+    @property
+    def first_normal(self) -> int:
+        """The first normal slot: slow clients, then neighbours, come first."""
+        return self.slow_clients + self.neighbours
+
+    @property
+    def work_timeout(self) -> float:
+        """``timeout`` plus the longest WORK of the run, in seconds: the reply limit.
+
+        The server's work is not a late reply: a WORK reply may come its own
+        duration after the request, and a victim may wait out a neighbour's
+        compute or block on a single-threaded model, which is what is being
+        measured, not a failure.  A compute unit counts as 1 µs (about one here).
+        """
+        amounts = [parse_work(self.work)[1]] if self.workload == "work" else []
+        if self.neighbours and self.neighbour_work is not None:
+            amounts.append(parse_work(self.neighbour_work)[1])
+        return self.timeout + max(amounts, default=0) / 1e6
 
     @property
     def ramp_limit(self) -> float:
@@ -103,7 +149,12 @@ class LoadConfig:
             (self.admit_timeout > 0, "admit-timeout must be > 0"),
             (self.processes <= self.connections, "processes must be <= connections"),
             (self.start_at is None or self.start_at > 0, "start-at must be epoch seconds > 0"),
+            (
+                self.work == "wait:1000" or self.workload == "work",
+                "--work is for --workload work (the neighbours' is --neighbour-work)",
+            ),
         ]
+        checks += self._neighbour_checks()
         if self.workload in ("churn", "idle", "c10k"):
             checks.append((self.rate is None, f"{self.workload} runs closed loop only (no --rate)"))
             checks.append((self.pipeline == 1, f"{self.workload} has no --pipeline"))
@@ -113,6 +164,10 @@ class LoadConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.workload == "work":
+            parse_work(self.work)
+        if self.neighbour_work is not None:
+            parse_work(self.neighbour_work)
         if self.cpus is not None:
             if not self.cpus:
                 raise ValueError("cpus must name at least one CPU")
@@ -121,6 +176,21 @@ class LoadConfig:
                 missing = [c for c in self.cpus if c not in usable]
                 if missing:
                     raise ValueError(f"cpu(s) {missing} not available (usable: {sorted(usable)})")
+
+    def _neighbour_checks(self) -> list[tuple[bool, str]]:
+        if not self.neighbours and self.neighbour_work is None:
+            return []
+        return [
+            (self.neighbours >= 0, "neighbours must be >= 0"),
+            (self.neighbours < self.connections, "neighbours must be < connections"),
+            (self.neighbour_work is not None, "--neighbours needs --neighbour-work KIND:AMOUNT"),
+            (self.neighbours > 0, "--neighbour-work needs --neighbours N (N >= 1)"),
+            (self.slow_clients == 0, "neighbours and slow clients do not combine"),
+            (
+                self.workload not in ("raw", "churn", "idle", "c10k"),
+                f"{self.workload} has no neighbours (they send framed WORK beside requests)",
+            ),
+        ]
 
     # -- the command line, both ways ------------------------------------------
 
@@ -148,6 +218,9 @@ class LoadConfig:
             admit_timeout=args.admit_timeout,
             counters=args.counters,
             start_at=args.start_at,
+            work=args.work,
+            neighbours=args.neighbours,
+            neighbour_work=args.neighbour_work,
         )
 
     def to_argv(self) -> list[str]:
@@ -211,7 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--workload",
         choices=WORKLOADS + ("slow",),
         default="echo",
-        help="what each connection does (default echo); 'slow' = echo with --slow-clients",
+        help="what each connection does (default echo); 'slow' = echo with --slow-clients; "
+        "'work' = WORK requests (--work), each carrying --size bytes the reply returns",
+    )
+    p.add_argument(
+        "--work",
+        default="wait:1000",
+        metavar="KIND:AMOUNT",
+        help="with --workload work: KIND wait|compute|block|offload, AMOUNT in µs (compute: "
+        "units of the server's kernel, about 1 µs each); default wait:1000",
     )
     p.add_argument("--size", type=int, default=64, help="payload / file bytes (default 64)")
     p.add_argument("--connections", "-c", type=int, default=64, help="connections (default 64)")
@@ -229,8 +310,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="this many connections send one byte every 5 ms (default 0; 'slow' workload: 1/8)",
     )
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N connections send --neighbour-work back to back (one in flight) "
+        "beside the others, who run the workload; the headline figures are the others' "
+        "(the victims'), the neighbours' are reported apart (default 0)",
+    )
+    p.add_argument(
+        "--neighbour-work",
+        default=None,
+        metavar="KIND:AMOUNT",
+        help="what the neighbours send, as --work, e.g. compute:20000 (a 20 ms request)",
+    )
     p.add_argument("--cpus", default=None, help="pin the workers, e.g. '1' or '0,1' or '2-3'")
-    p.add_argument("--timeout", type=float, default=2.0, help="reply timeout in seconds (2)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        help="reply timeout in seconds (2); with WORK (--workload work or --neighbours) the "
+        "longest work of the run is added: its own time is not a late reply",
+    )
     p.add_argument(
         "--admit-timeout",
         type=float,

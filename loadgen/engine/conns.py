@@ -1,8 +1,9 @@
 """A worker's per-connection state, in one place: columns indexed by slot or by descriptor.
 
 Two tables.  *Slots* are the run's connection numbers (0 .. connections-1;
-slots below ``slow_clients`` are the slow ones); a slot keeps its counters
-across reconnects.  *Descriptors* are the sockets open now; their columns
+slots below ``slow_clients`` are the slow ones, slots below ``neighbours`` the
+neighbours: the two do not combine); a slot keeps its counters across
+reconnects.  *Descriptors* are the sockets open now; their columns
 are lists indexed by the file descriptor, grown on demand, so the hot loop
 finds a connection's state with one list index per column.
 
@@ -38,6 +39,9 @@ class ConnTable:
         self.done = [0] * n  # completions in the measured period
         self.pos = [0] * n  # position in the cycle / open-loop requests sent
         self.is_slow = [slot < cfg.slow_clients for slot in range(n)]
+        # neighbours send their WORK beside the workload; their replies are counted apart,
+        # on the general path (Worker.complete), never on the hot path's victims' lists
+        self.is_neighbour = [slot < cfg.neighbours for slot in range(n)]
         # slots whose every request can take the hot path (see Worker.go_fast);
         # replies of RECV_SIZE or more take the general path: its reads stay under 128 KiB
         simple = (
@@ -46,6 +50,7 @@ class ConnTable:
         self.fast_slot = [
             simple
             and not self.is_slow[slot]
+            and not self.is_neighbour[slot]
             and len(plan.cycles[slot]) == 1
             and len(plan.cycles[slot][0][1]) < RECV_SIZE
             for slot in range(n)

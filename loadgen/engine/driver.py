@@ -109,7 +109,7 @@ def run_load(
     field names as keywords (``workload``, ``size``, ``connections``,
     ``duration``, ``warmup``, ``rate``, ``pipeline``, ``processes``,
     ``slow_clients``, ``cpus``, ``server_pid``, ``timeout``, ``admit_timeout``,
-    ``counters``).  Raises
+    ``counters``, ``work``, ``neighbours``, ``neighbour_work``).  Raises
     ValueError for bad options, :class:`LoadError` when the target cannot be
     loaded.  On KeyboardInterrupt the workers are stopped and reaped and the
     result is returned with ``partial: true``.

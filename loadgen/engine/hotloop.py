@@ -217,12 +217,12 @@ def housekeeping(w: Worker, now: int) -> None:
     the result reports as ``fairness.not_admitted`` -- a limit of the model,
     not a reply that went missing.
     """
-    limit = now - w.timeout_ns
+    limit = now - w.timeout_ns  # the reply timeout, WORK's own time included
     for fd in list(w.live):
         if w.socks[fd] is None:
             continue
         if w.state[fd] == CONNECTING:
-            if w.opened_at[fd] < limit:
+            if w.opened_at[fd] < now - w.connect_timeout_ns:
                 w.break_conn(fd, "timeout")
             continue
         if w.never_served(w.slot_of[fd]):
@@ -238,13 +238,15 @@ def housekeeping(w: Worker, now: int) -> None:
             if w.times[fd] and not dripping and w.drip_last[fd] < limit:
                 w.break_conn(fd, "timeout")
             continue
-        q = w.actual[fd] if w.open_loop else w.times[fd]  # since the request left
+        # since the request left (a neighbour's is closed loop: its send time is in times)
+        open_loop = w.open_loop and not w.is_neighbour[w.slot_of[fd]]
+        q = w.actual[fd] if open_loop else w.times[fd]
         if q and q[0] < limit:
             w.break_conn(fd, "timeout")
     p = w.progress
     if p is not None:
         base = w.index * 4
         p[base] = w.completed
-        p[base + 1] = sum(w.done) if w.measure_start_seen else 0  # before: admission counts
+        p[base + 1] = w.victims_done() if w.measure_start_seen else 0  # before: admission
         p[base + 2] = sum(w.errors.values())
         p[base + 3] = len(w.live)

@@ -41,7 +41,10 @@ class Stop(NamedTuple):
 
 
 class Done(NamedTuple):
-    requests: int  # completions in the measured period
+    # completions in the measured period, the neighbours' included: the denominator of the
+    # server's per-request costs, which it spent on every request it served (slow clients'
+    # are left out, as before: a few requests a second)
+    requests: int
     elapsed_ns: int  # the measured period as this worker saw it
 
 
@@ -77,3 +80,5 @@ class WorkerResult:
     cpu: list[int] | None
     malloc: str  # how the malloc settings were applied
     stopped: bool  # the parent asked it to stop early
+    hist_neighbours: bytes | None = None  # the neighbours' latencies (--neighbours)
+    neighbour_requests: int = 0  # their completions in the measured period (not in requests)

@@ -1,8 +1,11 @@
 """What each connection sends and expects, encoded before any connection opens.
 
 Every reply of every workload is known in advance (status OK, the length,
-and for ECHO/GET the bytes), so a worker checks a reply by comparing the
+and for ECHO/GET/WORK the bytes), so a worker checks a reply by comparing the
 received bytes with the exact expected ones: no parsing on the hot path.
+
+A WORK request (``work`` workload) is kind and amount, then ``size`` bytes the
+OK reply carries back; the neighbours' WORK carries :data:`NEIGHBOUR_DATA`.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from loadgen.engine.config import LoadConfig, LoadError
-from servers.protocol import Op, encode_frame, encode_put_payload
+from loadgen.engine.config import LoadConfig, LoadError, parse_work
+from servers.protocol import Op, encode_frame, encode_put_payload, encode_work_payload
 
 GET_FILES = 4  # distinct files read by the get/mixed workloads
 # mixed: per 20 requests, 16 ECHO, 3 GET, 1 PUT (80% / 15% / 5%)
 MIXED_CYCLE = ("echo",) * 16 + ("get",) * 3 + ("put",)
 OK_EMPTY = encode_frame(0)  # PUT's reply
+NEIGHBOUR_DATA = b"neighbour"  # the neighbours' WORK carries these bytes back (checked)
 
 
 @dataclass
@@ -29,6 +33,12 @@ class Plan:
 
 def _payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
+
+
+def work_request(spec: str, data: bytes) -> tuple[bytes, bytes]:
+    """A WORK request for ``spec`` (``KIND:AMOUNT``) carrying ``data``, and its exact reply."""
+    kind, amount = parse_work(spec)
+    return encode_frame(Op.WORK, encode_work_payload(kind, amount, data)), encode_frame(0, data)
 
 
 def build_plan(cfg: LoadConfig, token: str) -> Plan:
@@ -52,10 +62,18 @@ def build_plan(cfg: LoadConfig, token: str) -> Plan:
         name = f"loadgen-{token}-put-{slot}.bin"  # unique per connection
         return encode_frame(Op.PUT, encode_put_payload(name, put_data)), OK_EMPTY
 
+    work = work_request(cfg.work, echo_payload) if cfg.workload == "work" else None
+    neighbour = None
+    if cfg.neighbours and cfg.neighbour_work is not None:
+        neighbour = work_request(cfg.neighbour_work, NEIGHBOUR_DATA)
     cycles: list[list[tuple[bytes, bytes]]] = []
     for slot in range(cfg.connections):
         w = cfg.workload
-        if w == "raw":
+        if neighbour is not None and slot < cfg.neighbours:
+            cycle = [neighbour]
+        elif work is not None:
+            cycle = [work]
+        elif w == "raw":
             cycle = [raw]
         elif w == "get":
             cycle = [get(slot)]

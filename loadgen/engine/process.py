@@ -76,7 +76,7 @@ def serve(w: Worker) -> None:
     hotloop.run(w)
     if not w.measure_start_seen:  # no period: what was counted was admission, not the run
         w.done[:] = [0] * len(w.done)
-    w.ctl.send(Done(sum(w.done), w.measuring_elapsed_ns()))
+    w.ctl.send(Done(sum(w.done), w.measuring_elapsed_ns()))  # the neighbours' too: see Done
     # Hold the connections until the parent has read the server's figures:
     # a forking server's children exit with their clients, and would leave
     # the tree before its memory is measured (bounded: the parent may be gone).
@@ -133,6 +133,11 @@ def result(w: Worker, malloc: str, cpu: list[int] | None) -> WorkerResult:
         h3 = stats.new_histogram()
         clamped += stats.record_ns(h3, w.slow_lat)
         slow = stats.encode(h3)
+    neighbours = None
+    if w.cfg.neighbours:
+        h4 = stats.new_histogram()
+        clamped += stats.record_ns(h4, w.neighbour_lat)
+        neighbours = stats.encode(h4)
     elapsed = w.measuring_elapsed_ns() / 1e9
     user = system = 0.0
     if w.ru0 is not None and w.ru1 is not None:
@@ -144,7 +149,7 @@ def result(w: Worker, malloc: str, cpu: list[int] | None) -> WorkerResult:
         # idle: fairness is over "was this connection served at all"
         done=[(w.idle_ok if w.idle else w.done)[s] for s in w.slots],
         admitted=[w.admitted[s] for s in w.slots],
-        requests=sum(w.done),
+        requests=w.victims_done(),
         elapsed_s=elapsed,
         hist=stats.encode(hist),
         hist_unc=unc,
@@ -160,4 +165,6 @@ def result(w: Worker, malloc: str, cpu: list[int] | None) -> WorkerResult:
         cpu=cpu,
         malloc=malloc,
         stopped=w.stop_requested,
+        hist_neighbours=neighbours,
+        neighbour_requests=w.neighbour_done,
     )

@@ -47,6 +47,9 @@ class ResultConfig:
     cpus: list[int] | None
     timeout_s: float
     admit_timeout_s: float
+    work: str | None  # workload work: KIND:AMOUNT of every request; null otherwise
+    neighbours: int
+    neighbour_work: str | None  # KIND:AMOUNT the neighbours send; null without neighbours
 
 
 @dataclass
@@ -134,6 +137,17 @@ class SlowClients:
 
 
 @dataclass
+class Neighbours:
+    """The neighbours' own figures (``--neighbours``), kept out of the headline ones."""
+
+    connections: int
+    work: str  # KIND:AMOUNT, as --neighbour-work
+    requests: int  # completed in the measured period
+    throughput_rps: float  # requests / the run's duration_s
+    latency_us: Latency  # from each request's send to its whole reply
+
+
+@dataclass
 class IdleFigures:
     connections: int
     served: int
@@ -172,6 +186,7 @@ class LoadResult:
     loadgen: LoadgenFigures
     server: ServerFigures | None
     slow_clients: SlowClients | None
+    neighbours: Neighbours | None
     idle: IdleFigures | None
     environment: Environment
     partial: bool
@@ -269,6 +284,9 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
             cpus=cfg.cpus,
             timeout_s=cfg.timeout,
             admit_timeout_s=cfg.admit_timeout,
+            work=cfg.work if cfg.workload == "work" else None,
+            neighbours=cfg.neighbours,
+            neighbour_work=cfg.neighbour_work if cfg.neighbours else None,
         ),
         throughput_rps=throughput,
         requests=requests,
@@ -280,11 +298,12 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
         errors=errors,
         errors_total=sum(errors.values()),
         reconnects=sum(r.reconnects for r in results),
-        fairness=_fairness(per_slot[cfg.slow_clients :], admitted[cfg.slow_clients :]),
+        fairness=_fairness(per_slot[cfg.first_normal :], admitted[cfg.first_normal :]),
         bottleneck=_bottleneck(loadgen, server),
         loadgen=loadgen,
         server=server,
         slow_clients=_slow_clients(cfg, results),
+        neighbours=_neighbours(cfg, results, elapsed),
         idle=_idle(cfg, results, facts),
         environment=Environment(
             malloc=dict(MALLOC_ENV),
@@ -302,7 +321,8 @@ def mergeable(cfg: LoadConfig, results: list[WorkerResult]) -> dict[str, Any]:
 
     The histograms merged over the workers, as HdrHistogram histoblobs (text),
     and each connection's completions and admission in slot order (slow
-    clients first), so that fairness can be computed over every host's connections.
+    clients or neighbours first), so that fairness can be computed over every host's
+    connections.
     """
     done = [0] * cfg.connections
     admitted = [0] * cfg.connections
@@ -319,6 +339,7 @@ def mergeable(cfg: LoadConfig, results: list[WorkerResult]) -> dict[str, Any]:
         "latency": blob([r.hist for r in results]),
         "latency_uncorrected": blob([r.hist_unc for r in results]),
         "slow": blob([r.hist_slow for r in results]),
+        "neighbours": blob([r.hist_neighbours for r in results]),
         "done": done,
         "admitted": admitted,
     }
@@ -353,7 +374,12 @@ def _loadgen_figures(
     throughput: float,
     facts: RunFacts,
 ) -> LoadgenFigures:
-    """The generator's own cost, and whether it (not the server) was the limit."""
+    """The generator's own cost, and whether it (not the server) was the limit.
+
+    Its CPU per request is over every request it sent and checked, the
+    neighbours' included (it spent the CPU on them too).
+    """
+    served = requests + sum(r.neighbour_requests for r in results)
     workers = [
         WorkerFigures(r.cpu_util, r.cpu_user_s, r.cpu_system_s, r.requests, r.cpu) for r in results
     ]
@@ -373,7 +399,7 @@ def _loadgen_figures(
     return LoadgenFigures(
         workers=workers,
         cpu_util_max=max(w.cpu_util for w in workers),
-        cpu_us_per_request=cpu_total * 1e6 / requests if requests else None,
+        cpu_us_per_request=cpu_total * 1e6 / served if served else None,
         saturated=bool(reasons),
         saturation_reasons=reasons,
         achieved_rate_ratio=ratio,
@@ -390,6 +416,20 @@ def _slow_clients(cfg: LoadConfig, results: list[WorkerResult]) -> SlowClients |
         requests=sum(r.slow_requests for r in results),
         latency_us=Latency(**stats.summary(stats.merge(r.hist_slow or b"" for r in results))),
         byte_interval_s=cfg.slow_byte_interval,
+    )
+
+
+def _neighbours(cfg: LoadConfig, results: list[WorkerResult], elapsed: float) -> Neighbours | None:
+    if not cfg.neighbours or cfg.neighbour_work is None:
+        return None
+    requests = sum(r.neighbour_requests for r in results)
+    hist = stats.merge(r.hist_neighbours or b"" for r in results)
+    return Neighbours(
+        connections=cfg.neighbours,
+        work=cfg.neighbour_work,
+        requests=requests,
+        throughput_rps=requests / elapsed if elapsed > 0 else 0.0,
+        latency_us=Latency(**stats.summary(hist)),
     )
 
 

@@ -6,8 +6,13 @@ Its state is the columns of :class:`~loadgen.engine.conns.ConnTable`; its
 loop is :func:`loadgen.engine.hotloop.run`, which handles the common case
 (one request in flight, the whole reply in one read) itself and calls the
 methods here for everything else: connects, partial writes, replies split
-or joined in any way, pipelining, slow clients, the open-loop schedule,
-timers and timeouts.
+or joined in any way, pipelining, slow clients, neighbours, the open-loop
+schedule, timers and timeouts.
+
+Neighbours (``--neighbours N``): the first N slots send their WORK back to
+back, one in flight, closed loop whatever the mode; their replies take the
+general path and are recorded apart (``neighbour_lat``), as slow clients'
+are, so the headline figures are the other slots' ("the victims'").
 
 Closed loop (default): each connection keeps ``pipeline`` requests in flight;
 latency is service time.  Open loop (``rate``): each connection has a fixed
@@ -96,14 +101,15 @@ class Worker(ConnTable):
         self.idle = cfg.workload in ("idle", "c10k")  # one ECHO per connection, then quiet
         self.first_round = cfg.workload == "c10k"  # ... whose latency is recorded
         self.family, self.address = _resolve(cfg)
-        self.timeout_ns = int(cfg.timeout * 1e9)
+        self.connect_timeout_ns = int(cfg.timeout * 1e9)
+        self.timeout_ns = int(cfg.work_timeout * 1e9)  # a WORK's own time is not lateness
         self.slow_gap_ns = int(cfg.slow_byte_interval * 1e9)
         self.interval_ns = 0
         if self.open_loop:
             assert cfg.rate is not None
             self.interval_ns = max(1, int(cfg.normal_connections / cfg.rate * 1e9))
             n = cfg.connections
-            for k, slot in enumerate(range(cfg.slow_clients, n)):
+            for k, slot in enumerate(range(cfg.first_normal, n)):
                 self.phase_ns[slot] = self.interval_ns * k // max(1, cfg.normal_connections)
         self.live: set[int] = set()  # descriptors open or connecting
         self.stop_requested = False
@@ -116,6 +122,8 @@ class Worker(ConnTable):
         self.lat_unc: list[int] = []
         self.slow_lat: list[int] = []
         self.slow_done = 0
+        self.neighbour_lat: list[int] = []
+        self.neighbour_done = 0  # the neighbours' completions in the measured period
         # time
         self.timers: list[tuple[int, int, int, int]] = []  # (when ns, kind, fd/slot, gen)
         self.started = False
@@ -124,7 +132,8 @@ class Worker(ConnTable):
         self.t0 = 0
         self.t_measure = NEVER  # set by the parent's Window once every worker is admitted
         self.t_end = NEVER
-        # admission: the normal slots that must complete a first request before the period
+        # admission: the slots (neighbours too) that must complete a first request before
+        # the period: the window starts once the neighbours' work is flowing as well
         self.must_admit = [slot for slot in slots if not self.is_slow[slot]]
         self.admit_sent = False
         self.admitted = [0] * cfg.connections  # per slot, fixed when the period starts
@@ -156,7 +165,8 @@ class Worker(ConnTable):
         self.slot_of[fd] = slot
         self.state[fd] = CONNECTING
         self.opened_at[fd] = time.perf_counter_ns()
-        self.fastok[fd] = not (self.open_loop or self.churn or self.idle or self.is_slow[slot])
+        apart = self.is_slow[slot] or self.is_neighbour[slot]  # recorded in complete()
+        self.fastok[fd] = not (self.open_loop or self.churn or self.idle or apart)
         self.live.add(fd)
         err = sock.connect_ex(self.address)
         if err not in (0, errno.EINPROGRESS):
@@ -247,6 +257,8 @@ class Worker(ConnTable):
         slot = self.slot_of[fd]
         if self.is_slow[slot]:
             self.start_drip(fd, now)
+        elif self.is_neighbour[slot]:
+            self.send_next(fd, now)  # one in flight, the next when it is answered
         elif self.open_loop:
             self.sched_at[fd] = 0
             self.on_schedule(fd, now)
@@ -438,6 +450,13 @@ class Worker(ConnTable):
                 self.slow_done += 1
             self.start_drip(fd, now)
             return
+        if self.is_neighbour[slot]:
+            if self.measuring:
+                self.neighbour_lat.append(now - sent_at)
+                self.neighbour_done += 1
+            self.done[slot] += 1  # admission; the result keeps neighbours' slots apart
+            self.send_next(fd, now)
+            return
         if self.measuring:
             self.lat.append(now - sent_at)
             if self.open_loop:
@@ -527,7 +546,13 @@ class Worker(ConnTable):
 
     def is_admitted(self, slot: int) -> bool:
         """The slot completed a request (open loop: or has not asked anything yet)."""
-        return self.done[slot] > 0 or (self.open_loop and self.open_sent[slot] == 0)
+        if self.done[slot] > 0:
+            return True
+        return self.open_loop and not self.is_neighbour[slot] and self.open_sent[slot] == 0
+
+    def victims_done(self) -> int:
+        """Completions of the headline's slots in the period: not the neighbours'."""
+        return sum(self.done) - self.neighbour_done
 
     def never_served(self, slot: int) -> bool:
         """No reply ever came on this slot: before the period, or since it started."""
