@@ -207,6 +207,8 @@ class ClusterBackend:
         )  # type: ignore[arg-type]
         offsets = self.clock_offsets()
         shares = split(case.connections, case.slow_clients, len(self.loads))
+        neighbours = even(base.neighbours, len(self.loads))  # each host's share, victims beside
+        victims = case.connections - base.neighbours  # the rate is theirs (neighbours: closed)
         lead = START_LEAD_S + case.connections / 1000
         start_at = time.time() + lead
         window_start = start_at + base.admit_timeout + base.warmup
@@ -216,9 +218,11 @@ class ClusterBackend:
         for i, (conns, slow) in enumerate(shares):
             if conns == 0:
                 continue
+            nb = neighbours[i]
             cfg = dataclasses.replace(
                 base, connections=conns, slow_clients=slow, server_pid=None, counters=False,
-                rate=max(1.0, round(base.rate * conns / case.connections)) if base.rate else None,
+                neighbours=nb, neighbour_work=base.neighbour_work if nb else None,
+                rate=max(1.0, round(base.rate * (conns - nb) / victims)) if base.rate else None,
                 start_at=start_at, **self._engine_cpus(i, conns),
             )  # fmt: skip
             refs[i] = self.loads[i].run.remote(cfg.to_argv(), window, timeout)
@@ -303,11 +307,12 @@ class ClusterBackend:
 
 def split(connections: int, slow: int, hosts: int) -> list[tuple[int, int]]:
     """(connections, slow clients) for each of ``hosts`` load hosts, as even as whole numbers go."""
+    return list(zip(even(connections, hosts), even(slow, hosts), strict=True))
 
-    def even(n: int) -> list[int]:
-        return [n // hosts + (1 if i < n % hosts else 0) for i in range(hosts)]
 
-    return list(zip(even(connections), even(slow), strict=True))
+def even(n: int, hosts: int) -> list[int]:
+    """``n`` shared by ``hosts`` as evenly as whole numbers go, the first ones taking the rest."""
+    return [n // hosts + (1 if i < n % hosts else 0) for i in range(hosts)]
 
 
 def _nodes_with(resource: str) -> list[str]:

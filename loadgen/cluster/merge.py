@@ -12,6 +12,7 @@ each of its connections.  :func:`merge_loads` combines them:
   percentiles, which are meaningless);
 * fairness (Jain's index, shares, starved, not admitted) is computed over
   every connection of every host, as if one generator held them all;
+* slow clients and neighbours are merged apart, as one generator keeps them;
 * the bottleneck is classified over the server's CPU and every worker of every host.
 
 :func:`host_records` describes each host for the report's ``hosts`` section.
@@ -33,6 +34,7 @@ from loadgen.engine.result import (
     Latency,
     LoadgenFigures,
     LoadResult,
+    Neighbours,
     ServerFigures,
     SlowClients,
 )
@@ -92,13 +94,19 @@ def merge_loads(
     unc = None
     if rate is not None:
         unc = merge_histograms(h.mergeable.get("latency_uncorrected") for h in loads)
-    server_figs = _server_figures(server, requests)
-    loadgen = _loadgen(loads, requests, throughput, rate)
+    neighbours = _neighbours(loads, window)
+    # the server served the neighbours' requests too: its per-request costs are over all
+    served = requests + (neighbours.requests if neighbours is not None else 0)
+    server_figs = _server_figures(server, served)
+    loadgen = _loadgen(loads, requests, throughput, rate, served)
     config = dataclasses.replace(
         first.config,
         connections=sum(r.config.connections for r in results),
         processes=sum(r.config.processes for r in results),
         slow_clients=sum(r.config.slow_clients for r in results),
+        neighbours=sum(r.config.neighbours for r in results),
+        # a host may have no neighbour of the run's (fewer neighbours than hosts)
+        neighbour_work=neighbours.work if neighbours is not None else None,
         rate=rate,
         cpus=None,  # per host: see the hosts section
     )
@@ -120,6 +128,7 @@ def merge_loads(
         loadgen=loadgen,
         server=server_figs,
         slow_clients=_slow(loads),
+        neighbours=neighbours,
         idle=_idle(results),
         environment=first.environment,
         partial=partial or any(r.partial for r in results),
@@ -127,11 +136,12 @@ def merge_loads(
 
 
 def merged_fairness(loads: Sequence[HostLoad]) -> Fairness:
-    """Fairness over every normal connection of every host (slow clients come first per host)."""
+    """Fairness over every normal connection of every host (slow clients or neighbours come
+    first per host)."""
     done: list[int] = []
     admitted: list[int] = []
     for h in loads:
-        skip = h.result.config.slow_clients
+        skip = h.result.config.slow_clients + h.result.config.neighbours
         done += h.mergeable["done"][skip:]
         admitted += h.mergeable["admitted"][skip:]
     figures = stats.fairness(done)
@@ -162,8 +172,14 @@ def _bottleneck(server: ServerFigures | None, generator_cores: list[float]) -> s
 
 
 def _loadgen(
-    loads: Sequence[HostLoad], requests: int, throughput: float, rate: float | None
+    loads: Sequence[HostLoad],
+    requests: int,
+    throughput: float,
+    rate: float | None,
+    served: int | None = None,
 ) -> LoadgenFigures:
+    """``served``: every request the generators checked, the neighbours' too (default: requests)."""
+    served = requests if served is None else served
     workers = [w for h in loads for w in h.result.loadgen.workers]
     cpu_total = sum(w.cpu_user_s + w.cpu_system_s for w in workers)
     reasons = [
@@ -183,7 +199,7 @@ def _loadgen(
     return LoadgenFigures(
         workers=workers,
         cpu_util_max=max(w.cpu_util for w in workers),
-        cpu_us_per_request=cpu_total * 1e6 / requests if requests else None,
+        cpu_us_per_request=cpu_total * 1e6 / served if served else None,
         saturated=bool(reasons),
         saturation_reasons=reasons,
         achieved_rate_ratio=ratio,
@@ -204,6 +220,23 @@ def _slow(loads: Sequence[HostLoad]) -> SlowClients | None:
         requests=sum(p.requests for p in parts),
         latency_us=Latency(**stats.summary(hist)),
         byte_interval_s=parts[0].byte_interval_s,
+    )
+
+
+def _neighbours(loads: Sequence[HostLoad], window: float) -> Neighbours | None:
+    """The neighbours of every host as one generator's: summed, histograms merged."""
+    hosts = [h for h in loads if h.result.neighbours is not None]
+    if not hosts:
+        return None
+    parts = [h.result.neighbours for h in hosts if h.result.neighbours is not None]
+    requests = sum(p.requests for p in parts)
+    hist = merge_histograms(h.mergeable.get("neighbours") for h in hosts)
+    return Neighbours(
+        connections=sum(p.connections for p in parts),
+        work=parts[0].work,
+        requests=requests,
+        throughput_rps=requests / window if window > 0 else 0.0,
+        latency_us=Latency(**stats.summary(hist)),
     )
 
 
