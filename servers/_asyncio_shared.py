@@ -18,6 +18,19 @@ high-water mark (``HIGH_WATER``, as in the hand-written reactors) it calls
 last reply and the transport keeps reading until the peer closes, so that a
 close with unread input cannot RST the reply away.
 
+WORK, the callback way: when the session hands out a wait
+(``session.work``), the protocol stops reading (``pause_reading``), stops
+its clocks -- the wait is the server's time, not the client's idleness --
+and asks the loop to call it back: ``loop.call_later(seconds)`` for a
+*wait*; for an *offload*, ``loop.run_in_executor(None, block, seconds)``
+runs the blocking call in the loop's default thread pool and a done-callback
+on its future comes back.  Either way :meth:`SessionProtocol.finish_work`
+then writes what ``session.work_done()`` returns, restarts the clocks and
+reads again (unless the transport's backpressure still holds it).  The
+other clients are served meanwhile.  :func:`do_work` is the same two
+idioms for the coroutine variants (``asyncio.sleep``,
+``asyncio.to_thread``).
+
 Timeouts (:class:`servers.tuning.Limits`) are one ``loop.call_later`` timer
 per connection, armed for the nearest deadline and never moved on the hot
 path: ``data_received`` only notes the time (one ``time.monotonic()``) and
@@ -48,7 +61,8 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session
+from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session, Work, WorkKind
+from servers.service import block
 from servers.tuning import HIGH_WATER, LINGER_LIMIT, LISTEN_BACKLOG, LOW_WATER, Limits
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -154,6 +168,23 @@ def open_spare() -> int | None:
         return None
 
 
+# -- WORK in a coroutine ------------------------------------------------------
+
+
+async def do_work(work: Work) -> None:
+    """A WORK request's wait, asyncio's way: only this task waits.
+
+    ``asyncio.sleep`` is a timer in the loop's heap; an offload goes to the
+    loop's default thread pool (``asyncio.to_thread``), which runs the
+    blocking call in a real thread while this task awaits its result --
+    asyncio's own repair for a library that would block the loop.
+    """
+    if work.kind == WorkKind.OFFLOAD:
+        await asyncio.to_thread(block, work.seconds)
+    else:
+        await asyncio.sleep(work.seconds)
+
+
 # -- the protocol server ------------------------------------------------------
 
 _now = time.monotonic  # the deadlines' clock; timers take delays, so any loop's clock agrees
@@ -187,6 +218,8 @@ class SessionProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.discarded = 0  # bytes read and thrown away after closing
         self.writing_paused = False  # the transport holds over HIGH_WATER unsent bytes
+        # A WORK wait in progress: the loop's timer, or the executor's future (offload).
+        self.working: asyncio.TimerHandle | asyncio.Future[None] | None = None
         # The timeout bookkeeping: notes taken on the hot path, read by on_timer().
         self.timer: asyncio.TimerHandle | None = None
         self.timer_due = math.inf  # when self.timer fires (time.monotonic)
@@ -222,13 +255,17 @@ class SessionProtocol(asyncio.Protocol):
         elif self.request_began is None or reply:  # a request began in ``data``: its own deadline
             self.request_began = self.last_input
             self.arm_by(self.last_input + self.limits.request_timeout)
-        if session.closing or session.pending:  # rare: QUIT, or the reply budget was spent
+        if session.closing or session.pending or session.work is not None:  # QUIT, budget, WORK
             self.answer_held_back()
 
     def answer_held_back(self) -> None:
-        """After QUIT, send the FIN; else resume held-back requests until pushed back."""
+        """After QUIT, send the FIN; at a WORK wait, start it; else resume held-back
+        requests until pushed back."""
         assert self.transport is not None
         while True:
+            if self.session.work is not None:
+                self.start_work()  # finish_work() comes back for the rest
+                return
             if self.session.closing:
                 self.transport.write_eof()  # FIN once the buffer is flushed
                 return
@@ -237,6 +274,45 @@ class SessionProtocol(asyncio.Protocol):
             reply = self.session.resume()
             if reply:
                 self.transport.write(reply)  # may call pause_writing() at once
+
+    def start_work(self) -> None:
+        """The session handed out a WORK wait: stop reading, stop the clocks, wait the loop's way.
+
+        A wait is a timer in the loop's heap; an offload runs ``block`` in the
+        loop's default executor, a thread, and its future calls back when done.
+        """
+        work = self.session.work
+        assert self.transport is not None and work is not None
+        self.transport.pause_reading()  # the requests behind it wait on the work, unread
+        self.disarm()  # the server's own time: no timeout runs during the work
+        loop = asyncio.get_running_loop()
+        if work.kind == WorkKind.OFFLOAD:
+            future = loop.run_in_executor(None, block, work.seconds)
+            future.add_done_callback(self.finish_work)
+            self.working = future
+        else:
+            self.working = loop.call_later(work.seconds, self.finish_work)
+
+    def finish_work(self, _: object = None) -> None:
+        """The WORK wait is over: answer it and what waited behind it, restart the clocks."""
+        self.working = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # it left, or the server is stopping
+        session = self.session
+        self.last_input = now = _now()  # the wait was the server's time, not the client's idle
+        self.arm(now + self.limits.idle_timeout)  # before writing: pause_writing() may arm_by
+        if self.writing_paused:  # output still backed up from before the WORK: keep watching it
+            self.arm_by(now + self.output_check_every())
+        reply = session.work_done()
+        self.request_began = None
+        if session.in_request:  # a request left half-read behind the WORK: its clock starts now
+            self.request_began = now
+            self.arm_by(now + self.limits.request_timeout)
+        transport.write(reply)  # may call pause_writing() at once
+        self.answer_held_back()  # another WORK, QUIT's FIN, or the held-back requests
+        if self.working is None and not self.writing_paused and not session.pending:
+            transport.resume_reading()
 
     def linger(self, size: int) -> None:
         assert self.transport is not None
@@ -256,17 +332,20 @@ class SessionProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         assert self.transport is not None
         self.writing_paused = False
+        if self.working is not None:
+            return  # finish_work() answers and resumes reading
         self.answer_held_back()
-        if not self.writing_paused and not self.session.pending:
+        if self.working is None and not self.writing_paused and not self.session.pending:
             self.transport.resume_reading()
             if self.request_began is not None:  # we, not the client, held its request up
                 self.request_began = _now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.live.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.disarm()
+        if self.working is not None:  # an offload's thread runs on; its result is dropped
+            self.working.cancel()
+            self.working = None
 
     def abort(self) -> None:
         """Shutdown: close at once, abandoning unsent replies."""
@@ -282,6 +361,13 @@ class SessionProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(max(0.0, due - _now()), self.on_timer)
         self.timer_due = due
+
+    def disarm(self) -> None:
+        """Cancel the timer: no deadline until :meth:`arm` again."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_due = math.inf
 
     def arm_by(self, due: float) -> None:
         """Make sure the timer fires by ``due``: re-arm only if it would fire later."""

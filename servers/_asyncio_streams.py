@@ -12,6 +12,16 @@ it is given (a :class:`~servers._asyncio_shared.SpareDescriptorListener` on
 asyncio's loop; the plain socket on uvloop's, whose libuv keeps a spare
 descriptor of its own) and waits for SIGTERM/SIGINT; :func:`handle_client`
 is the task of one connection.
+
+WORK: a wait is ``await asyncio.sleep(seconds)`` in the client's task, an
+offload ``await asyncio.to_thread(block, seconds)``
+(:func:`~servers._asyncio_shared.do_work`); no read is pending meanwhile,
+so no timeout runs, and the next read's idle deadline starts after the
+reply.  The StreamReader's transport keeps reading into its buffer (up to
+twice its limit) while the task does not read: the streams' own
+backpressure, as while ``drain()`` waits.  At shutdown a task mid-WORK sees
+no reset -- it is not reading -- so the client tasks are cancelled after
+their transports are aborted, and a cancelled one ends quietly.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import socket
 from collections.abc import Callable
 from functools import partial
 
-from servers._asyncio_shared import stop_signal
+from servers._asyncio_shared import do_work, stop_signal
 from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session
 from servers.tuning import HIGH_WATER, LINGER_LIMIT, LISTEN_BACKLOG, LOW_WATER, RECV_SIZE, Limits
 
@@ -31,7 +41,7 @@ STOP_TIMEOUT = 2.0  # seconds for aborted clients' tasks to finish at shutdown
 async def serve_until_stopped(
     listener: socket.socket, new_session: Callable[[], Session], limits: Limits
 ) -> None:
-    """Start the stream server; on a stop signal, close it and abort every client."""
+    """Start the stream server; on a stop signal, close it, abort every client, end its task."""
     live: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
     server = await asyncio.start_server(
         partial(handle_client, new_session, limits, live),
@@ -45,9 +55,9 @@ async def serve_until_stopped(
         server.close()
         tasks = list(live.values())
         for writer in list(live):
-            writer.transport.abort()  # each task sees EOF or a reset and ends by itself...
-        # ...rather than being cancelled: Python 3.11's start_server logs a
-        # spurious traceback for a cancelled client task.
+            writer.transport.abort()  # a reading task sees EOF or a reset and ends by itself;
+        for task in tasks:
+            task.cancel()  # one mid-WORK is not reading: handle_client ends it quietly
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
         await server.wait_closed()
@@ -72,6 +82,11 @@ async def handle_client(
         await close_when_sent(writer, limits.request_timeout)
     except (OSError, TimeoutError):  # reset, broken pipe, or timed out: this client is done
         writer.transport.abort()
+    except asyncio.CancelledError:
+        # Only serve_until_stopped cancels us.  Ending normally rather than
+        # cancelled: Python 3.11's start_server logs a spurious traceback
+        # for a cancelled client task.
+        writer.transport.abort()
     finally:
         live.pop(writer, None)
 
@@ -83,7 +98,11 @@ async def converse(
     clock = asyncio.get_running_loop().time
     began: float | None = None  # when the request in progress began (loop time)
     while not session.closing:
-        if session.pending:  # requests held back by the reply budget come first
+        if session.work is not None:  # a WORK wait: the replies before it are sent
+            await do_work(session.work)  # no timeout runs: the server's own time
+            reply = session.work_done()
+            began = clock() if session.in_request else None  # a half-read request's clock starts
+        elif session.pending:  # requests held back by the reply budget come first
             reply = session.resume()
         else:
             if began is None:

@@ -59,7 +59,12 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from servers._asyncio_shared import OUT_OF_DESCRIPTORS, SpareDescriptorListener, stop_signal
+from servers._asyncio_shared import (
+    OUT_OF_DESCRIPTORS,
+    SpareDescriptorListener,
+    do_work,
+    stop_signal,
+)
 from servers._nonblocking import last_word, refuse
 from servers.protocol import TIMEOUT_REPLY, Session
 from servers.tuning import LINGER_LIMIT, RECV_SIZE, Limits
@@ -136,7 +141,11 @@ async def converse(sock: socket.socket, session: Session, limits: Limits) -> boo
     loop = asyncio.get_running_loop()
     began: float | None = None  # when the request in progress began (loop time)
     while not session.closing:
-        if session.pending:  # requests held back by the reply budget come first
+        if session.work is not None:  # a WORK wait: the replies before it are sent
+            await do_work(session.work)  # no timeout runs: the server's own time
+            reply = session.work_done()
+            began = loop.time() if session.in_request else None  # a half-read request's clock
+        elif session.pending:  # requests held back by the reply budget come first
             reply = session.resume()
         else:
             if began is None:

@@ -69,6 +69,7 @@ handler in the middle of trio's run loop.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import signal
 import socket
@@ -79,7 +80,8 @@ from types import FrameType
 import trio
 
 from servers._nonblocking import open_spare, refuse
-from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session
+from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session, Work, WorkKind
+from servers.service import block
 from servers.tuning import LINGER_LIMIT, RECV_SIZE, Limits
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -154,7 +156,11 @@ async def converse(stream: trio.SocketStream, session: Session, limits: Limits) 
     began: float | None = None  # when the request in progress began (trio's clock)
     with trio.CancelScope() as timer:
         while not session.closing:
-            if session.pending:  # requests held back by the reply budget come first
+            if session.work is not None:  # a WORK wait: the replies before it are sent
+                timer.deadline = math.inf  # the server's own time: no clock runs during it
+                await do_work(session.work)
+                reply = session.work_done()
+            elif session.pending:  # requests held back by the reply budget come first
                 reply = session.resume()
             else:
                 if began is None:
@@ -176,6 +182,21 @@ async def converse(stream: trio.SocketStream, session: Session, limits: Limits) 
     if began is not None:
         last_word(stream, TIMEOUT_REPLY)
     return False
+
+
+async def do_work(work: Work) -> None:
+    """A WORK request's wait, trio's way: only this task waits.
+
+    ``trio.sleep`` is a deadline in trio's run loop; an offload goes to
+    ``trio.to_thread.run_sync``, which runs the blocking call in a worker
+    thread while this task waits for its result -- trio's own repair for a
+    library that would block the loop.  Not ``abandon_on_cancel``: the
+    task waits for its thread, so no thread outlives its nursery.
+    """
+    if work.kind == WorkKind.OFFLOAD:
+        await trio.to_thread.run_sync(block, work.seconds)
+    else:
+        await trio.sleep(work.seconds)
 
 
 async def send_within(
