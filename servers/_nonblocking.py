@@ -288,6 +288,7 @@ class Connection:
                 # No executor in a hand-written loop: an offload is served as block,
                 # and the whole loop waits it out.
                 block(session.work.seconds)
+                self.read_at = monotonic()  # the server's time, as a wait's is (finish_work)
                 continue
             if self.done or not session.pending or len(self.output) > LOW_WATER:
                 break
