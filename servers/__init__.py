@@ -133,6 +133,9 @@ class Variant:
     # for --list and the README: what --workers means for this variant and its default;
     # None: no workers
     workers: str | None = None
+    # for --list: how it serves a WORK offload (a blocking call made the model's recommended
+    # way): the idiom, or why none is needed or none exists (issue 16)
+    offload: str = ""
 
     def __post_init__(self) -> None:
         if self.code not in CODE:
@@ -230,6 +233,7 @@ _VARIANTS = [
         limit="serves one client at a time; every other client waits in the listen backlog",
         max_clients=1,
         protection="one silent client stops everyone; the timeouts bound that to one timeout",
+        offload="no idiom: served as block (stalls the loop; one client at a time anyway)",
     ),
     Variant(
         "fork_per_client",
@@ -244,6 +248,7 @@ _VARIANTS = [
         protection="a process per silent client;"
         " socket timeouts in the child, client limit (1,024) counted by the parent",
         multicore=True,
+        offload="none needed: a process per client",
     ),
     Variant(
         "thread_per_client",
@@ -256,6 +261,7 @@ _VARIANTS = [
         protection="a thread per silent client, EMFILE from accept;"
         " socket timeouts, a semaphore of threads (1,024), a spare descriptor",
         multicore=True,
+        offload="none needed: a thread per client already",
     ),
     Variant(
         "thread_pool",
@@ -270,6 +276,7 @@ _VARIANTS = [
         " socket timeouts, a bounded queue (1,024 clients), a spare descriptor",
         multicore=True,
         workers="worker threads, each serving one client at a time (default 64)",
+        offload="none needed: a client being served has a worker thread of its own",
     ),
     Variant(
         "socketserver_forking",
@@ -284,6 +291,7 @@ _VARIANTS = [
         requires=_needs_fork,
         protection="ForkingMixIn blocks everyone at 40 children;"
         " the 40th refused busy, socket timeouts",
+        offload="none needed: a process per client",
     ),
     Variant(
         "socketserver_threading",
@@ -295,6 +303,7 @@ _VARIANTS = [
         default_max_clients=DEFAULT_CLIENT_LIMIT,
         protection="spins while out of descriptors;"
         " a spare descriptor in get_request, client limit (1,024), socket timeouts",
+        offload="none needed: a thread per client already",
     ),
     Variant(
         "gevent_server",
@@ -306,6 +315,7 @@ _VARIANTS = [
         requires=_needs_module("gevent", "gevent is not installed"),
         protection="a blocking call stalls all;"
         " gevent.Timeout per recv/send, StreamServer backs off on EMFILE",
+        offload="gevent's threadpool: gevent.get_hub().threadpool.apply",
     ),
     Variant(
         "greenlet_hub",
@@ -321,6 +331,7 @@ _VARIANTS = [
         ),
         protection="a blocking call stalls all;"
         " a deadline heap in the hub, a spare descriptor, a paused listener",
+        offload="no idiom: served as block (stalls the hub)",
     ),
     # -- one thread, non-blocking sockets, a readiness loop (servers/_nonblocking.py) --
     Variant(
@@ -334,6 +345,7 @@ _VARIANTS = [
         max_clients=1020,
         protection="FD_SETSIZE, spins while out of descriptors;"
         " a timer heap, a spare descriptor, a paused listener",
+        offload="no idiom: served as block (stalls the loop)",
     ),
     Variant(
         "poll_reactor",
@@ -345,6 +357,7 @@ _VARIANTS = [
         requires=_needs_attr("select", "poll", "select.poll is not available on this platform"),
         protection="spins while out of descriptors;"
         " a timer heap, a spare descriptor, a paused listener",
+        offload="no idiom: served as block (stalls the loop)",
     ),
     Variant(
         "epoll_reactor",
@@ -356,6 +369,7 @@ _VARIANTS = [
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
         protection="spins while out of descriptors;"
         " a timer heap, a spare descriptor, a paused listener",
+        offload="no idiom: served as block (stalls the loop)",
     ),
     Variant(
         "epoll_edge",
@@ -367,6 +381,7 @@ _VARIANTS = [
         requires=_needs_attr("select", "epoll", "select.epoll is not available (Linux only)"),
         protection="deaf once out of descriptors (no new edge);"
         " a timer heap, a spare descriptor, accept retried on a timer",
+        offload="no idiom: served as block (stalls the loop)",
     ),
     Variant(
         "prefork_reuseport",
@@ -388,6 +403,7 @@ _VARIANTS = [
         multicore=True,
         workers="worker processes, each with its own SO_REUSEPORT listener and epoll loop"
         " (default: the CPUs the server may use)",
+        offload="no idiom: served as block (stalls its worker's loop)",
     ),
     # -- asyncio's loop (servers/_asyncio_shared.py) ---------------------------
     Variant(
@@ -399,6 +415,7 @@ _VARIANTS = [
         limit="one thread, one core; a blocking step stalls every client",
         protection="deaf out of descriptors (asyncio logs EMFILE);"
         " timeout_at per read, a spare-descriptor listener",
+        offload="asyncio.to_thread: the loop's default thread pool",
     ),
     Variant(
         "asyncio_sockets",
@@ -409,6 +426,7 @@ _VARIANTS = [
         limit="one thread, one core; a blocking step stalls every client",
         protection="spins while out of descriptors (EMFILE at once);"
         " timeout_at per read, a spare-descriptor listener",
+        offload="asyncio.to_thread: the loop's default thread pool",
     ),
     Variant(
         "asyncio_protocol",
@@ -419,6 +437,7 @@ _VARIANTS = [
         limit="one thread, one core; a blocking callback stalls every client",
         protection="deaf out of descriptors (asyncio logs EMFILE);"
         " a call_later timer per connection, a spare-descriptor listener",
+        offload="loop.run_in_executor(None, ...): the loop's default thread pool",
     ),
     Variant(
         "uvloop_protocol",
@@ -430,6 +449,7 @@ _VARIANTS = [
         requires=_needs_module("uvloop", NO_UVLOOP),
         protection="a blocking callback stalls all;"
         " asyncio_protocol's timers, libuv's own spare descriptor",
+        offload="loop.run_in_executor(None, ...): the loop's default thread pool",
     ),
     Variant(
         "uvloop_streams",
@@ -441,6 +461,7 @@ _VARIANTS = [
         requires=_needs_module("uvloop", NO_UVLOOP),
         protection="a blocking step stalls all;"
         " asyncio_streams' timeouts, libuv's own spare descriptor",
+        offload="asyncio.to_thread: the loop's default thread pool",
     ),
     # -- trio's loop: structured concurrency -----------------------------------
     Variant(
@@ -453,6 +474,7 @@ _VARIANTS = [
         requires=_needs_module("trio", "trio is not installed"),
         protection="logs EMFILE every 100 ms, clients left waiting;"
         " a moving cancel-scope deadline, a spare-descriptor listener",
+        offload="trio.to_thread.run_sync: trio's worker threads",
     ),
     # -- the reference: a native ceiling, measured but not ranked -------------
     Variant(
@@ -464,6 +486,7 @@ _VARIANTS = [
         limit="serves ECHO only; needs a C compiler at run time",
         requires=_needs_c_compiler,
         protection="no timeouts, no client limit (a reference); EMFILE handled in C",
+        offload="ECHO only: WORK answers ERROR unknown opcode",
     ),
 ]
 

@@ -155,6 +155,8 @@ def print_list() -> None:
             print(f"{'':<{width}}  --workers: {variant.workers}")
         if variant.unix:
             print(f"{'':<{width}}  no --unix: {variant.unix}")
+        if variant.offload:
+            print(f"{'':<{width}}  WORK offload: {variant.offload}")
 
 
 def probe() -> dict[str, object]:

@@ -35,6 +35,7 @@ def test_list_shows_every_variant() -> None:
                 assert f"limit: {variant.limit}" in result.stdout
             if variant.workers:
                 assert f"--workers: {variant.workers}" in result.stdout
+            assert f"WORK offload: {variant.offload}" in result.stdout
 
 
 def test_ready_line(tmp_path: Path) -> None:

@@ -110,6 +110,11 @@ def test_suite_numbers_and_compilers_have_one_home() -> None:
             assert '"clang"' not in path.read_text(encoding="utf-8"), path.name
 
 
+def test_every_variant_says_how_it_serves_an_offload() -> None:
+    for variant in VARIANTS:
+        assert variant.offload, f"{variant.name}: no Variant.offload"
+
+
 def test_code_and_scheduling_are_known() -> None:
     for variant in VARIANTS:
         assert variant.code in servers.CODE and variant.scheduling in servers.SCHEDULING
