@@ -14,9 +14,11 @@ or units for compute) and checks that each reply carries the 64 bytes back;
 ``--neighbours 1 --neighbour-work compute:20000`` (with any framed workload,
 e.g. echo) makes the first connection send 20 ms computations back to back
 beside the others: the headline figures are the others' (the victims'), the
-neighbours' own are the result's ``neighbours`` object.  A WORK reply may
-come its work's duration late: the reply timeout is ``--timeout`` plus the
-longest work of the run.
+neighbours' own are the result's ``neighbours`` object.  The server's
+per-request costs (CPU, system calls, context switches) are over every
+request it served, the neighbours' included.  A WORK reply may come its
+work's duration late: the reply timeout is ``--timeout`` plus the longest
+work of the run.
 
 The target is any host (loopback is what the suite uses; another host's
 address is said plainly on stderr at start, since the load then crosses a

@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--neighbour-work",
         default=None,
         metavar="KIND:AMOUNT",
-        help="what the neighbours send, as --work, e.g. compute:20000 (a 20 ms request)",
+        help="what the neighbours send, as --work, e.g. compute:20000 (about 20 ms of CPU)",
     )
     p.add_argument("--cpus", default=None, help="pin the workers, e.g. '1' or '0,1' or '2-3'")
     p.add_argument(
