@@ -486,7 +486,7 @@ _VARIANTS = [
         limit="serves ECHO only; needs a C compiler at run time",
         requires=_needs_c_compiler,
         protection="no timeouts, no client limit (a reference); EMFILE handled in C",
-        offload="ECHO only: WORK answers ERROR unknown opcode",
+        offload="ECHO only: WORK answers ERROR native_epoll reference serves ECHO only",
     ),
 ]
 

@@ -31,7 +31,15 @@ times per wake-up and logs every failure with a traceback (about 3 MB/s of
 stderr); with stderr a pipe nobody reads, the loop blocks writing its log
 and the server, alive, never answers again.  SIGTERM and SIGINT are taken by
 ``loop.add_signal_handler`` so the loop stops cleanly between callbacks,
-rather than an exception unwinding through the middle of the event loop.
+rather than an exception unwinding through the middle of the event loop.  A
+WORK wait is a ``loop.call_later`` callback, the transport's reading paused
+meanwhile: waits overlap.  A compute or a block stalls every client for its
+whole length; an offload repairs the block: ``loop.run_in_executor`` runs it
+in the loop's default thread pool and a done-callback answers -- the default
+pool has ``min(32, CPUs + 4)`` threads, and offloads beyond that queue.  At
+SIGTERM a compute, a block or an offload in progress holds the exit until it
+ends: the loop takes the signal only between steps, and its pool joins its
+threads.
 
 How it is protected: timeouts are one ``loop.call_later`` timer per
 connection, re-armed only when it fires or a deadline moves earlier

@@ -34,7 +34,14 @@ client.  Out of descriptors, ``sock_accept`` raises ``EMFILE`` at once --
 Linux reserves the new descriptor before it looks for a client -- so an
 accept loop that only retries spins at 100% of a core while the waiting
 clients sit in the backlog.  SIGTERM/SIGINT stop the loop through
-``loop.add_signal_handler`` (:mod:`servers._asyncio_shared`).
+``loop.add_signal_handler`` (:mod:`servers._asyncio_shared`).  A WORK wait
+is ``await asyncio.sleep()`` in the client's task: waits overlap.  A compute
+or a block stalls every client for its whole length; an offload repairs the
+block: ``asyncio.to_thread`` runs it in the loop's default thread pool while
+only its task waits -- the default pool has ``min(32, CPUs + 4)`` threads,
+and offloads beyond that queue.  At SIGTERM a compute, a block or an offload
+in progress holds the exit until it ends: the loop takes the signal only
+between steps, and its pool joins its threads.
 
 How it is protected: every ``sock_recv`` runs inside
 ``asyncio.timeout_at(deadline)`` -- the idle deadline between requests, the

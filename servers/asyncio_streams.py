@@ -31,7 +31,14 @@ server's memory without bound.  Out of descriptors, asyncio's own accept
 loop logs up to 1,024 tracebacks per wake-up; with stderr a pipe nobody
 reads, the loop blocks writing its log and the server, alive, goes deaf.
 SIGTERM/SIGINT stop the loop through ``loop.add_signal_handler``
-(:mod:`servers._asyncio_shared`).
+(:mod:`servers._asyncio_shared`).  A WORK wait is ``await asyncio.sleep()``
+in the client's task: waits overlap.  A compute or a block stalls every
+client for its whole length; an offload repairs the block:
+``asyncio.to_thread`` runs it in the loop's default thread pool while only
+its task waits -- the default pool has ``min(32, CPUs + 4)`` threads, and
+offloads beyond that queue.  At SIGTERM a compute, a block or an offload in
+progress holds the exit until it ends: the loop takes the signal only
+between steps, and its pool joins its threads.
 
 How it is protected: every ``reader.read()`` runs inside
 ``asyncio.timeout_at(deadline)`` -- the idle deadline (now + idle timeout)

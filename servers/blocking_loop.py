@@ -13,7 +13,10 @@ How it fails: a single client that stays connected (or is slow, or idle)
 stops the service for everyone else -- the fairness figures show the other
 connections starved.  Once the backlog (``listen(backlog)``, capped by
 ``net.core.somaxconn``) is full, further connection attempts are refused
-or time out.
+or time out.  A long WORK request holds everyone up for its whole length,
+whatever its kind: a wait (the thread sleeps), a compute, a block, an
+offload (served as block: there is nothing to offload to) -- one client at a
+time, so nothing overlaps.
 
 How it is protected: by its timeouts alone.  The client's socket has a
 timeout (servers/_blocking.py, :class:`~servers._blocking.TimedSocket`): a

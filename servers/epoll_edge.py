@@ -39,7 +39,10 @@ edge-triggered bug.  Anything slow in the loop stalls every client.  Out
 of descriptors is the same bug in disguise: ``accept()`` fails with EMFILE
 and the client stays in the backlog; the edge that announced it is spent,
 and no new one comes until yet another client connects -- the server
-stays alive, idle, and deaf to everyone waiting.
+stays alive, idle, and deaf to everyone waiting.  A WORK wait is a timer in
+the loop's heap (:mod:`servers._nonblocking`): waits overlap.  A compute or
+a block stalls every client for its whole length, and so does an offload: a
+hand-written loop has no executor to hand it to, so it is served as block.
 
 How it is protected (:mod:`servers._nonblocking` has the details): out of
 descriptors, the waiting clients are refused (``ERROR server busy``)

@@ -17,7 +17,10 @@ accepting), and blocks ``SIGCHLD`` around ``fork`` so a child that exits at
 once cannot be reaped before it is recorded.  On shutdown it terminates and
 reaps every child, so none is orphaned.  Many clients mean many processes:
 ``RLIMIT_NPROC`` and memory are the limits.  Not available where there is
-no ``fork()`` (Windows).
+no ``fork()`` (Windows).  A long WORK request costs only its own client: a
+wait, a block or an offload (served as block: a process per client needs no
+executor) sleeps in that child, and a compute runs in that child alone, on
+any core -- the processes share no GIL.
 
 How it is protected: each child's socket has a timeout (servers/_blocking.py,
 :class:`~servers._blocking.TimedSocket`): an idle client is closed after

@@ -15,7 +15,13 @@ How it fails: cooperatively.  Anything that blocks without going through
 gevent -- a C extension, a CPU-bound request, a blocking file read or
 ``fsync`` in PUT -- stalls every client, because nothing pre-empts a
 greenlet.  Forgetting ``monkey.patch_all()`` in code that uses the standard
-``socket`` module directly turns the whole server into a blocking loop.
+``socket`` module directly turns the whole server into a blocking loop.  A
+WORK wait is ``gevent.sleep``, a timer in the hub: waits overlap.  A compute
+or a block (the real ``time.sleep``, gevent's original) stalls every client
+for its whole length; an offload repairs the block: ``threadpool.apply``
+runs it in the hub's thread pool (10 threads by default; more offloads
+queue) while only its greenlet waits.  At SIGTERM a compute or a block in
+progress holds the exit until it ends: the hub runs the stop only then.
 
 How it is protected: every ``recv`` and ``send`` of the shared routine runs
 inside a ``gevent.Timeout`` (:class:`TimedConnection`), gevent's own idiom:

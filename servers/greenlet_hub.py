@@ -20,7 +20,10 @@ How it fails: cooperatively, like gevent.  Nothing pre-empts a greenlet:
 anything that blocks without going through :class:`GreenSocket` -- a
 CPU-bound request, a large file read, ``fsync`` in PUT -- stalls every
 client.  An exception escaping a greenlet would land in the hub, its parent,
-and end the server: :func:`run_client` stops bugs at one client.
+and end the server: :func:`run_client` stops bugs at one client.  A WORK
+wait is an entry in the hub's deadline heap: waits overlap.  A compute, a
+block, and an offload too (no thread pool here: served as block) stall every
+client for their whole length.
 
 How it is protected: the hub owns the timeouts.  Each wait carries a
 deadline in one heap (``[when, order, fd, greenlet]``); the hub's

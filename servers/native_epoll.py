@@ -15,7 +15,12 @@ builds it with ``cc -O2`` (:mod:`servers.native_build`) into a cache
 directory (``$XDG_CACHE_HOME/concurrency-bench/<source hash>/native_epoll``,
 else ``~/.cache/...``), once per version of the source.  How it fails: it
 serves ECHO only, and one slow reader's replies are held (up to 1 MiB, then
-it stops reading that client) rather than dropped.
+it stops reading that client) rather than dropped.  WORK (opcode 0x06) is
+one more opcode it does not serve: the C is left as it is, and a WORK
+request of any kind -- wait, compute, block or offload -- gets the same
+ERROR frame as LIST, "native_epoll reference serves ECHO only", its payload
+skipped and the connection kept; a ceiling for ECHO has nothing to wait
+for.
 
 :func:`serve` does not serve in Python: it replaces the process with the
 binary (``exec`` keeps the pid, so the ready line the command line printed

@@ -20,7 +20,10 @@ large file -- stalls every client; nothing pre-empts it.  With thousands of
 mostly idle clients the per-call scan dominates.  Out of descriptors
 (EMFILE), ``accept()`` fails and leaves the client in the backlog, so the
 listening socket stays readable: a loop that only retried would spin at
-100% of a core until a descriptor is freed.
+100% of a core until a descriptor is freed.  A WORK wait is a timer in the
+loop's heap (:mod:`servers._nonblocking`): waits overlap.  A compute or a
+block stalls every client for its whole length, and so does an offload: a
+hand-written loop has no executor to hand it to, so it is served as block.
 
 How it is protected (:mod:`servers._nonblocking` has the details): the
 timeouts are a heap of deadlines, and ``poll()`` waits no longer than the

@@ -25,7 +25,12 @@ the parent makes all N listeners up front and keeps them open: worker i,
 and any replacement for it, accepts on listener i, and while it is being
 replaced the kernel keeps queueing on listener i -- a restart loses nothing
 queued, it only delays it.  Over a Unix socket ``SO_REUSEPORT`` does not
-apply (a second bind to the path fails): the registry says so.
+apply (a second bind to the path fails): the registry says so.  A WORK wait
+is a timer in a worker's heap: waits overlap.  A compute, a block or an
+offload (no executor: served as block) stalls every client of that worker,
+and only those: the other workers go on, on their own cores -- but the
+kernel goes on handing new connections to the stalled worker's listener too
+(it balances connections, not work).
 
 How it is protected: the parent supervises.  It waits for a worker to die
 (``os.wait``), says so on stderr and forks a replacement on the same

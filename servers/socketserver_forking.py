@@ -17,7 +17,10 @@ is 40: with 40 live children ``collect_children`` *blocks* in ``waitpid``
 until one exits, and the whole server with it -- 40 idle clients deny service
 to everyone.  On shutdown we terminate the children ourselves:
 ``server_close`` waits for every child, and a child serving an idle client
-would never finish.  Not available without ``fork()``.
+would never finish.  Not available without ``fork()``.  A long WORK request
+costs only its own client: a wait, a block or an offload (served as block: a
+process per client needs no executor) sleeps in that child, and a compute
+runs in that child alone, on any core -- the processes share no GIL.
 
 How it is protected, in socketserver's hooks: ``verify_request`` reaps the
 children that have exited, then refuses a client with ``ERROR server busy``

@@ -15,7 +15,10 @@ How it fails: as ``thread_per_client``.  Out of descriptors, plain
 ``accept()`` fails with ``EMFILE`` and ``_handle_request_noblock`` swallows
 the error and selects again, at 100% of a core.  ``daemon_threads = True`` so
 that a client that never leaves cannot block shutdown (``server_close``
-would otherwise join every thread).
+would otherwise join every thread).  A long WORK request too: a wait, a
+block or an offload (served as block) holds only the client's own thread,
+with the GIL released; a compute holds the GIL, so the threads share one
+core.
 
 How it is protected, in socketserver's hooks: ``get_request`` accepts through
 a descriptor held in reserve (:class:`~servers._blocking.SpareDescriptor`):

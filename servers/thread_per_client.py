@@ -19,7 +19,11 @@ contention grow with the number of busy clients.  Every thread holds a
 descriptor, so the process runs out of descriptors too, and ``accept()``
 then raises ``EMFILE`` -- unhandled, that ends the server.  Daemon threads
 are used so that a client that never leaves cannot keep the process alive
-at shutdown.
+at shutdown.  A long WORK request: a wait, a block or an offload (served as
+block: the client's thread needs no executor) holds only that thread, with
+the GIL released, so the waits of many clients overlap.  A compute holds the
+GIL: the other threads still get turns (the interpreter switches every 5 ms)
+but all of them share one core.
 
 How it is protected: each thread's socket has a timeout (servers/_blocking.py,
 :class:`~servers._blocking.TimedSocket`): an idle client is closed after

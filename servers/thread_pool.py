@@ -24,7 +24,11 @@ what ``concurrent.futures.ThreadPoolExecutor`` does too; it is not used
 here because its workers are not daemon threads and interpreter exit joins
 them, so a worker serving an idle client would hold SIGTERM up to the idle
 timeout.  Hand-written, the pool is a :class:`queue.SimpleQueue` and a
-loop.
+loop.  A long WORK request: a wait, a block or an offload (served as block:
+the worker thread needs no executor) holds only its worker, with the GIL
+released -- and keeps that worker from the clients queued behind it:
+``--workers`` clients in long waits fill the pool.  A compute holds the GIL:
+the other workers still get turns but share one core.
 
 How it is protected: each worker's socket has the blocking family's
 timeouts (:class:`~servers._blocking.TimedSocket`), counted from when a

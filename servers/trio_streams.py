@@ -50,7 +50,15 @@ logger -- stderr -- and sleeping 100 ms before the next ``accept``: no spin,
 but ten tracebacks a second for as long as it lasts, and the waiting clients
 get no answer, left in the backlog.  A handler that raises crashes the whole
 server: the exception cancels the nursery (structured concurrency cuts both
-ways), so the handler catches a client's own failures.
+ways), so the handler catches a client's own failures.  A WORK wait is
+``trio.sleep`` in the client's task: waits overlap.  A compute or a block
+stalls every client for its whole length; an offload repairs the block:
+``trio.to_thread.run_sync`` runs it in a worker thread (at most 40 at once,
+trio's default limiter; more offloads queue) while only its task waits.  At
+SIGTERM a compute, a block or an offload in progress holds the exit until it
+ends: the loop takes the signal only between steps, and a cancelled task
+waits for its thread (no ``abandon_on_cancel``: no thread outlives the
+nursery).
 
 How it is protected: the deadlines above.  ``--max-clients``: the handler of
 client N+1 writes ``ERROR server busy`` if the socket takes it at once and

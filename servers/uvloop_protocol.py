@@ -18,7 +18,12 @@ up to 250 kB -- over glibc's 128 KiB mmap threshold, which the suite pins
 
 How it fails: as every event loop does -- a callback that blocks stalls
 every client.  Not available on Windows (uvloop is POSIX only); the registry
-marks it unavailable where uvloop cannot be imported.
+marks it unavailable where uvloop cannot be imported.  WORK as in
+``asyncio_protocol``: a wait is a ``loop.call_later`` callback (waits
+overlap); a compute or a block stalls every client; an offload goes to
+``loop.run_in_executor``, the default thread pool (``min(32, CPUs + 4)``
+threads).  At SIGTERM any of the three in progress holds the exit until it
+ends.
 
 How it is protected: timeouts and ``--max-clients`` are the shared
 protocol's, as in ``asyncio_protocol`` (one ``call_later`` timer per

@@ -20,7 +20,11 @@ the loop's cost mostly taken out.  One thread, so one core.
 
 How it fails: as every event loop does -- a step that blocks stalls every
 client.  Not available on Windows (uvloop is POSIX only); the registry
-marks it unavailable where uvloop cannot be imported.
+marks it unavailable where uvloop cannot be imported.  WORK as in
+``asyncio_streams``: a wait is ``asyncio.sleep`` (waits overlap); a compute
+or a block stalls every client; an offload goes to ``asyncio.to_thread``,
+the default thread pool (``min(32, CPUs + 4)`` threads).  At SIGTERM any of
+the three in progress holds the exit until it ends.
 
 How it is protected: as ``asyncio_streams`` -- ``asyncio.timeout_at`` per
 read (idle deadline between requests, the request's own while one is
