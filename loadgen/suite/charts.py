@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import zlib
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -38,6 +39,7 @@ FAMILY_COLOURS = {
     "reference": "#8C8C8C",
     "test": "#C44E52",
 }
+CASE_COLOURS = ("#C44E52", "#55A868", "#8172B2")  # the cases of one scenario, side by side
 PERCENTILES = (
     ("p50_us", "p50", "#9ecae1"),
     ("p99_us", "p99", "#3182bd"),
@@ -62,6 +64,13 @@ def write_charts(
             continue
         if s.scenario in ("connections", "cores"):
             continue  # one chart for all levels: connections_chart, cores_chart
+        if s.kind in ("wait", "neighbour"):
+            continue  # one chart per scenario: backend_wait_chart, victims_chart (below)
+        if s.kind == "cpu":
+            fig = cores_used_chart(s)
+            if fig:
+                written.append(_save(fig, out_dir / f"cores-used-{s.case}"))
+            continue
         # open loop: the rate is set; c10k: the measured period is silent (its latency is
         # the one ECHO round's)
         fig = throughput_chart(s) if s.kind not in ("open", "c10k") else None
@@ -76,6 +85,14 @@ def write_charts(
     fig = cores_chart(summaries)
     if fig:
         written.append(_save(fig, out_dir / "cores"))
+    fig = backend_wait_chart(summaries, groups)
+    if fig:
+        written.append(_save(fig, out_dir / "backend-wait"))
+    scenarios = dict.fromkeys(s.scenario for s in summaries if s.kind == "neighbour")
+    for scenario in scenarios:
+        fig = victims_chart([s for s in summaries if s.scenario == scenario])
+        if fig:
+            written.append(_save(fig, out_dir / f"victims-p99-{scenario}"))
     return written
 
 
@@ -246,7 +263,43 @@ def connections_chart(
     ]
     if len({s.x for s in points}) < 2 or not any(s.scenario == "connections" for s in points):
         return None
-    points.sort(key=lambda s: s.x or 0)
+    return _panels_chart(
+        points,
+        groups,
+        "requests/s and p99 against connections, one panel per scheduling model "
+        "(black x: failed at that level)",
+    )
+
+
+def backend_wait_chart(
+    summaries: list[CaseSummary], groups: dict[str, str] | None = None
+) -> Figure | None:
+    """backend-wait: req/s (log) and p99 against connections, one panel per scheduling
+    model as in the connections chart, with the ideal (connections ÷ the wait, capped at
+    the generator's ceiling) dotted black in every panel."""
+    points = [s for s in summaries if s.kind == "wait" and s.x is not None]
+    if len({s.x for s in points}) < 2:
+        return None
+    ideal = sorted((float(s.x or 0), s.ideal_rps) for s in points if s.ideal_rps)
+    return _panels_chart(
+        points,
+        groups,
+        "backend-wait: requests/s and p99 against connections when every request waits 1 ms, "
+        "one panel per scheduling model (dotted: the ideal; black x: failed at that level)",
+        ideal=ideal,
+    )
+
+
+def _panels_chart(
+    points: list[CaseSummary],
+    groups: dict[str, str] | None,
+    title: str,
+    ideal: list[tuple[float, float | None]] | None = None,
+) -> Figure | None:
+    """One column of panels per scheduling group: req/s above, p99 below, a line per
+    variant over the levels (``points``, one summary per level); ``ideal``: (x, req/s)
+    drawn dotted black in every upper panel, with req/s on a log scale."""
+    points = sorted(points, key=lambda s: s.x or 0)
     rows = {r.variant: r for s in points for r in s.rows}
     groups = variant_groups(list(rows), groups)
     references = [n for n, r in rows.items() if r.reference]
@@ -273,6 +326,9 @@ def connections_chart(
             bottom.plot(line["x"], line["p99"], **style)
             top.plot(line["bad_x"], line["bad_tp"], "x", ms=9, mew=2, color="black")
             bottom.plot(line["bad_x"], line["bad_p99"], "x", ms=9, mew=2, color="black")
+        if ideal:
+            top.plot([x for x, _ in ideal], [y for _, y in ideal], ":", color="black", lw=1.5,
+                     label="ideal")  # fmt: skip
         top.set_title(group, fontsize=10)
         bottom.set_xlabel("connections (log)")
         # under the panel, not on it: the event-loop panel holds ten lines
@@ -280,15 +336,20 @@ def connections_chart(
         bottom.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     _level_axes(axes, [s.x or 0 for s in points])
     axes[0][0].set_ylabel("requests per second (mean)")
+    if ideal:  # the ideal sits far above the slow models: a log scale keeps both readable
+        axes[0][0].set_yscale("log")
+        axes[0][0].set_ylabel("requests per second (mean, log)")
+        rates = [v for ax in axes[0] for ln in ax.get_lines() for v in ln.get_ydata()]
+        rates = [v for v in rates if v == v and v > 0]
+        _plain_log_axis(axes[0][0].yaxis, rates)
+        axes[0][0].yaxis.set_major_formatter(FuncFormatter(_k))
+        if rates:  # _level_axes set a linear bottom of 0, which a log scale cannot show
+            axes[0][0].set_ylim(min(rates) / 1.5, max(rates) * 1.5)
     axes[1][0].set_ylabel("p99 latency, ms (log)")
     axes[1][0].set_yscale("log")
     values = [v for ax in axes[1] for ln in ax.get_lines() for v in ln.get_ydata()]
     _plain_log_axis(axes[1][0].yaxis, [v for v in values if v == v])
-    fig.suptitle(
-        "requests/s and p99 against connections, one panel per scheduling model "
-        "(black x: failed at that level)",
-        fontsize=11,
-    )
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -320,6 +381,107 @@ def cores_chart(summaries: list[CaseSummary]) -> Figure | None:
     ax.set_ylabel("requests per second (mean of repeats)")
     ax.set_title("echo-small's load against server CPUs (black x: failed)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return fig
+
+
+def cores_used_chart(summary: CaseSummary) -> Figure | None:
+    """cpu-bound: the server's cores used per variant (mean, 95% interval), with the CPUs
+    it was allowed; the generator's cores (it shares them) as a black tick on each bar."""
+    rows = _bar_rows(summary, "server_cpu_util")
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.8))
+    stats = [r.stats["server_cpu_util"] for r in rows]
+    means = [st.mean for st in stats]
+    errs = [st.half_width or 0.0 for st in stats]
+    bars = ax.barh(
+        range(len(rows)), means, xerr=errs, capsize=3,
+        color=[FAMILY_COLOURS.get(r.family, "#999999") for r in rows],
+    )  # fmt: skip
+    for bar, r, err in zip(bars, rows, errs, strict=True):
+        if r.status != "ok":
+            bar.set_hatch("//")
+            bar.set_edgecolor("black")
+        ax.text(bar.get_width() + err, bar.get_y() + bar.get_height() / 2,
+                f"  {bar.get_width():.2f}", va="center", fontsize=8)  # fmt: skip
+    gen = [(i, x) for i, r in enumerate(rows) if (x := r.figure("loadgen_cpu_util")) is not None]
+    ticks = []
+    if gen:
+        ticks = ax.plot([x for _, x in gen], [i for i, _ in gen], "|", ms=12, mew=2,
+                        color="black", label="generator cores (it shares the CPUs)")  # fmt: skip
+    allowed = max((r.figure("server_cpus_allowed") or 0.0 for r in rows), default=0.0)
+    if allowed:
+        ax.axvline(allowed, ls="--", color="#C44E52", lw=1)
+        ax.text(allowed, len(rows) - 0.4, f" {allowed:.0f} CPUs allowed", color="#C44E52",
+                fontsize=8, va="bottom")  # fmt: skip
+    ax.set_yticks(range(len(rows)), [_label(r) for r in rows], fontsize=9)
+    ax.set_xlabel("server cores used: CPU seconds per second of the server tree (mean, 95% CI)")
+    ax.set_xlim(0, max([allowed, *(m + e for m, e in zip(means, errs, strict=True))]) * 1.25)
+    ax.set_title(f"{summary.label}: cores the server used")
+    ax.grid(axis="x", alpha=0.3)
+    _family_legend(ax, rows)
+    legend = ax.get_legend()
+    handles = [*legend.legend_handles, *ticks] if legend is not None else ticks
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return fig
+
+
+def victims_chart(cases: list[CaseSummary]) -> Figure | None:
+    """head-of-line, blocking-call: the victims' p99 per variant (log scale), one bar per
+    case of the scenario (block and offload side by side); a baseline measured elsewhere
+    (head-of-line: echo-small) is a black tick on the bar."""
+    cases = [c for c in cases if any(r.figure("p99_us") for r in c.rows)]
+    if not cases:
+        return None
+    names = [r.variant for r in cases[0].rows if r.figure("p99_us")]
+    names += [r.variant for c in cases[1:] for r in c.rows if r.figure("p99_us")]
+    names = list(dict.fromkeys(names))[::-1]  # the first case's order, top to bottom
+    by_case = [{r.variant: r for r in c.rows} for c in cases]
+    fig, ax = plt.subplots(figsize=(9, (0.35 + 0.2 * len(cases)) * len(names) + 1.8))
+    height = 0.8 / len(cases)
+    drawn = {c.case for c in cases}
+    values: list[float] = []
+    handles: list[Any] = []
+    for k, (summary, rows) in enumerate(zip(cases, by_case, strict=True)):
+        offset = (len(cases) - 1 - 2 * k) * height / 2  # the first case on top
+        ys, p99s, colours = [], [], []
+        for i, name in enumerate(names):
+            row = rows.get(name)
+            if row is not None and row.figure("p99_us"):
+                ys.append(i + offset)
+                p99s.append((row.figure("p99_us") or 0.0) / 1000)
+                colours.append(CASE_COLOURS[k % len(CASE_COLOURS)] if len(cases) > 1 else
+                               FAMILY_COLOURS.get(row.family, "#999999"))  # fmt: skip
+        bars = ax.barh(ys, p99s, height=height, color=colours)
+        for bar in bars:
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                    f" {bar.get_width():,.3g}", va="center", fontsize=7)  # fmt: skip
+        if len(cases) > 1:
+            handles.append(Patch(color=CASE_COLOURS[k % len(CASE_COLOURS)], label=summary.label))
+        values += p99s
+        if summary.baseline and summary.baseline not in drawn:
+            marks = [(i + offset, b / 1000) for i, n in enumerate(names)
+                     if n in rows and (b := rows[n].figure("baseline_p99_us"))]  # fmt: skip
+            if marks:
+                xs, ys = [m for _, m in marks], [y for y, _ in marks]
+                label = f"{summary.baseline} p99"
+                (tick,) = ax.plot(xs, ys, "|", ms=12, mew=2, color="black", label=label)
+                handles.append(tick)
+                values += [m for _, m in marks]
+    labels = []
+    for name in names:
+        row = next((rows[name] for rows in by_case if name in rows), None)
+        labels.append(_label(row) if row is not None else name)
+    ax.set_yticks(range(len(names)), labels, fontsize=9)
+    ax.set_xscale("log")
+    _plain_log_axis(ax.xaxis, values)
+    ax.set_xlabel("the victims' p99 latency, ms (log scale; mean of repeats)")
+    ax.set_title(f"{cases[0].scenario}: p99 of the ECHO clients beside the neighbour")
+    ax.grid(axis="x", alpha=0.3, which="both")
+    if len(cases) == 1:
+        families = dict.fromkeys(r.family for r in cases[0].rows if r.figure("p99_us"))
+        handles[:0] = [Patch(color=FAMILY_COLOURS.get(f, "#999999"), label=f) for f in families]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return fig
 
 

@@ -41,6 +41,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "cpu_user_us_per_request": _dig("result", "server", "cpu_user_us_per_request"),
     "cpu_system_us_per_request": _dig("result", "server", "cpu_system_us_per_request"),
     "server_cpu_util": _dig("result", "server", "cpu_util"),
+    "server_cpus_allowed": _dig("result", "server", "cpus_allowed"),
     "context_switches_per_request": _dig("result", "server", "context_switches_per_request"),
     "syscalls_per_request": _dig("result", "server", "syscalls_per_request"),
     "memory_pss_bytes": _dig("result", "server", "memory_pss_bytes"),
@@ -62,6 +63,11 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "idle_served": _dig("result", "idle", "served"),
     "ramp_s": _dig("result", "loadgen", "ramp_s"),
     "admit_s": _dig("result", "loadgen", "admit_s"),
+    # the neighbours (WORK scenarios): their own figures, apart from the victims' headline
+    "neighbour_rps": _dig("result", "neighbours", "throughput_rps"),
+    "neighbour_requests": _dig("result", "neighbours", "requests"),
+    "neighbour_p50_us": _dig("result", "neighbours", "latency_us", "p50"),
+    "neighbour_p99_us": _dig("result", "neighbours", "latency_us", "p99"),
 }
 COST_FIGURES = ("context_switches_per_request", "syscalls_per_request")  # from counted runs
 RATIO = "ratio_to_reference"  # not read from a run: computed per round (_paired_ratios)
@@ -72,4 +78,7 @@ STABILITY_FIGURES = {
     "open": ("p99_us", "cpu_user_us_per_request"),
     "memory": ("memory_per_connection_uss_bytes", "memory_per_connection_bytes"),
     "c10k": ("p99_us",),
+    "wait": ("throughput_rps",),
+    "cpu": ("throughput_rps", "server_cpu_util"),
+    "neighbour": ("p99_us",),
 }

@@ -84,6 +84,13 @@ class Pinning:
             )
         return cls(server=tuple(cpus[:server_cpus]), loadgen=tuple(cpus[server_cpus:]))
 
+    @classmethod
+    def shared(cls) -> Pinning:
+        """Every CPU this run may use for the server, and the same CPUs for the generator
+        (cpu-bound: the server gets the whole machine; the generator, cheap there, shares it)."""
+        cpus = tuple(usable_cpus())
+        return cls(server=cpus, loadgen=cpus)
+
 
 @dataclass
 class VerifyResult:
@@ -253,6 +260,11 @@ def load_config(
     window.  Off for a timed run: perf's cost would be in the figures.
     """
     variant = servers.REGISTRY.get(server.name)
+    work: dict[str, Any] = {}  # only the WORK cases name these (the engine's defaults otherwise)
+    if case.work is not None:
+        work["work"] = case.work
+    if case.neighbours:
+        work.update(neighbours=case.neighbours, neighbour_work=case.neighbour_work)
     return LoadConfig(
         host=server.host,
         port=server.port,
@@ -271,6 +283,7 @@ def load_config(
         server_pid=server.pid,
         admit_timeout=admit_timeout(case, variant.max_clients if variant else None),
         counters=counters,
+        **work,
     )
 
 
@@ -304,6 +317,60 @@ def expected_seconds(case: Case, duration: float, warmup: float) -> float:
     if case.kind == "c10k":  # connects, the ECHO round, closing them (measured, 2 cores)
         ramp = case.connections * C10K_S_PER_CONNECTION
     return warmup + duration + ramp + 0.4  # + start, stop and interpreter start-up (measured)
+
+
+# What one WORK compute unit costs (servers.service.compute), timed once per run that sends
+# WORK, in the servers' interpreter on the server's CPUs: the report states it, since a unit
+# is "about 1 µs" only on the machine the kernel was sized on.
+WORK_UNIT_UNITS = 20_000  # ~20 ms a timing: far above the timer's resolution
+WORK_UNIT_REPEATS = 5
+_WORK_UNIT_CODE = """
+import json, sys, time
+from servers import service
+units, repeats = int(sys.argv[1]), int(sys.argv[2])
+service.compute(units // 10)  # the first call pays for nothing we want to time
+per_unit = []
+for _ in range(repeats):
+    t0 = time.perf_counter()
+    service.compute(units)
+    per_unit.append((time.perf_counter() - t0) * 1e6 / units)
+print(json.dumps(per_unit))
+"""
+
+
+def work_unit(python: str | None = None, cpus: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Time ``servers.service.compute`` in ``python`` (default: this interpreter), pinned
+    to ``cpus``: ``work_unit_us`` (the median µs per unit over the repeats), ``min_us``,
+    ``units``, ``repeats``, ``python``, ``cpus``; or ``error`` (one line) if it could not."""
+    exe = python or sys.executable
+    record: dict[str, Any] = {
+        "work_unit_us": None,
+        "units": WORK_UNIT_UNITS,
+        "repeats": WORK_UNIT_REPEATS,
+        "python": exe,
+        "cpus": list(cpus) if cpus else None,
+    }
+
+    def pin() -> None:
+        if cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, set(cpus))
+
+    argv = [exe, "-c", _WORK_UNIT_CODE, str(WORK_UNIT_UNITS), str(WORK_UNIT_REPEATS)]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=suite_env(), preexec_fn=pin,
+            check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise ValueError(f"exit status {done.returncode}: {tail}")
+        per_unit = sorted(float(x) for x in json.loads(done.stdout))
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:  # JSONDecodeError too
+        record["error"] = f"could not time servers.service.compute: {exc}"
+        return record
+    record["work_unit_us"] = per_unit[len(per_unit) // 2]
+    record["min_us"] = per_unit[0]
+    return record
 
 
 def run_loadgen(

@@ -21,7 +21,15 @@ from typing import Any
 import servers
 from loadgen.suite import harness
 from loadgen.suite.launch import probe_python
-from loadgen.suite.scenarios import CORE_LEVELS, PROFILES, SCENARIOS, Case, Scenario, resolve
+from loadgen.suite.scenarios import (
+    CORE_LEVELS,
+    PROFILES,
+    SCENARIOS,
+    Case,
+    Profile,
+    Scenario,
+    resolve,
+)
 
 # The in-round reference: measured beside the variants in every round of every
 # throughput case, so a round where the machine was slow shows in its figure.
@@ -65,6 +73,13 @@ class PlannedCase:
     server_cpus: int | None = None  # Case.server_cpus
     transport: str = "tcp"  # "tcp" | "unix" (Case.transport)
     tcp_case: str | None = None  # a unix case: its TCP twin, shown beside it (Case.tcp_case)
+    connections: int | None = None  # Case.connections (backend-wait's ideal divides by it)
+    work: str | None = None  # workload work: KIND:AMOUNT of every request (Case.work)
+    neighbours: int = 0  # Case.neighbours: connections that send neighbour_work instead
+    neighbour_work: str | None = None  # Case.neighbour_work
+    all_cpus: bool = False  # Case.all_cpus: the server on every CPU, the generator sharing them
+    baseline: str | None = None  # Case.baseline: the case whose figures each row shows beside
+    duration: float | None = None  # measured seconds of its runs, when the profile trims it
 
     @classmethod
     def of(
@@ -92,6 +107,12 @@ class PlannedCase:
             server_cpus=case.server_cpus,
             transport=case.transport,
             tcp_case=case.tcp_case,
+            connections=case.connections,
+            work=case.work,
+            neighbours=case.neighbours,
+            neighbour_work=case.neighbour_work,
+            all_cpus=case.all_cpus,
+            baseline=case.baseline,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -162,6 +183,10 @@ class RunPlan:
         """The planned rounds of a case: the profile's repeats, or fewer (``max_repeat``)."""
         return min(self.repeat, record.max_repeat or self.repeat)
 
+    def duration_of(self, record: PlannedCase) -> float:
+        """Measured seconds of a case's runs: the plan's, or the profile's trim of it."""
+        return record.duration or self.duration
+
     def to_json(self) -> dict[str, Any]:
         """results.json's ``plan`` (the cases are stored beside it, as ``cases``)."""
         return {k: v for k, v in asdict(self).items() if k not in ("cases", "runs")}
@@ -169,7 +194,7 @@ class RunPlan:
     def round_s(self, record: PlannedCase) -> float:
         """Rough wall time of one round of one case: quiet check + every variant's run."""
         case = cases_by_key()[record.key]
-        run = harness.expected_seconds(case, self.duration, self.warmup) + self.rest
+        run = harness.expected_seconds(case, self.duration_of(record), self.warmup) + self.rest
         return QUIET_SAMPLE_S + run * len(record.variants)
 
     def estimate_s(self) -> float:
@@ -257,6 +282,12 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         else None
     )
     levels, skipped_scenarios = _cpu_levels(scenarios, unpinned)
+    for s in scenarios:
+        if cluster and any(c.all_cpus for c in s.cases):
+            skipped_scenarios[s.name] = (
+                "not across hosts yet: the server host runs the server on its first "
+                "--server-cpus CPUs, not on all of them"
+            )
     cases = [
         PlannedCase.of(s, case, runnable, reference)
         for s in scenarios
@@ -264,6 +295,7 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         for case in s.cases
         if case.server_cpus is None or case.server_cpus in levels
     ]
+    _trim(cases, profile, args)
     added = reference is not None and reference not in runnable
     if added and any(reference in c.variants for c in cases):
         runnable.append(reference)  # verified like any other
@@ -291,6 +323,19 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         python=python,
         server_python=probed["python"],
     )
+
+
+def _trim(cases: list[PlannedCase], profile: Profile, args: argparse.Namespace) -> None:
+    """The profile's short versions of its scenarios (``Profile.trims``): fewer rounds, a
+    shorter window; an explicit ``--repeat`` or ``--duration`` wins over the trim."""
+    for record in cases:
+        trim = profile.trims.get(record.scenario)
+        if trim is None:
+            continue
+        if args.repeat is None:
+            record.max_repeat = min(record.max_repeat or trim.repeat, trim.repeat)
+        if args.duration is None:
+            record.duration = trim.duration
 
 
 def _cpu_levels(

@@ -65,6 +65,13 @@ def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Cons
             f"(> {LOAD_WARN_PER_CPU:g}): other work is running; figures will be lower and "
             "noisier than on a quiet machine (recorded in results.json)[/]"
         )
+    short = [
+        f"{c.key} ({plan.rounds(c)} rounds" + (f" of {c.duration:g} s)" if c.duration else ")")
+        for c in plan.cases
+        if plan.rounds(c) < plan.repeat or c.duration
+    ]
+    if short:
+        console.print("fewer rounds or a shorter window: " + ", ".join(short))
     console.print("variants: " + ", ".join(plan.variants))
     if plan.reference_added:
         console.print(

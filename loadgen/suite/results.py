@@ -281,6 +281,10 @@ def report_markdown(
         "How to read this: [results/README.md](../README.md) (every column and flag).",
         "",
     ]
+    out += _work_unit_lines(data)
+    fewer = _fewer_rounds(data)
+    if fewer:
+        out += [fewer, ""]
     failed = {k: v for k, v in data.get("verify", {}).items() if not v.get("ok")}
     if failed:
         out.append(
@@ -316,11 +320,7 @@ def report_markdown(
             out += ["", "Top system calls per request (server tree, mean over the repeats):", ""]
             out += [f"- `{name}`: {line}" for name, line in calls]
         out.append("")
-        for name in (
-            (f"throughput-{s.case}", f"latency-{s.case}")
-            if s.kind != "memory"
-            else ("memory-per-connection",)
-        ):
+        for name in _chart_names(s, summaries):
             png = run_dir / "charts" / f"{name}.png"
             if png in chart_paths:
                 out += [f"![{name}](charts/{name}.png)", ""]
@@ -336,6 +336,55 @@ def report_markdown(
     if data.get("hosts"):
         out += hosts_markdown(data["hosts"], env.get("cluster", {}))
     return "\n".join(out)
+
+
+def _chart_names(s: sm.CaseSummary, summaries: list[sm.CaseSummary]) -> tuple[str, ...]:
+    """The charts shown under a case's table (loadgen.suite.charts names them): a chart of
+    several cases of one scenario comes after the last of them."""
+    last = [x.case for x in summaries if x.scenario == s.scenario][-1]
+    if s.kind == "memory":
+        return ("memory-per-connection",)
+    if s.kind == "wait":
+        return ("backend-wait",) if s.case == last else ()
+    if s.kind == "neighbour":
+        return (f"victims-p99-{s.scenario}",) if s.case == last else ()
+    if s.kind == "cpu":
+        return (f"cores-used-{s.case}",)
+    return (f"throughput-{s.case}", f"latency-{s.case}")
+
+
+def _work_unit_lines(data: dict[str, Any]) -> list[str]:
+    """The report's line on what one WORK compute unit took here ([] without WORK cases)."""
+    record = data.get("work_unit")
+    if not record:
+        return []
+    if record.get("work_unit_us") is None:
+        return [f"One WORK compute unit: not timed ({record.get('error')}).", ""]
+    return [
+        f"One WORK compute unit (`servers.service.compute`, {record.get('units'):,} units "
+        f"timed {record.get('repeats')} times in the servers' interpreter, on CPUs "
+        f"{record.get('cpus')}) took **{record['work_unit_us']:.2f} µs** here (median; fastest "
+        f"{record.get('min_us', 0):.2f} µs): a compute:N request is about N × that of "
+        "pure Python holding the GIL.",
+        "",
+    ]
+
+
+def _fewer_rounds(data: dict[str, Any]) -> str:
+    """One line naming the cases measured in fewer rounds or a shorter window than the
+    header says ("" when none)."""
+    plan = data.get("plan", {})
+    repeat, parts = plan.get("repeat"), []
+    for c in data.get("cases", []):
+        rounds = min(repeat or 0, c.get("max_repeat") or repeat or 0)
+        bits = []
+        if repeat and rounds < repeat:
+            bits.append(f"{rounds} rounds")
+        if c.get("duration"):
+            bits.append(f"{c['duration']:g} s measured")
+        if bits:
+            parts.append(f"{c['key']} ({', '.join(bits)})")
+    return ("Fewer rounds or a shorter window: " + "; ".join(parts) + ".") if parts else ""
 
 
 def hosts_markdown(hosts: list[dict[str, Any]], cluster: dict[str, Any]) -> list[str]:

@@ -107,6 +107,9 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
     else:
         run_dir = results.new_run_dir(Path(args.output))
     print_plan(plan, data, run_dir, console)
+    if any(c.work or c.neighbour_work for c in plan.cases):
+        data["work_unit"] = _work_unit(plan, pinning, cluster)
+        data["work_unit_us"] = data["work_unit"]["work_unit_us"]
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.perf_counter()
     interrupted = False
@@ -136,6 +139,25 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
         f"wall time {data['wall_s']:.0f} s."
     )
     return 130 if interrupted else 0
+
+
+def _work_unit(
+    plan: RunPlan, pinning: harness.Pinning | None, cluster: str | None
+) -> dict[str, Any]:
+    """What one WORK compute unit took here, in the servers' interpreter on the server's CPU
+    (results.json ``work_unit``; printed, and stated in the report)."""
+    if cluster:  # the servers' interpreter runs on another host
+        return {"work_unit_us": None, "error": "not timed across hosts: the servers run elsewhere"}
+    record = harness.work_unit(plan.python, pinning.server if pinning else None)
+    if record["work_unit_us"] is not None:
+        console.print(
+            f"one WORK compute unit: {record['work_unit_us']:.2f} µs here "
+            f"(servers.service.compute, median of {record['repeats']} timings of "
+            f"{record['units']:,} units in the servers' interpreter)"
+        )
+    else:
+        console.print(f"[yellow]{record['error']}[/]")
+    return record
 
 
 def _backend(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
@@ -389,7 +411,7 @@ class Session:
             ]
         redone = []
         for share, name, round_no, median in sorted(slow)[: MAX_RERUNS * 2]:
-            run_s = harness.expected_seconds(case, self.plan.duration, self.plan.warmup)
+            run_s = harness.expected_seconds(case, self.plan.duration_of(record), self.plan.warmup)
             if not self.time_left_for(record, run_s):
                 break
             reason = (
@@ -527,15 +549,20 @@ class Session:
                         self.save()
 
     def pinning_for(self, case: Case) -> harness.Pinning | None:
-        """The run's pinning, or the case's own level of server CPUs (cores scenario)."""
-        if case.server_cpus is None or self.pinning is None:
+        """The run's pinning, or the case's own level of server CPUs (cores scenario), or
+        every CPU of the run for both the server and the generator (``all_cpus``)."""
+        if self.pinning is None:
+            return None  # unpinned: the server may use every CPU already
+        if case.all_cpus:
+            return harness.Pinning.shared()
+        if case.server_cpus is None:
             return self.pinning
         return harness.Pinning.choose(True, case.server_cpus)
 
     def one_run(
         self, name: str, case: Case, round_no: int, rerun_of: int | None, *, counted: bool = False
     ) -> None:
-        duration = COUNT_DURATION_S if counted else self.plan.duration
+        duration = COUNT_DURATION_S if counted else self.plan.duration_of(self.plan_case(case.key))
         warmup = COUNT_WARMUP_S if counted else self.plan.warmup
         expected = harness.expected_seconds(case, duration, warmup)
         what = "counting costs" if counted else f"round {round_no}"

@@ -50,10 +50,24 @@ class Case:
     server_cpus: int | None = None
     transport: str = "tcp"  # "tcp" (loopback) | "unix": the server's --unix, a unix: target
     tcp_case: str | None = None  # a unix case: the case with the same load over TCP, shown beside
+    work: str | None = None  # workload "work": what every request asks, KIND:AMOUNT (--work)
+    # the first `neighbours` connections send `neighbour_work` (KIND:AMOUNT) back to back
+    # beside the others ("the victims", who run the workload); the headline figures are the
+    # victims', the neighbours' are apart (--neighbours, --neighbour-work)
+    neighbours: int = 0
+    neighbour_work: str | None = None
+    # the server may use every CPU of the run and the generator shares them (cpu-bound: what
+    # a model does with the whole machine); not a level of the cores scenario
+    all_cpus: bool = False
+    # a case measured in the same run whose figures each row shows beside its own
+    # (head-of-line: echo-small's latency; the offload case: the block case's)
+    baseline: str | None = None
 
     def describe(self) -> str:
         """The settings in one line, as ``python -m loadgen`` options."""
         parts = [f"--workload {self.workload}"]
+        if self.work is not None:
+            parts.append(f"--work {self.work}")
         if self.size:
             parts.append(f"--size {self.size}")
         parts.append(f"--connections {self.connections}")
@@ -61,6 +75,8 @@ class Case:
             parts.append(f"--pipeline {self.pipeline}")
         if self.slow_clients:
             parts.append(f"--slow-clients {self.slow_clients}")
+        if self.neighbours:
+            parts.append(f"--neighbours {self.neighbours} --neighbour-work {self.neighbour_work}")
         if self.rate_fraction is not None:
             whose = "the slowest concurrent variant's" if self.rate_basis == "common" else "own"
             parts.append(f"--rate <{self.rate_fraction:g} x {whose} echo-small req/s>")
@@ -71,6 +87,8 @@ class Case:
                 f"(server on {self.server_cpus} CPU{'s' if self.server_cpus > 1 else ''}"
                 ", the generator on the rest, one worker per CPU)"
             )
+        if self.all_cpus:
+            parts.append("(server on every CPU of the run, the generator shares them, one worker)")
         if self.transport == "unix":
             parts.append("--target unix:PATH (server --unix PATH)")
         return " ".join(parts)
@@ -104,6 +122,23 @@ def _fast_over_unix(variant: Variant) -> str | None:
     return None
 
 
+def _serves_work(variant: Variant) -> str | None:
+    # native_epoll implements ECHO only (docs/PROTOCOL.md): a WORK request is an unknown
+    # opcode to it, so every request of the case would be an error
+    if variant.is_reference:
+        return f"{variant.name} serves ECHO only: it answers WORK with ERROR unknown opcode 0x06"
+    return None
+
+
+def _hosts_a_work_neighbour(variant: Variant) -> str | None:
+    if variant.is_reference:
+        return (
+            f"{variant.name} serves ECHO only: its neighbour's WORK requests would get "
+            "ERROR unknown opcode 0x06, so there would be no neighbour to measure beside"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -123,6 +158,18 @@ C10K_CONNECTIONS = 10_000
 C10K_REPEAT = 2  # 10,000 connects a run: two runs give a spread at a bearable cost
 # server CPUs of the cores scenario; the plan keeps those up to half the CPUs of the run
 CORE_LEVELS = (1, 2, 4, 8, 16, 32, 64)
+# WORK scenarios (issue 16)
+BACKEND_WAIT_US = 1000  # backend-wait: every request waits 1 ms
+BACKEND_WAIT_LEVELS = (16, 256, 1000)
+CPU_BOUND_UNITS = 200  # cpu-bound: ~200 µs of pure Python a request
+HOL_UNITS = 20_000  # head-of-line: the neighbour's 20 ms compute requests
+HOL_VICTIMS = 16
+BLOCK_US = 10_000  # blocking-call: the neighbour's 10 ms blocking call
+BLOCK_CONNECTIONS = 16  # one of them the neighbour
+# Two rounds of every WORK case: seven cases x 19 variants at three rounds would push the
+# full profile past its 35 minutes on 2 cores; their differences are large (milliseconds
+# of stall against microseconds), which two rounds already separate.
+WORK_REPEAT = 2
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -276,8 +323,123 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             applies=_multicore,
         ),
+        Scenario(
+            "backend-wait",
+            f"every request waits {BACKEND_WAIT_US / 1000:g} ms the model's own way (a call to "
+            "a backend: a database, another service) at 16, 256 and 1,000 connections: req/s "
+            "beside the ideal (connections ÷ 1 ms, capped at the generator's ceiling: the most "
+            "req/s any variant reached in echo-small in this run; unbounded without it), the "
+            "share of the ideal reached, and p99. Which models overlap the waits and where "
+            "each one stops (thread_pool at workers ÷ 1 ms, blocking_loop at one client, "
+            f"select_reactor beyond FD_SETSIZE); {WORK_REPEAT} rounds",
+            tuple(
+                Case(
+                    key=f"backend-wait-{n}",
+                    scenario="backend-wait",
+                    label=f"backend-wait, {n:,} connections",
+                    workload="work",
+                    work=f"wait:{BACKEND_WAIT_US}",
+                    size=64,
+                    connections=n,
+                    kind="wait",
+                    x=n,
+                    min_warmup={256: 0.75, 1000: 1.5}.get(n, 0.0),  # as the connection levels
+                    max_repeat=WORK_REPEAT,
+                )
+                for n in BACKEND_WAIT_LEVELS
+            ),
+            applies=_serves_work,
+        ),
+        Scenario(
+            "cpu-bound",
+            f"every request computes {CPU_BOUND_UNITS} units (about {CPU_BOUND_UNITS} µs of pure "
+            "Python holding the GIL) at 16 connections, the server allowed every CPU of the "
+            "machine and the generator sharing them (at a few thousand req/s the generator "
+            "costs little: its CPU is a column): req/s and the server's cores used. Processes "
+            "use every core; threads one (the GIL; all of them on a free-threaded build); "
+            f"event loops and greenlets one; {WORK_REPEAT} rounds",
+            _one(
+                "cpu-bound",
+                workload="work",
+                work=f"compute:{CPU_BOUND_UNITS}",
+                size=64,
+                connections=16,
+                kind="cpu",
+                all_cpus=True,
+                max_repeat=WORK_REPEAT,
+            ),
+            applies=_serves_work,
+        ),
+        Scenario(
+            "head-of-line",
+            f"one client sends {HOL_UNITS // 1000} ms compute requests ({HOL_UNITS:,} units) "
+            f"back to back beside {HOL_VICTIMS} clients sending 64-byte ECHO: the ECHO "
+            "clients' (the victims') p99, p50 and req/s beside the same variant's echo-small "
+            "figures, and the neighbour's own req/s. Event loops and greenlets make the "
+            "victims wait out every 20 ms; threads share the GIL by its switch interval "
+            "(sys.getswitchinterval(), the convoy effect); processes isolate them; "
+            f"{WORK_REPEAT} rounds",
+            _one(
+                "head-of-line",
+                workload="echo",
+                size=64,
+                connections=HOL_VICTIMS + 1,
+                neighbours=1,
+                neighbour_work=f"compute:{HOL_UNITS}",
+                kind="neighbour",
+                baseline="echo-small",
+                max_repeat=WORK_REPEAT,
+            ),
+            applies=_hosts_a_work_neighbour,
+            needs=("echo-small",),
+        ),
+        Scenario(
+            "blocking-call",
+            f"one client in {BLOCK_CONNECTIONS} makes the handler call a library that blocks "
+            f"{BLOCK_US // 1000} ms (block: the real time.sleep), back to back, while the "
+            "others send 64-byte ECHO; then the same call made the way the model's framework "
+            "recommends (offload: to_thread, run_in_executor, gevent's threadpool; served as "
+            "block where the model has no such idiom or needs none): the victims' p99 and "
+            "req/s and the neighbour's req/s, the offload case beside the block case. The "
+            "single-threaded models stall, threads and processes do not, offload repairs "
+            f"asyncio, trio and gevent at the cost shown; {WORK_REPEAT} rounds",
+            tuple(
+                Case(
+                    key=key,
+                    scenario="blocking-call",
+                    label=label,
+                    workload="echo",
+                    size=64,
+                    connections=BLOCK_CONNECTIONS,
+                    neighbours=1,
+                    neighbour_work=f"{kind}:{BLOCK_US}",
+                    kind="neighbour",
+                    baseline=baseline,
+                    max_repeat=WORK_REPEAT,
+                )
+                for key, label, kind, baseline in (
+                    ("blocking-call", "blocking-call (block)", "block", None),
+                    (
+                        "blocking-call-offload",
+                        "blocking-call (offload)",
+                        "offload",
+                        "blocking-call",
+                    ),
+                )
+            ),
+            applies=_hosts_a_work_neighbour,
+        ),
     )
 }
+
+
+@dataclass(frozen=True)
+class Trim:
+    """A profile's short version of a scenario: at most ``repeat`` rounds of ``duration``
+    measured seconds (``--repeat`` and ``--duration``, when given, win)."""
+
+    repeat: int
+    duration: float
 
 
 @dataclass(frozen=True)
@@ -294,6 +456,7 @@ class Profile:
     # the throughput cases whose context switches and system calls are counted (one short
     # perf-counted run per variant each); None: all of them but the connection levels
     counted: tuple[str, ...] | None = None
+    trims: dict[str, Trim] = field(default_factory=dict)  # scenario -> its short version here
 
 
 PROFILES: dict[str, Profile] = {
@@ -301,8 +464,10 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(
             "quick",
-            "every variant, the core scenarios, 3 short repeats (a few minutes on 2 cores)",
-            ("echo-small", "echo-large"),
+            "every variant, the core scenarios, 3 short repeats, and head-of-line short (2 "
+            "rounds of 0.3 s: one WORK scenario, the one whose four kinds of model differ "
+            "most; under 4 minutes on 2 cores)",
+            ("echo-small", "echo-large", "head-of-line"),
             repeat=3,
             duration=0.6,
             warmup=0.2,
@@ -310,18 +475,23 @@ PROFILES: dict[str, Profile] = {
             until_stable=False,
             time_cap_s=200.0,  # the quick profile promises under 4 minutes, all told
             counted=("echo-small",),  # 20 variants: one counted case keeps it under 4
+            # ~35 s for 19 variants: two rounds of 0.6 s would be ~47 s, too close to 4 min
+            trims={"head-of-line": Trim(repeat=2, duration=0.3)},
         ),
         Profile(
             "full",
-            "every variant, every scenario, 3 repeats and up to 3 more until stable "
-            "(under 30 minutes on 2 cores)",
+            "every variant, every scenario, 3 repeats and up to 3 more until stable, the "
+            "WORK scenarios 2 (under 35 minutes on 2 cores)",
             tuple(SCENARIOS),
             repeat=3,
             duration=0.5,
             warmup=0.25,
             rest=0.05,
             until_stable=True,
-            time_cap_s=27 * 60.0,  # and the full one under 30
+            # and the full one under 35: the planned rounds take ~31 min on 2 cores (the WORK
+            # scenarios ~7 of them), so extra rounds get little room; the counted runs and
+            # the report come after the cap
+            time_cap_s=31 * 60.0,
             # the cases whose per-request costs differ most in kind: small and large
             # payloads, a connection per request, unframed echo (each is a perf run
             # per variant; all eight would cost the full profile ~1.5 minutes more)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.engine.result import COUNTERS_OFF, RATE_SHORTFALL
-from loadgen.suite import notes, ranking
+from loadgen.suite import notes, ranking, work
 from loadgen.suite.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
 from loadgen.suite.repeats import Stat
 from loadgen.suite.units import fmt_bytes
@@ -42,6 +42,8 @@ MEMORY_FIGURES = ("memory_per_connection_uss_bytes", "memory_per_connection_byte
 # USS and PSS move by whole pages, so a smaller figure is below what was measured.
 PAGE_BYTES = 4096
 REFERENCE_NAME = "native_epoll"  # the preferred reference row of a paired ratio
+# the kinds whose tables are read by closed-loop requests/s (a generator-bound row's is a floor)
+CLOSED_LOOP_RATES = ("throughput", "wait", "cpu")
 
 
 def run_bottleneck(run: dict[str, Any]) -> str | None:
@@ -104,7 +106,7 @@ class Row:
     def floor(self) -> bool:
         """Its requests/s is a lower bound: the generator, not the server, was the limit.
         (Closed loop only: an open loop's req/s is the rate asked; see ``saturated``.)"""
-        return self.bottleneck == "generator" and self.kind == "throughput"
+        return self.bottleneck == "generator" and self.kind in CLOSED_LOOP_RATES
 
     @property
     def rank_label(self) -> str | None:
@@ -231,6 +233,9 @@ SHORT_NAMES = {
     "memory_pss_bytes": "memory",
     "memory_per_connection_bytes": "memory/conn PSS",
     "memory_per_connection_uss_bytes": "memory/conn USS",
+    "server_cpu_util": "server cores",
+    "neighbour_rps": "neighbour req/s",
+    "pct_of_ideal": "% of ideal",
 }
 
 
@@ -245,6 +250,15 @@ class CaseSummary:
     ranked_by: str | None = None  # the figure ranks were decided on; None: not ranked
     rate_basis: str | None = None  # open loop: "own" (each variant's) or "common"
     paired_reference: str | None = None  # the reference row of ratio_to_reference
+    # backend-wait (loadgen.suite.work): connections ÷ the wait, capped at the generator's
+    # ceiling (the best echo-small req/s of this run, from ceiling_from); None: not that table
+    ideal_rps: float | None = None
+    uncapped_ideal_rps: float | None = None
+    ceiling_rps: float | None = None
+    ceiling_from: str | None = None  # the variant whose echo-small req/s is the ceiling
+    # a case shown beside this one (Case.baseline) and whether this run measured it
+    baseline: str | None = None
+    baseline_found: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -256,6 +270,12 @@ class CaseSummary:
             "ranked_by": self.ranked_by,
             "rate_basis": self.rate_basis,
             "paired_reference": self.paired_reference,
+            "ideal_rps": self.ideal_rps,
+            "uncapped_ideal_rps": self.uncapped_ideal_rps,
+            "ceiling_rps": self.ceiling_rps,
+            "ceiling_from": self.ceiling_from,
+            "baseline": self.baseline,
+            "baseline_found": self.baseline_found,
             "rows": [r.to_json() for r in self.rows],
         }
 
@@ -433,7 +453,7 @@ def _paired_ratios(summary: CaseSummary, kept: dict[str, list[dict[str, Any]]]) 
 def _rank(summary: CaseSummary) -> None:
     rows = summary.rows
     candidates = [r for r in rows if r.ranked]
-    if summary.kind == "throughput":
+    if summary.kind in ("throughput", "cpu"):
         _pct_of_best(rows, candidates)
     figure, higher = _ranking_figure(summary, candidates)
     summary.ranked_by = figure
@@ -463,7 +483,7 @@ def _ranking_figure(summary: CaseSummary, candidates: list[Row]) -> tuple[str | 
         return (MEMORY_FIGURES[0] if candidates else None), False
     if summary.kind == "open":
         return ("p99_us" if summary.rate_basis == "common" else None), False
-    if summary.kind == "c10k":
+    if summary.kind in ("c10k", "neighbour"):  # c10k's round, the victims': less is better
         return ("p99_us" if candidates else None), False
     raw = {
         r.variant: r.stats["throughput_rps"].values
@@ -478,7 +498,7 @@ def _ranking_figure(summary: CaseSummary, candidates: list[Row]) -> tuple[str | 
 
 def _unranked_key(summary: CaseSummary, row: Row) -> tuple[float, str]:
     """Unranked rows (the own-rate open loop, failures) by their headline mean, then name."""
-    if summary.kind in ("open", "c10k"):
+    if summary.kind in ("open", "c10k", "neighbour"):
         return (_or_inf(row.figure("p99_us")), row.variant)
     if summary.kind == "memory":
         return (_or_inf(row.memory_per_connection()), row.variant)
@@ -506,4 +526,5 @@ def summarize(data: dict[str, Any]) -> list[CaseSummary]:
         runs = [r for r in data.get("runs", []) if r["case"] == case["key"]]
         out.append(summarize_case(case, runs, variants, verify))
     notes.add_notes(out, data)
+    work.add_work_figures(out, data)
     return out

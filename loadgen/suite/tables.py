@@ -84,6 +84,8 @@ def columns(summary: CaseSummary) -> list[str]:
             "errors",
             "flags",
         ]
+    if summary.kind in WORK_KINDS:
+        return _work_columns(summary)
     if summary.kind == "open":
         return [
             "#",
@@ -137,6 +139,8 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
         ]
     if summary.kind == "c10k":
         return _c10k_cells(row, rank)
+    if summary.kind in WORK_KINDS:
+        return _work_cells(row, summary, rank)
     user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
     cpu = "–" if user is None else f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
     shared = [cpu, _costs_cell(row), row.bottleneck or "–"]
@@ -174,6 +178,131 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
         _fair_cell(row),
         row.short_flags(),
     ]
+
+
+# -- the WORK scenarios (issue 16): backend-wait, cpu-bound, head-of-line, blocking-call ----
+
+WORK_KINDS = ("wait", "cpu", "neighbour")
+CORES = "server cores"  # the server tree's CPU seconds per second over the window
+
+
+def _work_columns(summary: CaseSummary) -> list[str]:
+    if summary.kind == "wait":
+        return ["#", "variant", "req/s ± CI95", "ideal", "% of ideal", "p50 / p99",
+                "CPU µs/req usr/sys", CORES, LIMIT, FAIR, "flags"]  # fmt: skip
+    if summary.kind == "cpu":
+        return ["#", "variant", "req/s ± CI95", "% best", f"{CORES} ± CI95", "generator cores",
+                "p50 / p99", "CPU µs/req usr/sys", LIMIT, FAIR, "flags"]  # fmt: skip
+    beside = []
+    if summary.baseline:
+        b = summary.baseline
+        beside = [f"{b} p50 / p99", f"{b} req/s", f"p99 ÷ {b}'s"]
+    return ["#", "variant", "victims p99 ± CI95", "p50", "victims req/s", "neighbour req/s",
+            *beside, FAIR, "flags"]  # fmt: skip
+
+
+def _work_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
+    s = row.stats
+    lat = f"{fmt_us(row.figure('p50_us'))} / {fmt_us(row.figure('p99_us'))}"
+    tp = fmt_ci(s.get("throughput_rps"), fmt_rate)
+    if row.floor and tp != "–":
+        tp = "≥ " + tp
+    if summary.kind == "wait":
+        pct = row.figure("pct_of_ideal")
+        return [rank, row.variant, tp, fmt_rate(summary.ideal_rps),
+                "–" if pct is None else f"{pct:.0f}%", lat, _cpu_cell(row),
+                _cores(row.figure("server_cpu_util")), row.bottleneck or "–", _fair_cell(row),
+                row.short_flags()]  # fmt: skip
+    if summary.kind == "cpu":
+        best = "–" if row.pct_of_best is None else f"{row.pct_of_best:.0f}%"
+        return [rank, row.variant, tp, best, fmt_ci(s.get("server_cpu_util"), _cores),
+                _cores(row.figure("loadgen_cpu_util")), lat, _cpu_cell(row),
+                row.bottleneck or "–", _fair_cell(row), row.short_flags()]  # fmt: skip
+    beside = []
+    if summary.baseline:
+        base_p99 = row.figure("baseline_p99_us")
+        p99 = row.figure("p99_us")
+        ratio = f"{p99 / base_p99:,.1f}×" if p99 is not None and base_p99 else "–"
+        beside = [
+            f"{fmt_us(row.figure('baseline_p50_us'))} / {fmt_us(base_p99)}",
+            fmt_rate(row.figure("baseline_throughput_rps")),
+            ratio,
+        ]
+    return [rank, row.variant, fmt_ci(s.get("p99_us"), fmt_us), fmt_us(row.figure("p50_us")),
+            fmt_rate(row.figure("throughput_rps")), _neighbour_rate(row.figure("neighbour_rps")),
+            *beside, _fair_cell(row), row.short_flags()]  # fmt: skip
+
+
+def _cores(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _neighbour_rate(x: float | None) -> str:
+    """A neighbour's req/s: tens per second, so one decimal below 100."""
+    if x is None:
+        return "–"
+    return f"{x:.1f}" if x < 100 else fmt_rate(x)
+
+
+def _cpu_cell(row: Row) -> str:
+    user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
+    if user is None:
+        return "–"
+    return f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
+
+
+def _work_notes(summary: CaseSummary) -> list[str]:
+    """The sentences a WORK table needs to be read: what the ideal is, what the generator
+    cost, what the victims and the neighbour are."""
+    out = []
+    if summary.kind == "wait" and summary.uncapped_ideal_rps is not None:
+        ideal = f"ideal = connections ÷ the wait = {fmt_rate(summary.uncapped_ideal_rps)} req/s"
+        if summary.ceiling_rps is None:
+            out.append(
+                f"{ideal}, not capped: echo-small was not run here, whose best req/s is the "
+                "generator's ceiling (run it too for a bounded ideal)."
+            )
+        else:
+            capped = summary.ideal_rps == summary.ceiling_rps
+            out.append(
+                f"{ideal}, capped at the generator's ceiling: the most req/s any variant "
+                f"reached in echo-small in this run ({summary.ceiling_from}, "
+                f"{fmt_rate(summary.ceiling_rps)})"
+                + (f", so {fmt_rate(summary.ideal_rps)}" if capped else ", above it")
+                + "; % of ideal = each repeat's req/s ÷ the ideal."
+            )
+    if summary.kind == "cpu":
+        gen = [(x, r.variant) for r in summary.rows if (x := r.figure("loadgen_cpu_util"))]
+        cores = [x for r in summary.rows if (x := r.figure("server_cpu_util")) is not None]
+        if gen and cores:
+            most, who = max(gen)
+            out.append(
+                f"The generator used at most {most:.2f} of a core (beside {who}), the servers "
+                f"up to {max(cores):.2f} cores: on the CPUs they share, the generator's cost is "
+                "small at this rate. server cores = the server tree's CPU seconds per second."
+            )
+        out.append(
+            "limit `neither` at about 1 server core: the GIL or the one loop was the limit, "
+            "not the CPUs (the server may use all of them here)."
+        )
+    if summary.kind == "neighbour":
+        out.append(
+            "victims = the ECHO connections (their p50, p99, req/s, fairness and errors are the "
+            "table's); neighbour req/s = the neighbour's own completed WORK requests per second "
+            "(at most 1 ÷ the time one takes)."
+        )
+        if summary.baseline and not summary.baseline_found:
+            out.append(
+                f"{summary.baseline} was not run here: nothing to set beside "
+                f"(run it too: --scenarios {summary.baseline},{summary.scenario})."
+            )
+        elif summary.baseline:
+            out.append(
+                f"{summary.baseline} p50 / p99, req/s: the same variant in the {summary.baseline} "
+                f"case of this run (copied, not measured again); p99 ÷ {summary.baseline}'s: "
+                "how many times the victims' p99 is that one."
+            )
+    return out
 
 
 def _c10k_cells(row: Row, rank: str) -> list[str]:
@@ -236,9 +365,10 @@ def top_syscalls(row: Row, n: int = 5) -> str:
 
 def notes(summary: CaseSummary) -> list[str]:
     """Sentences printed under a table: how it is ranked, what is a floor, what is missing."""
-    out = [_ranking_note(summary)]
+    out = [_ranking_note(summary), *_work_notes(summary)]
     rows = summary.rows
-    if any(r.bottleneck == "both" for r in rows) and summary.kind != "memory":
+    # (the neighbour tables have no limit column: their server runs a neighbour's work too)
+    if any(r.bottleneck == "both" for r in rows) and summary.kind not in ("memory", "neighbour"):
         out.append(
             "limit `both`: the server and the generator were each at their CPU limit; on a "
             "2-core machine that is the machine's figure, not the model's alone."
@@ -278,6 +408,11 @@ def _ranking_note(summary: CaseSummary) -> str:
             "all served: from the round's start to the last reply (every connection "
             "accepted and served). Memory per connection as in idle-memory."
         )
+    if summary.kind == "neighbour":
+        return (
+            "Ranked by the victims' p99 (mean ± 95% CI half-width over the repeats; less is "
+            f"better); {tie}."
+        )
     if summary.kind == "open":
         if summary.rate_basis != "common":
             return (
@@ -295,6 +430,8 @@ def _ranking_note(summary: CaseSummary) -> str:
             "round (× ref ± 95% CI half-width): it cancels the machine's drift and was tighter "
             f"than raw req/s here; {tie}. % best is relative to the best ranked variant's req/s."
         )
+    if summary.kind == "wait":
+        return f"Ranked by requests/s (mean ± 95% CI half-width over the repeats); {tie}."
     return (
         f"Ranked by requests/s (mean ± 95% CI half-width over the repeats); {tie}. "
         "% best is relative to the best ranked Python variant."
