@@ -81,12 +81,7 @@ def offload_stalls(variant: servers.Variant) -> bool:
     """
     if variant.scheduling not in ONE_THREAD:
         return False
-    offload = getattr(variant, "offload", "")
-    if offload:  # the registry's word: "no idiom: served as block ..."
-        return offload.startswith("no idiom")
-    # TODO(lead): until the registry's ``offload`` field has landed, decided by code and
-    # name: the hand-written reactors and greenlet_hub have no executor.
-    return variant.code == "nonblocking" or variant.name == "greenlet_hub"
+    return variant.offload.startswith("no idiom")  # the registry's "no idiom: served as block"
 
 
 # -- conformance ------------------------------------------------------------
@@ -192,9 +187,9 @@ def test_bad_work_is_an_error_and_the_connection_stays_usable(
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_the_reference_refuses_work_and_stays_usable(name: str, tmp_path: Path) -> None:
-    # docs/PROTOCOL.md says `unknown opcode 0x06`; native_epoll.c answers every opcode but
-    # ECHO with "native_epoll reference serves ECHO only" -- either is an ERROR that keeps
-    # the connection (the lead is told of the mismatch).
+    # native_epoll.c (and the registry's offload line) answer every opcode but ECHO with
+    # "native_epoll reference serves ECHO only"; docs/PROTOCOL.md says `unknown opcode 0x06`.
+    # Either is the documented behaviour: an ERROR that keeps the connection.
     with start_server(name, tmp_path) as reference, client(reference) as c:
         with pytest.raises(ServerError, match="unknown opcode 0x06|serves ECHO only"):
             c.request(Op.WORK, encode_work_payload(WorkKind.WAIT, 20 * MS, b"x"))
