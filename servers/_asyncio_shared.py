@@ -243,11 +243,14 @@ class SessionProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        self.last_input = _now()  # the idle deadline moves; the timer finds out when it fires
         if session.closing:  # lingering after QUIT: read only to avoid a RST
+            self.last_input = _now()
             self.linger(len(data))
             return
         reply = session.receive_data(data)
+        # The idle deadline moves (the timer finds out when it fires), from *after* the
+        # handler: a long compute or block in it was the server's time, not the client's.
+        self.last_input = _now()
         if reply:
             self.transport.write(reply)  # type: ignore[union-attr]  # sends what it can
         if not session.in_request:

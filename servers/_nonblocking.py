@@ -197,6 +197,9 @@ class Connection:
             self.request_at = self.read_at  # these bytes may begin a request
         self._receive(data)
         self.requesting = self.session.in_request
+        # The idle clock restarts after the handler too: a long compute or block in
+        # it was the server's time, not the client's idleness (one more monotonic()).
+        self.read_at = monotonic()
         return True
 
     def on_writable(self) -> None:

@@ -376,7 +376,8 @@ def test_a_wait_longer_than_the_timeouts_is_not_cut_short(
     short_timeouts_server: RunningServer,
 ) -> None:
     """The server's own work is not the client's delay: a 600 ms wait under 0.3 s request
-    and idle timeouts is answered, and the connection serves one more ECHO at once."""
+    and idle timeouts is answered, and the connection serves one more ECHO at once; so does
+    a 400 ms block in the handler (the idle clock restarts after the handler, not before)."""
     with client(short_timeouts_server) as c:
         started = time.monotonic()
         assert c.request(Op.WORK, encode_work_payload(WorkKind.WAIT, 600 * MS, b"late")) == (
@@ -384,3 +385,7 @@ def test_a_wait_longer_than_the_timeouts_is_not_cut_short(
         )
         assert time.monotonic() - started >= 0.6
         assert c.echo(b"right away") == b"right away"
+        assert c.request(Op.WORK, encode_work_payload(WorkKind.BLOCK, 400 * MS, b"held")) == (
+            b"held"
+        )
+        assert c.echo(b"still here") == b"still here"
