@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  python run_all.py                                  # quick profile, every variant\n"
         "  python run_all.py --profile full                   # everything, 4+ repeats\n"
         "  python run_all.py --servers thread_per_client,gevent_server --scenarios churn\n"
+        "  python run_all.py --scenarios backend-wait,cpu-bound,head-of-line,blocking-call\n"
+        "                                                     # what the handler does (WORK)\n"
         "  python run_all.py --compare                        # newest run vs the one before\n"
         "  python run_all.py --compare results/A results/B\n"
         "  python run_all.py --python python3.13t --servers thread_per_client  # another Python\n"

@@ -372,11 +372,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "head-of-line",
-            f"one client sends {HOL_UNITS // 1000} ms compute requests ({HOL_UNITS:,} units) "
+            f"one client sends compute requests of {HOL_UNITS:,} units (about "
+            f"{HOL_UNITS // 1000} ms at 1 µs a unit; the report states what a unit took) "
             f"back to back beside {HOL_VICTIMS} clients sending 64-byte ECHO: the ECHO "
             "clients' (the victims') p99, p50 and req/s beside the same variant's echo-small "
             "figures, and the neighbour's own req/s. Event loops and greenlets make the "
-            "victims wait out every 20 ms; threads share the GIL by its switch interval "
+            "victims wait out every one; threads share the GIL by its switch interval "
             "(sys.getswitchinterval(), the convoy effect); processes isolate them; "
             f"{WORK_REPEAT} rounds",
             _one(
