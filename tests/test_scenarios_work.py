@@ -312,7 +312,7 @@ def test_head_of_line_ranks_the_victims_p99_beside_echo_small() -> None:
     assert cells["neighbour req/s"] == "48.0"
     assert cells["echo-small p50 / p99"] == "100 µs / 900 µs"
     p99 = reactor.figure("p99_us") or 0.0
-    assert cells["p99 ÷ echo-small's"] == f"{p99 / 900:,.1f}×"
+    assert cells["p99 ÷ echo-small's"] == f"{p99 / 900:,.2g}×"
 
 
 def test_head_of_line_without_echo_small_says_so() -> None:

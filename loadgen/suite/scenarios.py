@@ -489,10 +489,10 @@ PROFILES: dict[str, Profile] = {
             warmup=0.25,
             rest=0.05,
             until_stable=True,
-            # and the full one under 35: the planned rounds take ~31 min on 2 cores (the WORK
-            # scenarios ~7 of them), so extra rounds get little room; the counted runs and
+            # and the full one under 35: the planned rounds take ~30 min on 2 cores (the WORK
+            # scenarios ~8 of them), so extra rounds get little room; the counted runs and
             # the report come after the cap
-            time_cap_s=31 * 60.0,
+            time_cap_s=30 * 60.0,
             # the cases whose per-request costs differ most in kind: small and large
             # payloads, a connection per request, unframed echo (each is a perf run
             # per variant; all eight would cost the full profile ~1.5 minutes more)

@@ -222,7 +222,7 @@ def _work_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
     if summary.baseline:
         base_p99 = row.figure("baseline_p99_us")
         p99 = row.figure("p99_us")
-        ratio = f"{p99 / base_p99:,.1f}×" if p99 is not None and base_p99 else "–"
+        ratio = f"{p99 / base_p99:,.2g}×" if p99 is not None and base_p99 else "–"
         beside = [
             f"{fmt_us(row.figure('baseline_p50_us'))} / {fmt_us(base_p99)}",
             fmt_rate(row.figure("baseline_throughput_rps")),
@@ -255,6 +255,12 @@ def _work_notes(summary: CaseSummary) -> list[str]:
     """The sentences a WORK table needs to be read: what the ideal is, what the generator
     cost, what the victims and the neighbour are."""
     out = []
+    repeats = [r.runs for r in summary.rows if r.ranked]
+    if repeats and max(repeats) == 2:
+        out.append(
+            "2 repeats: at n = 2 the t factor is 12.7, so the intervals are wide and the tie "
+            "test separates only large differences; read the figures, not only the ranks."
+        )
     if summary.kind == "wait" and summary.uncapped_ideal_rps is not None:
         ideal = f"ideal = connections ÷ the wait = {fmt_rate(summary.uncapped_ideal_rps)} req/s"
         if summary.ceiling_rps is None:
