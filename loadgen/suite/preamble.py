@@ -66,7 +66,8 @@ def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Cons
             "noisier than on a quiet machine (recorded in results.json)[/]"
         )
     short = [
-        f"{c.key} ({plan.rounds(c)} rounds" + (f" of {c.duration:g} s)" if c.duration else ")")
+        f"{c.key} ({plan.rounds(c)} round{'s' if plan.rounds(c) != 1 else ''}"
+        + (f" of {c.duration:g} s)" if c.duration else ")")
         for c in plan.cases
         if plan.rounds(c) < plan.repeat or c.duration
     ]

@@ -379,7 +379,7 @@ def _fewer_rounds(data: dict[str, Any]) -> str:
         rounds = min(repeat or 0, c.get("max_repeat") or repeat or 0)
         bits = []
         if repeat and rounds < repeat:
-            bits.append(f"{rounds} rounds")
+            bits.append(f"{rounds} round{'s' if rounds != 1 else ''}")
         if c.get("duration"):
             bits.append(f"{c['duration']:g} s measured")
         if bits:

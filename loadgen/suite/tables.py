@@ -261,6 +261,11 @@ def _work_notes(summary: CaseSummary) -> list[str]:
             "2 repeats: at n = 2 the t factor is 12.7, so the intervals are wide and the tie "
             "test separates only large differences; read the figures, not only the ranks."
         )
+    elif repeats and max(repeats) == 1:
+        out.append(
+            "1 repeat (a profile's short version): no spread is known, so no row is told "
+            "apart from another and every rank is shared; the figures still show the pattern."
+        )
     if summary.kind == "wait" and summary.uncapped_ideal_rps is not None:
         ideal = f"ideal = connections ÷ the wait = {fmt_rate(summary.uncapped_ideal_rps)} req/s"
         if summary.ceiling_rps is None:
