@@ -328,8 +328,12 @@ def test_the_offload_table_sets_the_block_case_beside_it() -> None:
     by_case = summaries_of(synthetic_run())
     offload = by_case["blocking-call-offload"]
     assert offload.baseline == "blocking-call" and by_case["blocking-call"].baseline is None
-    cells = cells_by_column(offload)["fork_per_client"]
-    assert cells["blocking-call req/s"] == "8,000"
+    cells = cells_by_column(offload)
+    assert cells["fork_per_client"]["blocking-call req/s"] == "8,000"
+    # how each model serves offload, from the registry (this run did not record it)
+    assert cells["fork_per_client"]["offload served by"] == "none needed"
+    assert cells["epoll_reactor"]["offload served by"] == "no idiom"
+    assert "offload served by" not in tables.columns(by_case["blocking-call"])
     block = next(r for r in by_case["blocking-call"].rows if r.variant == "fork_per_client")
     mine = next(r for r in offload.rows if r.variant == "fork_per_client")
     assert mine.figure("baseline_p99_us") == pytest.approx(block.figure("p99_us"))
@@ -408,5 +412,7 @@ def test_a_small_blocking_call_run_records_the_neighbour_and_the_block_beside(
     offload = data["summaries"][1]
     assert offload["baseline"] == "blocking-call" and offload["baseline_found"]
     assert "baseline_p99_us" in offload["rows"][0]["stats"]
+    assert offload["offload"]["epoll_reactor"].startswith("no idiom")
+    assert data["variants"]["epoll_reactor"]["offload"] == offload["offload"]["epoll_reactor"]
     run = data["runs"][0]["result"]
     assert run["config"]["neighbours"] == 1 and run["neighbours"]["work"] == "block:10000"

@@ -88,6 +88,7 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
                 "summary": servers.get(n).summary,
                 "max_clients": servers.get(n).max_clients,
                 "multicore": servers.get(n).multicore,
+                "offload": getattr(servers.get(n), "offload", None),  # how it serves WORK offload
             }
             for n in {*plan.variants, *(v for c in plan.cases for v in c.declared_failures)}
         },

@@ -259,6 +259,9 @@ class CaseSummary:
     # a case shown beside this one (Case.baseline) and whether this run measured it
     baseline: str | None = None
     baseline_found: bool = False
+    # a case whose neighbour sends WORK offload: variant -> how it serves one (the registry's
+    # Variant.offload: its framework's idiom, or why it needs none or has none)
+    offload: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -276,6 +279,7 @@ class CaseSummary:
             "ceiling_from": self.ceiling_from,
             "baseline": self.baseline,
             "baseline_found": self.baseline_found,
+            "offload": self.offload,
             "rows": [r.to_json() for r in self.rows],
         }
 

@@ -183,6 +183,7 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
 # -- the WORK scenarios (issue 16): backend-wait, cpu-bound, head-of-line, blocking-call ----
 
 WORK_KINDS = ("wait", "cpu", "neighbour")
+OFFLOAD = "offload served by"  # how each variant serves WORK offload (the registry's words)
 CORES = "server cores"  # the server tree's CPU seconds per second over the window
 
 
@@ -197,6 +198,8 @@ def _work_columns(summary: CaseSummary) -> list[str]:
     if summary.baseline:
         b = summary.baseline
         beside = [f"{b} p50 / p99", f"{b} req/s", f"p99 ÷ {b}'s"]
+    if summary.offload is not None:
+        beside.append(OFFLOAD)
     return ["#", "variant", "victims p99 ± CI95", "p50", "victims req/s", "neighbour req/s",
             *beside, FAIR, "flags"]  # fmt: skip
 
@@ -228,6 +231,9 @@ def _work_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
             fmt_rate(row.figure("baseline_throughput_rps")),
             ratio,
         ]
+    if summary.offload is not None:
+        # the idiom's name or "none needed" / "no idiom"; the note under the table says more
+        beside.append(summary.offload.get(row.variant, "–").split(":")[0])
     return [rank, row.variant, fmt_ci(s.get("p99_us"), fmt_us), fmt_us(row.figure("p50_us")),
             fmt_rate(row.figure("throughput_rps")), _neighbour_rate(row.figure("neighbour_rps")),
             *beside, _fair_cell(row), row.short_flags()]  # fmt: skip
@@ -307,7 +313,14 @@ def _work_notes(summary: CaseSummary) -> list[str]:
                 f"{summary.baseline} was not run here: nothing to set beside "
                 f"(run it too: --scenarios {summary.baseline},{summary.scenario})."
             )
-        elif summary.baseline:
+        if summary.offload:
+            out.append(
+                f"{OFFLOAD}: the model's framework idiom for a blocking call (the registry's "
+                "Variant.offload); 'none needed': a thread or a process per client blocks "
+                "itself only; 'no idiom': a hand-written loop or hub has no executor, so the "
+                "call is served as block and stalls it like the block case."
+            )
+        if summary.baseline and summary.baseline_found:
             out.append(
                 f"{summary.baseline} p50 / p99, req/s: the same variant in the {summary.baseline} "
                 f"case of this run (copied, not measured again); p99 ÷ {summary.baseline}'s: "

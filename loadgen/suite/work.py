@@ -12,12 +12,16 @@
   each row gets the same variant's figures there, copied, not measured again:
   ``baseline_p50_us``, ``baseline_p99_us``, ``baseline_throughput_rps`` and
   ``baseline_neighbour_rps`` (when the baseline has neighbours).
+* A case whose neighbour sends WORK offload: how each variant serves one (``offload``:
+  results.json's ``variants[].offload``, the registry's ``Variant.offload``, for runs made
+  before that key), shown as a column: the framework's idiom, or why there is none.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import servers
 from loadgen.suite.repeats import Stat
 
 if TYPE_CHECKING:
@@ -44,6 +48,19 @@ def add_work_figures(summaries: list[CaseSummary], data: dict[str, Any]) -> None
         baseline = record.get("baseline")
         if baseline:
             _beside_baseline(summary, baseline, by_key.get(baseline))
+        if str(record.get("neighbour_work") or "").startswith("offload:"):
+            known = data.get("variants", {})
+            summary.offload = {
+                r.variant: text for r in summary.rows if (text := offload_of(r.variant, known))
+            }
+
+
+def offload_of(name: str, known: dict[str, dict[str, Any]]) -> str | None:
+    """How ``name`` serves a WORK offload: as recorded in the run, else the registry's."""
+    text = (known.get(name) or {}).get("offload")
+    if text is None and name in servers.REGISTRY:
+        text = getattr(servers.get(name), "offload", None)
+    return text
 
 
 def generator_ceiling(echo_small: CaseSummary | None) -> tuple[float, str] | None:
