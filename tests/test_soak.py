@@ -70,6 +70,81 @@ def test_warm_up_growth_is_discarded() -> None:
     assert soak.verdict(soak.judge(series(REQUESTS, rss_bytes=rss))) == "no leak"
 
 
+# -- leak or plateau: the later half decides ------------------------------------------------
+
+SOAK = [i * 110_000 for i in range(30)]  # a 4-minute soak: 3.3M requests in 30 samples
+
+
+def noisy(values: list[float], sd: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [v + rng.gauss(0, sd) for v in values]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_line_leaks(seed: int) -> None:
+    # 2.4 MiB per million requests, steadily, with 150 KiB of noise: what the straight-line
+    # rule called thread_per_client's growth, as a real leak would show it
+    rss = noisy([26 * soak.MIB + 2.4 * soak.MIB * r / 1e6 for r in SOAK], 150_000, seed)
+    fits = soak.judge(series(SOAK, rss_bytes=rss))
+    f = fits["rss_bytes"]
+    assert f["trend"] == "leaks" and f["leak"] is True
+    assert f["later_half"]["low"] > 0
+    assert soak.verdict(fits) == "leaks rss"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_saturating_curve_plateaus(seed: int) -> None:
+    # 26.4 -> ~34 MiB, growth falling from ~1.8 to ~0.2 MiB per 360k requests (as
+    # thread_per_client's did): the whole-run line's slope is significant and far above
+    # the threshold, yet the later half grows at a fraction of the first half's rate
+    curve = [26.4 * soak.MIB + 8 * soak.MIB * (1 - math.exp(-r / 1.3e6)) for r in SOAK]
+    fits = soak.judge(series(SOAK, rss_bytes=noisy(curve, 150_000, seed)))
+    f = fits["rss_bytes"]
+    assert f["low"] > 0 and f["growth"] > soak.THRESHOLDS["rss_bytes"]  # a line would leak
+    assert f["later_half"]["high"] < soak.LEVEL_OFF * f["first_half"]["slope"]
+    assert f["trend"] == "plateaus" and f["leak"] is False
+    assert soak.verdict(fits) == "no leak (rss plateaus)"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_is_neither_a_leak_nor_a_plateau(seed: int) -> None:
+    rss = noisy([30 * soak.MIB] * len(SOAK), 400_000, seed)
+    fits = soak.judge(series(SOAK, rss_bytes=rss))
+    assert fits["rss_bytes"]["trend"] == "flat" and fits["rss_bytes"]["leak"] is False
+    assert soak.verdict(fits) == "no leak"
+
+
+def test_a_curve_that_has_not_slowed_yet_is_not_called_a_plateau() -> None:
+    # the same kind of curve seen over a tenth of its scale: nearly straight, still a leak
+    curve = [20 * soak.MIB + 80 * soak.MIB * (1 - math.exp(-r / 40e6)) for r in SOAK]
+    fits = soak.judge(series(SOAK, rss_bytes=noisy(curve, 50_000, 7)))
+    assert fits["rss_bytes"]["trend"] == "leaks"
+
+
+def test_a_short_noisy_later_half_is_too_short_to_tell_never_a_plateau() -> None:
+    # six samples: halves of three points, so t(0.975, 1) = 12.7 makes the later half's
+    # interval wide: neither a plateau nor a leak is shown
+    xs = SOAK[:8]
+    rss = noisy([20 * soak.MIB + 10 * soak.MIB * r / 1e6 for r in xs], 600_000, 3)
+    fits = soak.judge(series(xs, rss_bytes=rss))
+    f = fits["rss_bytes"]
+    assert f["points"] == 6 and f["low"] > 0
+    assert f["trend"] is None and f["leak"] is None
+    assert soak.verdict(fits) == "too short to tell"
+
+
+def test_the_report_says_which_and_shows_both_halves(tmp_path: Path) -> None:
+    curve = [26 * soak.MIB + 8 * soak.MIB * (1 - math.exp(-r / 1.3e6)) for r in SOAK]
+    rec = soak.new_record()
+    rec.update(status="ok", requests=SOAK[-1], samples=series(SOAK, rss_bytes=curve))
+    soak._analyse(rec)
+    report = {"minutes_per_variant": 4, "segment_seconds": 6, "rule": soak.rule_text(),
+              "interrupted": False, "variants": {"thread_per_client": rec}}  # fmt: skip
+    text = soak.markdown(report)
+    assert "no leak (rss plateaus)" in text and "→" in text
+    assert "thread_per_client: RSS grew" in text and "plateaus, not a leak" in text
+
+
 def test_too_few_samples_give_no_verdict() -> None:
     fits = soak.judge(series([0, 1000, 2000, 3000]))
     assert fits["fds"]["leak"] is None

@@ -3,9 +3,18 @@
 :func:`fit_slope` fits a least-squares line through (cumulative requests,
 resource) with a Student t interval on the slope; :func:`judge` applies it
 to every resource of a soak's samples (after discarding the warm-up ones) and
-:func:`verdict` says "no leak" or which resources leak: the interval lies
+:func:`verdict` says "no leak" or which resources leak.
+
+A resource *grows* when the interval over the whole (post-warm-up) run lies
 wholly above zero *and* the fitted growth over the run exceeds
-:data:`THRESHOLDS`.  Used by :mod:`loadgen.suite.soak`.
+:data:`THRESHOLDS`.  Growth alone does not tell a leak from a plateau (an
+allocator filling its arenas, a cache reaching its size): :func:`trend` then
+judges on the later half of the run.  The growth *plateaus* when the later
+half's rate is, at 95%, below :data:`LEVEL_OFF` of the first half's (the
+interval's upper end under half the first half's slope); it *leaks* when the
+later half still grows (its own interval above zero) and does not slow so.
+Neither shown (a later half too short or noisy to say) is "too short to
+tell", never a leak.  Used by :mod:`loadgen.suite.soak`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ RESOURCES = ("rss_bytes", "fds", "threads", "children")
 THRESHOLDS: dict[str, float] = {"rss_bytes": MIB, "fds": 2, "threads": 2, "children": 2}
 CONFIDENCE = 0.95
 MIN_FIT_POINTS = 3  # after warm-up; a line through fewer has no interval
+# a plateau: the later half grows at under this share of the first half's rate (95% sure)
+LEVEL_OFF = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,29 +82,65 @@ def warmup_samples(count: int) -> int:
     return 3 if count >= 10 else 2
 
 
+def halves(requests: Sequence[float], values: Sequence[float]) -> tuple[Fit | None, Fit | None]:
+    """The fits of the first and the later half of a series (the middle sample of an odd
+    count in both): None for a half of fewer than :data:`MIN_FIT_POINTS` samples."""
+    n = len(requests)
+    first, later = slice(0, (n + 1) // 2), slice(n // 2, n)
+    return (
+        fit_slope(requests[first], values[first]),
+        fit_slope(requests[later], values[later]),
+    )
+
+
+def trend(whole: Fit | None, first: Fit | None, later: Fit | None, threshold: float) -> str | None:
+    """``flat``, ``plateaus``, ``leaks`` or None (too short to tell), by the rule above.
+
+    The plateau needs evidence (the later rate shown below half the first's), not the
+    absence of it: a later half too short for a narrow interval says nothing either way.
+    """
+    if whole is None:
+        return None
+    if not (whole.significant and whole.growth > threshold):
+        return "flat"
+    if first is None or later is None:
+        return None
+    if later.high < LEVEL_OFF * first.slope:
+        return "plateaus"
+    return "leaks" if later.significant else None
+
+
 def judge(samples: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per resource: the fit after warm-up, its threshold and whether it leaks (None: no fit)."""
+    """Per resource: the fit after warm-up and of its two halves, the threshold, the trend
+    and whether it leaks (None: too short to tell)."""
     kept = list(samples[warmup_samples(len(samples)) :])
     xs = [s["requests"] for s in kept]
     fits: dict[str, dict[str, Any]] = {}
     for res in RESOURCES:
-        fit = fit_slope(xs, [s[res] for s in kept])
-        entry: dict[str, Any] = {"threshold": THRESHOLDS[res], "leak": None}
+        ys = [s[res] for s in kept]
+        fit = fit_slope(xs, ys)
+        first, later = halves(xs, ys)
+        kind = trend(fit, first, later, THRESHOLDS[res])
+        entry: dict[str, Any] = {"threshold": THRESHOLDS[res], "trend": kind, "leak": None}
         if fit is not None:
             entry.update(asdict(fit))
-            entry["leak"] = fit.significant and fit.growth > THRESHOLDS[res]
+        entry["first_half"] = asdict(first) if first is not None else None
+        entry["later_half"] = asdict(later) if later is not None else None
+        if kind is not None:
+            entry["leak"] = kind == "leaks"
         fits[res] = entry
     return fits
 
 
 def verdict(fits: dict[str, dict[str, Any]]) -> str:
-    """``no leak``, ``leaks fds, rss`` or ``too short to tell``."""
+    """``no leak``, ``no leak (rss plateaus)``, ``leaks fds, rss`` or ``too short to tell``."""
     leaking = [_SHORT[r] for r in RESOURCES if fits.get(r, {}).get("leak")]
     if leaking:
         return "leaks " + ", ".join(leaking)
     if any(fits.get(r, {}).get("leak") is None for r in RESOURCES):
         return "too short to tell"
-    return "no leak"
+    levelled = [_SHORT[r] for r in RESOURCES if fits[r].get("trend") == "plateaus"]
+    return f"no leak ({', '.join(levelled)} plateaus)" if levelled else "no leak"
 
 
 _SHORT = {"rss_bytes": "rss", "fds": "fds", "threads": "threads", "children": "children"}

@@ -25,7 +25,7 @@ x axis is the cumulative number of requests the engine completed.
 squares, after discarding the first samples as warm-up (the start sample
 and the first segment or two: the allocator and caches grow to their
 working size there).  The slope is given per million requests with a 95%
-t interval (n - 2 degrees of freedom).  A resource *leaks* only when both
+t interval (n - 2 degrees of freedom).  A resource *grows* when both
 
 1. the interval lies wholly above zero (the growth is not noise), and
 2. the fitted growth over the fitted part of the run (slope x requests
@@ -33,10 +33,18 @@ t interval (n - 2 degrees of freedom).  A resource *leaks* only when both
    2 threads, 2 children (a real but tiny drift -- one cache filling up --
    is not called a leak).
 
-Fewer than :data:`MIN_FIT_POINTS` samples after warm-up gives no verdict
-("too short to tell").  Errors from the load (wrong replies, timeouts,
-resets, a server that stopped answering) are counted and reported beside
-the verdict, never folded into it or hidden.
+A growing resource is then judged on the later half of the run, since a
+straight line through a curve that levels off (glibc's per-thread arenas
+filling, a cache reaching its size) cannot tell it from a leak: it
+*plateaus* when the later half's slope is shown below half the first
+half's (the upper end of its 95% interval under half the first half's
+slope), and it *leaks* when the later half's own interval lies above zero
+and it has not slowed so.  Neither shown is "too short to tell".
+
+Fewer than :data:`MIN_FIT_POINTS` samples after warm-up (or in a half, for
+a growing resource) gives no verdict ("too short to tell").  Errors from
+the load (wrong replies, timeouts, resets, a server that stopped answering)
+are counted and reported beside the verdict, never folded into it or hidden.
 """
 
 from __future__ import annotations
@@ -68,12 +76,15 @@ from loadgen.suite.harness import Pinning
 from loadgen.suite.launch import RunningServer, ServerStartError, start_server
 from loadgen.suite.leaks import (  # noqa: F401  (re-exported: the soak's public names)
     CONFIDENCE,
+    LEVEL_OFF,
     MIN_FIT_POINTS,
     RESOURCES,
     THRESHOLDS,
     Fit,
     fit_slope,
+    halves,
     judge,
+    trend,
     verdict,
     warmup_samples,
 )
@@ -436,8 +447,11 @@ def rule_text() -> str:
     return (
         "least-squares slope of each resource against cumulative requests, per million "
         f"requests, {CONFIDENCE:.0%} t interval, first samples discarded as warm-up; "
-        "a resource leaks only when the interval lies above zero AND the fitted growth "
-        "over the run exceeds 1 MiB RSS / 2 descriptors / 2 threads / 2 children"
+        "a resource grows when the interval lies above zero AND the fitted growth over the "
+        "run exceeds 1 MiB RSS / 2 descriptors / 2 threads / 2 children; a growing resource "
+        "is judged on the later half of the run: it plateaus when the later half's slope "
+        f"is shown below {LEVEL_OFF:.0%} of the first half's (its interval's upper end), "
+        "it leaks when the later half still grows (interval above zero) without slowing so"
     )
 
 
@@ -447,6 +461,7 @@ COLUMNS = (
     "variant",
     "requests",
     "RSS KiB/1M",
+    "RSS 1st → 2nd half",
     "fds/1M",
     "threads/1M",
     "children/1M",
@@ -460,6 +475,35 @@ def _slope_text(entry: dict[str, Any], scale: float = 1.0) -> str:
         return "-"
     slope, half = entry["slope"] / scale, (entry["high"] - entry["low"]) / 2 / scale
     return f"{slope:+.1f} ± {half:.1f}"
+
+
+def _halves_text(entry: dict[str, Any], scale: float = 1.0) -> str:
+    """The slopes of the first and the later half, e.g. ``+3100 → +420 ± 310``."""
+    first, later = entry.get("first_half"), entry.get("later_half")
+    if first is None or later is None:
+        return "-"
+    return f"{first['slope'] / scale:+.0f} → {_slope_text(later, scale)}"
+
+
+_UNITS = {"rss_bytes": ("RSS", "KiB", 1024), "fds": ("descriptors", "", 1)}
+_UNITS |= {"threads": ("threads", "", 1), "children": ("children", "", 1)}
+
+
+def growth_notes(report: dict[str, Any]) -> list[str]:
+    """One line per resource that grew beyond its threshold: its halves and what they say."""
+    lines = []
+    for name, rec in report["variants"].items():
+        for res, entry in rec["fits"].items():
+            if entry.get("slope") is None or entry.get("trend") == "flat":
+                continue  # no fit, or no growth beyond noise and the threshold
+            label, unit, scale = _UNITS[res]
+            said = {"plateaus": "plateaus, not a leak", "leaks": "a leak"}
+            lines.append(
+                f"{name}: {label} grew {entry['growth'] / scale:,.0f}{' ' + unit if unit else ''}"
+                f" over the fitted run; {unit or label}/1M requests {_halves_text(entry, scale)} "
+                f"(first half → later half): {said.get(entry['trend'], 'too short to tell')}"
+            )
+    return lines
 
 
 def _errors_text(record: dict[str, Any]) -> str:
@@ -478,6 +522,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                 name,
                 f"{rec['requests']:,}",
                 _slope_text(fits.get("rss_bytes", {}), 1024),
+                _halves_text(fits.get("rss_bytes", {}), 1024),
                 _slope_text(fits.get("fds", {})),
                 _slope_text(fits.get("threads", {})),
                 _slope_text(fits.get("children", {})),
@@ -512,6 +557,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    notes = growth_notes(report)
+    if notes:
+        lines += ["", "## Growth beyond the thresholds: leak or plateau", ""]
+        lines += [f"- {line}" for line in notes]
     failures = [(n, f) for n, r in report["variants"].items() for f in r["failures"]]
     if failures:
         lines += ["", "## Failures seen", ""]
@@ -551,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["interrupted"]:
         return 130
     clean = all(
-        r["verdict"] == "no leak" and not r["errors"] and not r["failures"]
+        r["verdict"].startswith("no leak") and not r["errors"] and not r["failures"]
         for r in report["variants"].values()
         if r["status"] != "skipped"
     )
