@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+from loadgen.client import Client
 from loadgen.engine import counters, hotloop, run_load
 from loadgen.engine.bottleneck import SATURATED, classify_bottleneck
 from loadgen.suite.launch import RunningServer, start_server
@@ -158,25 +159,67 @@ COST_KEYS = (
 )
 
 
+ECHOES = 400
+
+
+@needs_perf
+def test_cost_counters_count_every_call_of_a_workload_that_cannot_batch(
+    epoll_reactor: RunningServer, held: counters.TracepointHold
+) -> None:
+    """One ECHO at a time on one connection: the server reads each request with one recv
+    and answers it with one send, whatever the load (nothing else is in flight to batch).
+    The window opens and closes while the server waits for the next request (perf's
+    enable and disable are acknowledged), so the counts are exact, not a band."""
+    payload = bytes(64)
+    with Client(epoll_reactor.host, epoll_reactor.port) as client:
+        assert client.echo(payload) == payload  # connected and served before the window
+        cost = counters.CostCounters(epoll_reactor.pid)
+        try:
+            cost.start()
+            for _ in range(ECHOES):
+                client.echo(payload)
+            cost.pause()  # the last reply is read: its send was entered before
+            s = cost.stop(ECHOES)
+        finally:
+            cost.close()
+    assert s["syscalls_unavailable"] is None
+    calls = s["syscalls"]
+    assert calls.get("recvfrom", 0) + calls.get("read", 0) == ECHOES
+    assert calls.get("sendto", 0) + calls.get("write", 0) == ECHOES
+    assert s["syscalls_by_name"]["recvfrom"] == pytest.approx(1.0)
+    assert s["syscalls_per_request"] == pytest.approx(sum(calls.values()) / ECHOES)
+    assert perf_pids(besides=held) == []
+
+
 @needs_perf
 def test_cost_counters_against_a_reactor(
     epoll_reactor: RunningServer, held: counters.TracepointHold
 ) -> None:
-    r = run(epoll_reactor, connections=8)
+    """The engine's counted window is its measured window, not the warm-up before it.
+
+    The window's edges are not exact: perf is switched on through a pipe at the window's
+    start, and each worker starts counting when it sees that instant; on a loaded machine
+    the two can be tens of ms apart (0.962 reads per request was seen over 1 s). So the
+    exact counts are the previous test's; here a warm-up as long as the window would double
+    the reads per request if it were counted, which no scheduling delay comes near.
+    """
+    connections = 8
+    r = run(epoll_reactor, connections=connections, warmup=1.0)
     s = r["server"]
     assert s["syscalls_unavailable"] is None
     assert set(s["context_switches"]) == {"voluntary", "involuntary"}
     cs = s["context_switches"]["voluntary"] + s["context_switches"]["involuntary"]
     assert s["context_switches_per_request"] == pytest.approx(cs / r["requests"], abs=1e-4)
-    per = s["syscalls_by_name"]
-    # Each request is one receive and one send. The counted window and the counted replies
-    # have edges a few requests apart, hence 2% either way rather than exactly 1 -- but not
-    # the warm-up's 20% (0.2 s of traffic before the 1 s window) that counting it would add.
-    for calls in (("recvfrom", "read"), ("sendto", "write")):
-        assert 0.98 <= sum(per.get(name, 0) for name in calls) <= 1.02, calls
-    total = sum(s["syscalls"].values())
+    calls = s["syscalls"]
+    reads = calls.get("recvfrom", 0) + calls.get("read", 0)
+    sends = calls.get("sendto", 0) + calls.get("write", 0)
+    # Closed loop, one request in flight per connection: every request counted is read once
+    # and answered once; each edge of the window cuts at most one request per connection.
+    assert abs(reads - sends) <= 2 * connections, (reads, sends)
+    assert 0.5 < reads / r["requests"] < 1.5  # 2.0 if the warm-up were counted
+    total = sum(calls.values())
     assert s["syscalls_per_request"] == pytest.approx(total / r["requests"], rel=1e-3)
-    assert s["syscalls_per_request"] == pytest.approx(sum(per.values()), rel=1e-3)
+    assert s["syscalls_per_request"] == pytest.approx(sum(s["syscalls_by_name"].values()), rel=1e-3)
     assert perf_pids(besides=held) == []
 
 
