@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -478,50 +481,81 @@ def test_run_load_raises_load_error_when_unreachable() -> None:
             run_load(f"127.0.0.1:{s.getsockname()[1]}", duration=0.5)
 
 
-def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
-    out = tmp_path / "r.json"
-    with start_server("thread_per_client", tmp_path) as server:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "loadgen",
-                "--target",
-                server.target,
-                "--connections",
-                "4",
-                "--processes",
-                "2",
-                "--duration",
-                "30",
-                "--warmup",
-                "0.2",
-                "--json",
-                str(out),
-                "--quiet",
-            ],
-            env=suite_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own group: Ctrl-C reaches the whole group
-        )
-        try:
-            time.sleep(1.5)
-            os.killpg(proc.pid, signal.SIGINT)
-            rc = proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+MEASURED = re.compile(rb"measured ([\d,]+)")
+
+
+def wait_for_measured_replies(proc: subprocess.Popen[bytes], terminal: int, limit: float) -> bytes:
+    """Read the live line a user watches (``terminal``: the pty on the generator's stderr)
+    until it shows replies measured in the window; what it drew so far."""
+    drawn = b""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        if select.select([terminal], [], [], 0.1)[0]:
             try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
+                drawn += os.read(terminal, 4096)
+            except OSError:  # EIO: the generator closed its side
                 break
-            time.sleep(0.05)
-        else:
-            pytest.fail("a worker of the interrupted load generator is still alive")
+            counts = MEASURED.findall(drawn)
+            if counts and int(counts[-1].replace(b",", b"")) > 0:
+                return drawn
+    pytest.fail(f"no measured reply shown within {limit} s: {drawn[-300:]!r}")
+
+
+def drain(terminal: int) -> bytes:
+    """What is left to read on the pty (nothing blocks: the writer may be gone)."""
+    out = b""
+    while select.select([terminal], [], [], 0)[0]:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
+    """Ctrl-C in the window, as a user presses it: once the live line shows measured replies.
+
+    A fixed sleep before the signal raced the start on a loaded machine (Python's start,
+    the forks, admission and warm-up); the limits below are for a machine that is slow,
+    and cost nothing when it is not: each wait ends as soon as its state is reached.
+    """
+    out = tmp_path / "r.json"
+    terminal, pty_side = pty.openpty()  # a terminal: the generator draws its live line
+    env = suite_env({"TERM": "xterm", "COLUMNS": "200"})
+    try:
+        with start_server("thread_per_client", tmp_path) as server:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "loadgen", "--target", server.target,
+                 "--connections", "4", "--processes", "2", "--duration", "60",
+                 "--warmup", "0.2", "--json", str(out)],
+                env=env, stdout=subprocess.DEVNULL, stderr=pty_side,
+                start_new_session=True,  # its own group: Ctrl-C reaches the whole group
+            )  # fmt: skip
+            os.close(pty_side)
+            try:
+                drawn = wait_for_measured_replies(proc, terminal, limit=60)
+                os.killpg(proc.pid, signal.SIGINT)
+                rc = proc.wait(30)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            drawn += drain(terminal)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("a worker of the interrupted load generator is still alive")
+    finally:
+        os.close(terminal)
+    assert b"Traceback" not in drawn, drawn[-2000:]
     assert rc == 130
     r = json.loads(out.read_text())
     assert r["partial"] is True and r["requests"] > 0
