@@ -1,9 +1,10 @@
 """loadgen.suite.ranking: bottleneck classes, the t distribution, intervals, Welch's test,
-rank ties,
-compare, paired ratios. Pure functions: no server, no timing."""
+tie letters after Holm's correction, compare, paired ratios. Pure functions: no server, no
+timing."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -212,54 +213,110 @@ def test_welch_is_symmetric_and_unit_free(a: list[int], b: list[int], shift: int
     assert shifted == pytest.approx(p, abs=1e-9)
 
 
-# -- ranks --------------------------------------------------------------------------------------
+# -- ties: Holm's correction, letters ------------------------------------------------------
 
 
-def _ranks(rows: list[tuple[str, list[float]]], **kw: bool) -> list[tuple[str, int]]:
-    return rk.rank_rows(rows, **kw)
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # R: p.adjust(c(0.01, 0.02, 0.03, 0.04, 0.05), "holm")
+        ([0.01, 0.02, 0.03, 0.04, 0.05], [0.05, 0.08, 0.09, 0.09, 0.09]),
+        # R: p.adjust(c(0.04, 0.001, 0.5), "holm"): input order kept
+        ([0.04, 0.001, 0.5], [0.08, 0.003, 0.5]),
+        ([0.3], [0.3]),  # one pair: nothing to correct
+        ([0.6, 0.7], [1.0, 1.0]),  # capped at 1
+        ([], []),
+    ],
+)
+def test_holm_known_values(raw: list[float], expected: list[float]) -> None:
+    assert rk.holm(raw) == pytest.approx(expected)
 
 
-def test_clearly_separated_rows_get_distinct_ranks_in_mean_order() -> None:
+@given(st.lists(st.floats(0.0, 1.0), max_size=40))
+def test_holm_never_below_the_raw_p_and_keeps_its_order(raw: list[float]) -> None:
+    adjusted = rk.holm(raw)
+    assert all(p <= q <= 1.0 for p, q in zip(raw, adjusted, strict=True))
+    for i, j in itertools.combinations(range(len(raw)), 2):
+        if raw[i] < raw[j]:
+            assert adjusted[i] <= adjusted[j]
+
+
+def _letters(ranking: rk.Ranking) -> list[str]:
+    return [ranking.label(n) for n in ranking.order]
+
+
+def test_clearly_separated_rows_get_their_own_letters_in_mean_order() -> None:
     rows = [("mid", [100, 101, 99]), ("top", [150, 149, 151]), ("low", [50, 52, 48])]
-    assert _ranks(rows) == [("top", 1), ("mid", 2), ("low", 3)]
-    assert _ranks(rows, higher_is_better=False) == [("low", 1), ("mid", 2), ("top", 3)]
+    ranked = rk.rank_rows(rows)
+    assert ranked.order == ("top", "mid", "low")
+    assert _letters(ranked) == ["a", "b", "c"]
+    assert rk.rank_rows(rows, higher_is_better=False).order == ("low", "mid", "top")
+    assert ranked.separates_any and ranked.separated_share == 1.0
 
 
-def test_overlapping_noisy_rows_share_a_rank() -> None:
+def test_overlapping_noisy_rows_share_one_letter() -> None:
     rows = [("a", [100, 110, 90]), ("b", [104, 94, 112]), ("c", [97, 108, 92])]
-    assert [r for _, r in _ranks(rows)] == [1, 1, 1]
-    assert rk.rank_labels(_ranks(rows)) == ["1=", "1=", "1="]
+    ranked = rk.rank_rows(rows)
+    assert _letters(ranked) == ["a", "a", "a"]
+    assert ranked.groups() == {"a": list(ranked.order)}
+    assert not ranked.separates_any and ranked.separated_share == 0.0
 
 
-def test_competition_ranks_1_2_2_4() -> None:
+def test_a_tie_between_two_rows_is_one_shared_letter() -> None:
     rows = [
         ("d", [50, 51, 49]),
         ("b", [100, 110, 90]),
         ("a", [200, 201, 199]),
         ("c", [97, 108, 92]),
     ]
-    ranked = _ranks(rows)
-    assert ranked == [("a", 1), ("b", 2), ("c", 2), ("d", 4)]
-    assert rk.rank_labels(ranked) == ["1", "2=", "2=", "4"]
+    ranked = rk.rank_rows(rows)
+    assert ranked.order == ("a", "b", "c", "d")
+    assert _letters(ranked) == ["a", "b", "b", "c"]
 
 
-def test_chain_rule_ties_a_whole_chain_of_neighbours() -> None:
+def test_a_chain_of_small_steps_is_overlapping_letters_not_one_group() -> None:
+    # the chain rule tied all three: a ~ b and b ~ c, but the test separates a from c
     spread = [-6.0, -3.0, 0.0, 3.0, 6.0]
     a, b, c = ([m + d for d in spread] for m in (100.0, 95.0, 90.0))
-    assert not rk.significantly_different(a, b)  # the premises of the rule
-    assert not rk.significantly_different(b, c)
-    assert rk.significantly_different(a, c)
-    assert _ranks([("c", c), ("a", a), ("b", b)]) == [("a", 1), ("b", 1), ("c", 1)]
+    ranked = rk.rank_rows([("c", c), ("a", a), ("b", b)])
+    separated = {frozenset((p.a, p.b)) for p in ranked.pairs if p.separated}
+    assert separated == {frozenset("ac")}  # after Holm's correction over the three pairs
+    assert _letters(ranked) == ["a", "ab", "b"]
+    assert ranked.groups() == {"a": ["a", "b"], "b": ["b", "c"]}
 
 
-def test_equal_means_share_a_rank_and_are_ordered_by_name() -> None:
+def test_issue_18_chain_no_longer_ties_its_ends() -> None:
+    # ten rows 4% apart, each 5 repeats at ±3%: every neighbour is tied, the ends are 1.4x
+    # apart and separated, so no letter may span the table
+    rows = [
+        (f"v{i}", [100.0 * 0.96**i * (1 + d) for d in (-0.03, -0.015, 0.0, 0.015, 0.03)])
+        for i in range(10)
+    ]
+    ranked = rk.rank_rows(rows)
+    assert all(not p.separated for p in ranked.pairs if int(p.b[1:]) - int(p.a[1:]) == 1)
+    groups = ranked.groups()
+    assert len(groups) > 1
+    assert not any({"v0", "v9"} <= set(members) for members in groups.values())
+
+
+def test_equal_means_are_ordered_by_name_and_zero_spreads_differ_when_means_do() -> None:
     rows = [("zeta", [10, 10, 10]), ("alpha", [10, 10, 10]), ("mid", [5, 5, 5])]
-    assert _ranks(rows) == [("alpha", 1), ("zeta", 1), ("mid", 3)]
+    ranked = rk.rank_rows(rows)
+    assert ranked.order == ("alpha", "zeta", "mid")
+    assert _letters(ranked) == ["a", "a", "b"]
 
 
-def test_rank_label() -> None:
-    assert rk.rank_label(2, tied=True) == "2="
-    assert rk.rank_label(2, tied=False) == "2"
+def test_one_repeat_separates_nothing() -> None:
+    ranked = rk.rank_rows([("a", [100.0]), ("b", [1.0]), ("c", [50.0, 51.0])])
+    assert _letters(ranked) == ["a", "a", "a"] and not ranked.separates_any
+
+
+def test_letter_label_spans_three_or_more_letters() -> None:
+    assert rk.letter_label(("a",)) == "a"
+    assert rk.letter_label(("a", "b")) == "ab"
+    assert rk.letter_label(("a", "b", "c", "e")) == "a–ce"
+    assert rk.letter_label(("b", "d", "e", "f", "g")) == "bd–g"
+    assert [rk.letter_name(i) for i in (0, 25, 26, 51, 52)] == ["a", "z", "A", "Z", "a2"]
 
 
 def test_rank_rows_rejects_a_row_without_samples_or_twice_named() -> None:
@@ -267,9 +324,21 @@ def test_rank_rows_rejects_a_row_without_samples_or_twice_named() -> None:
         rk.rank_rows([("a", [1.0, 2.0]), ("b", [])])
     with pytest.raises(ValueError):
         rk.rank_rows([("a", [1.0, 2.0]), ("a", [3.0, 4.0])])
+    empty = rk.rank_rows([])
+    assert empty.order == () and empty.groups() == {} and not empty.separates_any
 
 
-# a table of up to 8 rows, each 1 to 6 noisy repeats around its own level
+def test_ties_record_round_trips_through_json() -> None:
+    ranked = rk.rank_rows([("x", [1.0, 2.0, 3.0]), ("y", [10.0, 11.0, 12.0])])
+    saved = json.loads(json.dumps(ranked.to_json()))
+    assert saved["test"] == "welch" and saved["correction"] == "holm" and saved["alpha"] == 0.05
+    assert saved["order"] == ["y", "x"] and saved["samples"]["x"] == [1.0, 2.0, 3.0]
+    assert saved["groups"] == {"a": ["y"], "b": ["x"]}
+    (pair,) = saved["pairs"]
+    assert pair["a"] == "y" and pair["separated"] is True and pair["p"] == pair["p_adjusted"]
+
+
+# a table of up to 8 rows, each 1 to 6 noisy repeats around its own level (spread 0: counts)
 row_samples = st.tuples(st.integers(50, 150), st.integers(0, 30), st.integers(1, 6)).flatmap(
     lambda t: st.lists(
         st.integers(t[0] - t[1], t[0] + t[1]).map(float), min_size=t[2], max_size=t[2]
@@ -280,26 +349,49 @@ tables = st.lists(row_samples, min_size=1, max_size=8).map(
 )
 
 
+def _separated_by_definition(samples: dict[str, list[float]]) -> set[frozenset[str]]:
+    """Holm's step-down procedure as defined, not as adjusted p-values: sort the m p-values,
+    reject while the k-th smallest (from 0) is below alpha / (m - k), stop at the first not."""
+    pairs = list(itertools.combinations(sorted(samples), 2))
+    tested = sorted((rk.welch_p_value(samples[a], samples[b]), a, b) for a, b in pairs)
+    out = set()
+    for k, (p, a, b) in enumerate(tested):
+        if p >= rk.ALPHA / (len(tested) - k):
+            break
+        out.add(frozenset((a, b)))
+    return out
+
+
 @settings(max_examples=300)
 @given(tables, st.booleans())
-def test_rank_invariants(rows: list[tuple[str, list[float]]], higher: bool) -> None:
+def test_no_letter_holds_two_rows_the_test_separates(rows: list, higher: bool) -> None:
     ranked = rk.rank_rows(rows, higher_is_better=higher)
     samples = dict(rows)
+    separated = _separated_by_definition(samples)
+    groups = ranked.groups()
+    assert sorted(ranked.order) == sorted(samples)
+    for members in groups.values():  # the invariant: a tie group holds no separated pair
+        assert not any(frozenset(p) in separated for p in itertools.combinations(members, 2))
+    for a, b in itertools.combinations(ranked.order, 2):  # and the converse: no letter shared
+        shared = any(a in m and b in m for m in groups.values())
+        assert shared == (frozenset((a, b)) not in separated)
+    for members in groups.values():  # each group is as large as it can be
+        for other in set(samples) - set(members):
+            assert any(frozenset((other, m)) in separated for m in members)
+    assert all(ranked.letters[n] for n in ranked.order)  # every row has a letter
+    assert "a" in ranked.letters[ranked.order[0]]  # the best row has a
+    firsts = [ranked.order.index(m[0]) for m in groups.values()]
+    assert firsts == sorted(firsts)  # letters in the order of their best row
+    assert {frozenset((p.a, p.b)) for p in ranked.pairs if p.separated} == separated
+
+
+@settings(max_examples=200)
+@given(tables, st.booleans())
+def test_rows_are_in_mean_order(rows: list, higher: bool) -> None:
+    ranked = rk.rank_rows(rows, higher_is_better=higher)
     sign = 1.0 if higher else -1.0
-    score = [sign * math.fsum(samples[n]) / len(samples[n]) for n, _ in ranked]
-    ranks = [r for _, r in ranked]
-    assert sorted(n for n, _ in ranked) == sorted(samples)
-    assert ranks[0] == 1
-    for i in range(1, len(ranked)):
-        above, here = samples[ranked[i - 1][0]], samples[ranked[i][0]]
-        # competition ranks, non-decreasing: either the rank above or the position
-        assert ranks[i] in (ranks[i - 1], i + 1)
-        # a break exactly where the test separates neighbours
-        assert (ranks[i] == i + 1) == rk.significantly_different(above, here)
-    for i in range(len(ranked)):
-        for j in range(i + 1, len(ranked)):
-            if score[i] < score[j]:  # above a better mean only when sharing its rank
-                assert ranks[i] == ranks[j]
+    score = [sign * math.fsum(dict(rows)[n]) / len(dict(rows)[n]) for n in ranked.order]
+    assert score == sorted(score, reverse=True)
 
 
 @given(tables, st.randoms(use_true_random=False))
@@ -308,7 +400,9 @@ def test_rank_rows_does_not_depend_on_input_order(rows: list, rnd: random.Random
     rnd.shuffle(shuffled)
     assert rk.rank_rows(shuffled) == rk.rank_rows(rows)
     negated = [(n, [-x for x in s]) for n, s in rows]
-    assert rk.rank_rows(negated, higher_is_better=False) == rk.rank_rows(rows)
+    mirrored = rk.rank_rows(negated, higher_is_better=False)
+    assert mirrored.order == rk.rank_rows(rows).order
+    assert mirrored.letters == rk.rank_rows(rows).letters
 
 
 # -- compare ------------------------------------------------------------------------------------

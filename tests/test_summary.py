@@ -1,4 +1,5 @@
-"""The summary side of the report: ranks, ties, floors, paired ratios, costs, memory resolution.
+"""The summary side of the report: ranks, tie letters, floors, paired ratios, costs, memory
+resolution.
 
 Synthetic run records in the schema of results.json (harness.RunOutcome.to_json with the
 engine's result, docs/RESULTS.md): they test the rules, never a speed. The last test renders
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loadgen.engine.result import COUNTERS_OFF
-from loadgen.suite import results
+from loadgen.suite import checkties, results
 from loadgen.suite import summary as sm
 from loadgen.suite import tables as tb
 from loadgen.suite.compare import compare
@@ -125,24 +128,22 @@ def rows_of(summary: sm.CaseSummary) -> dict[str, sm.Row]:
 
 
 def assert_ranks_follow_means(summary: sm.CaseSummary, higher_is_better: bool = True) -> None:
-    """Table order is best mean first, ranks never decrease down the table, and a row
-    below one with a better mean of the ranked figure never has a better rank."""
+    """Table order is best mean first, a rank is the position among the ranked rows, and
+    the letters pass the tie checker (no letter holds two rows the test separates)."""
     ranked = [r for r in summary.rows if r.rank is not None]
     assert summary.ranked_by is not None
     means = [r.stats[summary.ranked_by].mean for r in ranked]
     sign = 1 if higher_is_better else -1
     assert all(sign * (a - b) >= 0 for a, b in zip(means, means[1:], strict=False)), means
-    ranks = [r.rank for r in ranked]
-    assert ranks == sorted(ranks)  # type: ignore[type-var]
-    assert ranks[0] == 1
-    for i, r in enumerate(ranked):  # competition ranks: a new rank is the position
-        assert r.rank == i + 1 or r.rank == ranked[i - 1].rank
+    assert [r.rank for r in ranked] == list(range(1, len(ranked) + 1))
+    assert all(r.letters for r in ranked) and "a" in ranked[0].letters
+    assert checkties.check_summary(summary.to_json()) == []
 
 
 # -- ranks, ties ------------------------------------------------------------------------------
 
 
-def test_ranks_follow_the_means_and_ties_share_a_rank_shown_2_equals() -> None:
+def test_ranks_follow_the_means_and_ties_share_a_letter() -> None:
     data = data_for({
         "slow": [100.0, 101.0, 99.0],
         "fast": [200.0, 201.0, 199.0],
@@ -151,13 +152,18 @@ def test_ranks_follow_the_means_and_ties_share_a_rank_shown_2_equals() -> None:
     })  # fmt: skip
     summary = table(data)
     assert [r.variant for r in summary.rows] == ["fast", "mid_b", "mid_a", "slow"]
-    assert [r.rank_label for r in summary.rows] == ["1", "2=", "2=", "4"]
+    assert [r.rank_label for r in summary.rows] == ["a", "b", "b", "c"]
     assert_ranks_follow_means(summary)
     md = results.markdown_table(summary)
-    assert "| 2= | mid_b |" in md and "| 2= | mid_a |" in md and "| 4 | slow |" in md
+    assert "| b | mid_b |" in md and "| b | mid_a |" in md and "| c | slow |" in md
+    assert any("share one when Welch's t-test over every pair, Holm-corrected" in n
+               for n in tb.notes(summary))  # fmt: skip
     saved = summary.to_json()
-    assert [r["rank"] for r in saved["rows"]] == [1, 2, 2, 4]
+    assert [r["rank"] for r in saved["rows"]] == [1, 2, 3, 4]
+    assert [r["letters"] for r in saved["rows"]] == [["a"], ["b"], ["b"], ["c"]]
     assert saved["ranked_by"] == "throughput_rps"
+    assert saved["ties"]["groups"] == {"a": ["fast"], "b": ["mid_b", "mid_a"], "c": ["slow"]}
+    assert saved["ties"]["samples"]["slow"] == [100.0, 101.0, 99.0]
     low, high = saved["rows"][0]["stats"]["throughput_rps"]["ci95"]
     assert low < 200.0 < high and high - low == pytest.approx(2 * 4.303 / 3**0.5, rel=1e-3)
 
@@ -347,6 +353,79 @@ def test_memory_per_connection_below_resolution() -> None:
     assert rows["reactor"].rank == 1 and rows["threads"].rank == 2
 
 
+# -- the tie checker (python -m loadgen.suite.checkties) ------------------------------------
+
+# a table of 2 to 7 variants, 3 repeats each, around levels a few percent apart
+levels = st.lists(st.tuples(st.integers(80, 120), st.integers(0, 15)), min_size=2, max_size=7).map(
+    lambda rows: {
+        f"v{i}": [float(level + d) for d in (-spread, spread // 3, spread)]
+        for i, (level, spread) in enumerate(rows)
+    }
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(levels)
+def test_the_checker_passes_every_summary_the_suite_writes(series: dict) -> None:
+    saved = dict(data_for(series), summaries=[s.to_json() for s in sm.summarize(data_for(series))])
+    assert checkties.check(json.loads(json.dumps(saved))) == []
+
+
+def _chained() -> dict[str, Any]:
+    """a ~ b ~ c, a and c separated: the chain rule's one group, now two letters."""
+    spread = [-6.0, -3.0, 0.0, 3.0, 6.0]
+    series = {v: [m + d for d in spread] for v, m in (("a", 100.0), ("b", 95.0), ("c", 90.0))}
+    data = data_for(series)
+    return json.loads(json.dumps(dict(data, summaries=[s.to_json() for s in sm.summarize(data)])))
+
+
+def test_the_checker_finds_a_group_holding_a_separated_pair() -> None:
+    data = _chained()
+    (summary,) = data["summaries"]
+    assert summary["ties"]["groups"] == {"a": ["a", "b"], "b": ["b", "c"]}
+    assert checkties.check(data) == []
+    # the chain rule's grouping: one tie group of all three
+    summary["ties"]["groups"] = {"a": ["a", "b", "c"]}
+    for row in summary["rows"]:
+        row["letters"] = ["a"]
+    problems = checkties.check(data)
+    assert problems == ["echo-small: group a holds a and c, which the test separates"]
+
+
+def test_the_checker_recomputes_what_the_record_says() -> None:
+    data = _chained()
+    ties = data["summaries"][0]["ties"]
+    ties["pairs"][0]["p"] = 0.5  # a stale p-value
+    assert any("recorded p 0.5" in p for p in checkties.check(data))
+    data = _chained()
+    data["summaries"][0]["ties"]["samples"]["a"] = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert checkties.check(data) == ["echo-small: a: samples are not its throughput_rps (n, mean)"]
+    data = _chained()
+    data["summaries"][0]["ties"]["correction"] = None  # uncorrected tests separate more pairs
+    assert "not the documented" in checkties.check(data)[0]
+    data = _chained()
+    data["summaries"][0]["rows"][1]["letters"] = ["b"]
+    assert checkties.check(data) == ["echo-small: b: letters ['b'] but groups ['a', 'b']"]
+    data = _chained()
+    del data["summaries"][0]["ties"]
+    assert "no ties record" in checkties.check(data)[0]
+
+
+def test_the_checker_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "results.json").write_text(json.dumps(_chained()))
+    assert checkties.main([str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "echo-small: 3 rows, 1 of 3 pairs separated, 2 letter(s)" in out
+    bad = _chained()
+    bad["summaries"][0]["ties"]["groups"] = {"a": ["a", "b", "c"]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert checkties.main([str(tmp_path / "bad.json")]) == 1
+    assert "! echo-small: group a holds a and c" in capsys.readouterr().out
+    assert checkties.main([str(tmp_path / "missing.json")]) == 2
+
+
 # -- compare, notes -----------------------------------------------------------------------------
 
 
@@ -415,6 +494,7 @@ def test_render_of_a_reference_run(tmp_path: Path, source: str) -> None:
         means = [sign * r["stats"][s["ranked_by"]]["mean"] for r in ranked]
         assert means == sorted(means, reverse=True), s["case"]
     assert by_case["open-loop"]["ranked_by"] is None  # each variant at its own rate
+    assert checkties.check(saved) == []  # regrouped: no letter holds a separated pair
     report = (run_dir / "report.md").read_text()
     assert "req/s ± CI95" in report and "≥ " in report
     memory = next(s for s in saved["summaries"] if s["kind"] == "memory")

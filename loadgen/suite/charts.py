@@ -10,7 +10,8 @@
 Bars are horizontal so that long variant names stay readable; bar colours are
 the family (blocking, event-driven, reference), line colours the variant's own
 (:func:`variant_colour`, from its place in the registry); failing rows are hatched
-and rows the generator limited are labelled as floors; ranks (``2=``) prefix the names.
+and rows the generator limited are labelled as floors; the tie letters (``[ab]``) follow
+the names.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def _save(fig: Figure, base: Path) -> Path:
 
 
 def _label(row: Row) -> str:
-    if row.rank_label:
-        return f"{row.rank_label}. {row.variant}"
+    if row.rank_label:  # the tie letters: rows sharing one are not told apart
+        return f"{row.variant} [{row.rank_label}]"
     if row.reference:
         return f"{row.variant} (reference)"
     if row.status != "ok":

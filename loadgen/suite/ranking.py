@@ -23,17 +23,23 @@ Which statistics, and why
   ``spread_known`` False; two sides with zero spread (deterministic counts) differ exactly
   when their means differ.
 
-Ranks (:func:`rank_rows`)
--------------------------
-Rows are sorted by mean, best first, so a row is never above one with a better mean. Ranks are
-competition style (1, 2, 2, 4). **Chain rule:** walking down the table, a row shares the rank
-of the row just above it when Welch's test does not separate the two; otherwise its rank is
-its position. So if A ~ B and B ~ C but A and C differ, all three share A's rank: a rank
-break is a claim that the two rows on either side of it differ, and only neighbours are
-tested. The price is that a long run of close rows can share one rank although its ends
-differ; the intervals in the table show that. It is chosen over cutting groups elsewhere
-because cutting a chain anywhere puts two rows the test cannot separate at different ranks,
-and those are the pairs that swap places between two runs.
+Ties (:func:`rank_rows`): a compact letter display
+---------------------------------------------------
+Rows are sorted by mean, best first (equal means by name), so a row is never above one with a
+better mean. Every pair of rows is compared by Welch's test, and the p-values of a table are
+adjusted by **Holm's** step-down method (:func:`holm`): a pair is *separated* when its
+adjusted p-value is below 5%, so the chance that a table calls any equal pair different is
+at most 5% (whatever the tests' dependence: the rows share one machine). Each row then gets
+one or more **letters** (:func:`letter_sets`, Piepho's insert-absorb algorithm): two rows
+share a letter exactly when they are not separated. So a letter (a tie group) never holds two
+rows the test separates, and two rows with no letter in common differ; a row whose letters
+span others' (``ab``) is not told apart from either side. This replaces a chain rule that
+tied neighbours only: its groups held rows the same test separates at once (a 1.73x span in
+the issue-9 reference). Why not disjoint groups (each group = the rows not separated from its
+best row): a cut between two groups claims every pair across it differs, which the test does
+not support either. Why Holm and not no correction: 17 rows make 136 pairs, about 7 of them
+"different" by chance at 5% each; Bonferroni is Holm's weaker form; Tukey's or Games-Howell's
+studentized range would need a distribution scipy would bring.
 
 Bottleneck (:func:`classify_bottleneck`, from :mod:`loadgen.engine.bottleneck`)
 -------------------------------------------------------------------------------
@@ -56,6 +62,7 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -236,44 +243,180 @@ def significantly_different(a: Sequence[float], b: Sequence[float]) -> bool:
     return welch_p_value(a, b) < ALPHA
 
 
-# -- ranks --------------------------------------------------------------------------------------
+# -- ties: pairwise tests, Holm's correction, letters ---------------------------------------
+
+TIE_TEST = "welch"  # the pairwise test of results.json's ties record
+CORRECTION = "holm"  # its multiple-comparison correction, over the pairs of one table
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order (R's ``p.adjust(p, "holm")``).
+
+    The k-th smallest p (from 0) is multiplied by m - k, then made non-decreasing in that
+    order and capped at 1: a pair is separated at family-wise level alpha when its adjusted p
+    is below alpha.
+    """
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for k, i in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (m - k) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """Welch's test of two rows (``a`` above ``b`` in the table) and its Holm-adjusted p."""
+
+    a: str
+    b: str
+    p: float
+    p_adjusted: float
+
+    @property
+    def separated(self) -> bool:
+        return self.p_adjusted < ALPHA
+
+
+def pair_tests(order: Sequence[str], samples: Mapping[str, Sequence[float]]) -> list[PairTest]:
+    """Every pair of ``order`` (table order), Welch's p-value and Holm's over all of them."""
+    pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1 :]]
+    raw = [welch_p_value(samples[a], samples[b]) for a, b in pairs]
+    return [PairTest(a, b, p, q) for (a, b), p, q in zip(pairs, raw, holm(raw), strict=True)]
+
+
+def letter_sets(order: Sequence[str], separated: set[frozenset[str]]) -> list[list[str]]:
+    """The letters of a compact letter display, as the rows holding each, in table order.
+
+    Piepho's insert-absorb (2004): start with one group of every row; for each separated
+    pair, split every group holding both into one without each; drop a group inside another.
+    What is left are the largest sets of rows no two of which are separated (the maximal
+    cliques of the "not separated" graph), so two rows share a group exactly when they are
+    not separated. Groups are sorted by their rows' positions, so the best row has "a".
+    """
+    groups: list[set[str]] = [set(order)] if order else []
+    for pair in sorted(separated, key=lambda p: sorted(p)):
+        a, b = sorted(pair)
+        split = []
+        for g in groups:
+            split += [g - {a}, g - {b}] if pair <= g else [g]
+        groups = _absorbed(split)
+    position = {name: i for i, name in enumerate(order)}
+    ranked = [sorted(g, key=position.__getitem__) for g in groups]
+    return sorted(ranked, key=lambda g: [position[n] for n in g])
+
+
+def _absorbed(groups: list[set[str]]) -> list[set[str]]:
+    """The groups that are no other group's subset (one copy of equal ones)."""
+    out: list[set[str]] = []
+    for i, g in enumerate(groups):
+        inside = any(g < h or (g == h and j < i) for j, h in enumerate(groups) if j != i)
+        if not inside:
+            out.append(g)
+    return out
+
+
+def letter_name(i: int) -> str:
+    """The i-th letter (0 = ``a``); after ``Z``: ``a2`` ... (never met in a table of 25 rows)."""
+    return LETTERS[i % len(LETTERS)] + (str(i // len(LETTERS) + 1) if i >= len(LETTERS) else "")
+
+
+def letter_label(letters: Sequence[str]) -> str:
+    """``"ab"``; three or more letters in a row are spanned: ``a b c e`` -> ``"a–ce"``."""
+    index = [_letter_index(x) for x in letters]
+    out, i = [], 0
+    while i < len(index):
+        j = i
+        while j + 1 < len(index) and index[j + 1] == index[j] + 1:
+            j += 1
+        out.append(f"{letters[i]}–{letters[j]}" if j - i >= 2 else "".join(letters[i : j + 1]))
+        i = j + 1
+    return "".join(out)
+
+
+def _letter_index(name: str) -> int:
+    lap = int(name[1:]) - 1 if len(name) > 1 else 0
+    return lap * len(LETTERS) + LETTERS.index(name[0])
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One table's order (best mean first), pairwise tests and letters (module doc, Ties)."""
+
+    order: tuple[str, ...]
+    samples: Mapping[str, tuple[float, ...]]
+    pairs: tuple[PairTest, ...]
+    letters: Mapping[str, tuple[str, ...]]  # row -> its letters, in order
+    higher_is_better: bool = True
+
+    def label(self, name: str) -> str:
+        """The row's letters as shown in the table's ``#`` column (``ab``, ``a–d``)."""
+        return letter_label(self.letters[name])
+
+    def groups(self) -> dict[str, list[str]]:
+        """letter -> the rows holding it, in table order: the tie groups."""
+        out: dict[str, list[str]] = {}
+        for name in self.order:
+            for letter in self.letters[name]:
+                out.setdefault(letter, []).append(name)
+        return dict(sorted(out.items(), key=lambda kv: _letter_index(kv[0])))
+
+    @property
+    def separated_share(self) -> float:
+        """The share of pairs the test separates: 0.0 = nothing told apart (or < 2 rows)."""
+        return sum(p.separated for p in self.pairs) / len(self.pairs) if self.pairs else 0.0
+
+    @property
+    def separates_any(self) -> bool:
+        """Whether any two rows of the table were told apart (False: every row is ``a``)."""
+        return any(p.separated for p in self.pairs)
+
+    def to_json(self) -> dict[str, Any]:
+        """What a checker needs (``python -m loadgen.suite.checkties``): the rule, the
+        samples each p-value comes from, every pair's p-values and the groups."""
+        return {
+            "test": TIE_TEST,
+            "alpha": ALPHA,
+            "correction": CORRECTION,
+            "higher_is_better": self.higher_is_better,
+            "order": list(self.order),
+            "samples": {n: list(self.samples[n]) for n in self.order},
+            "pairs": [
+                {"a": p.a, "b": p.b, "p": p.p, "p_adjusted": p.p_adjusted, "separated": p.separated}
+                for p in self.pairs
+            ],
+            "groups": self.groups(),
+        }
 
 
 def rank_rows(
     rows: Sequence[tuple[str, Sequence[float]]], higher_is_better: bool = True
-) -> list[tuple[str, int]]:
-    """``(name, rank)`` in table order, best mean first; ties by the chain rule (module doc).
+) -> Ranking:
+    """The table's :class:`Ranking`: best mean first, letters after Holm-corrected Welch tests.
 
     Rows with equal means are ordered by name, so the table does not depend on input order.
     """
-    means = {}
-    for name, samples in rows:
-        if name in means:
+    samples: dict[str, tuple[float, ...]] = {}
+    for name, values in rows:
+        if name in samples:
             raise ValueError(f"row {name!r} appears twice")
-        values = _checked(samples)
-        if not values:
+        samples[name] = tuple(_checked(values))
+        if not samples[name]:
             raise ValueError(f"row {name!r} has no samples")
-        means[name] = statistics.fmean(values)
     sign = -1.0 if higher_is_better else 1.0
-    order = sorted(rows, key=lambda row: (sign * means[row[0]], row[0]))
-    ranked: list[tuple[str, int]] = []
-    for i, (name, samples) in enumerate(order):
-        if i and not significantly_different(order[i - 1][1], samples):
-            ranked.append((name, ranked[-1][1]))  # not separated from the row above
-        else:
-            ranked.append((name, i + 1))
-    return ranked
-
-
-def rank_label(rank: int, tied: bool) -> str:
-    """``"2"``, or ``"2="`` when another row shares rank 2."""
-    return f"{rank}=" if tied else str(rank)
-
-
-def rank_labels(ranked: Sequence[tuple[str, int]]) -> list[str]:
-    """:func:`rank_label` for each row of :func:`rank_rows`' result."""
-    shared = Counter(rank for _, rank in ranked)
-    return [rank_label(rank, shared[rank] > 1) for _, rank in ranked]
+    order = sorted(samples, key=lambda n: (sign * statistics.fmean(samples[n]), n))
+    pairs = pair_tests(order, samples)
+    separated = {frozenset((p.a, p.b)) for p in pairs if p.separated}
+    letters: dict[str, list[str]] = {n: [] for n in order}
+    for i, group in enumerate(letter_sets(order, separated)):
+        for name in group:
+            letters[name].append(letter_name(i))
+    return Ranking(
+        tuple(order), samples, tuple(pairs), {n: tuple(v) for n, v in letters.items()},
+        higher_is_better,
+    )  # fmt: skip
 
 
 # -- comparing two runs -------------------------------------------------------------------------

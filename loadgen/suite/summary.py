@@ -11,10 +11,11 @@ Rules (results/README.md explains them; :mod:`loadgen.suite.ranking` has the sta
 * Each run's *bottleneck* (server, generator, both, neither) comes from the engine, or is
   computed from the CPU figures of older results; a row's class is the most frequent one.
   A row whose class is ``generator`` shows its requests/s as a floor (``≥ 118k``).
-* Rows are ranked by the table's headline figure (:data:`HEADLINE`), best mean first, so a
-  row is never above one with a better mean; rows that Welch's test does not separate from
-  the row above share its rank (``2=``). Throughput tables may rank by the *paired ratio*
-  to the reference measured in the same round, when that is tighter (``ranked_by``).
+* Rows are ranked by the table's headline figure (:func:`_ranking_figure`), best mean first, so a
+  row is never above one with a better mean; each ranked row gets letters (``ab``): two rows
+  share a letter exactly when Welch's test over all pairs, Holm-corrected, does not separate
+  them (:func:`loadgen.suite.ranking.rank_rows`). Throughput tables may rank by the *paired
+  ratio* to the reference measured in the same round, when that is tighter (``ranked_by``).
 * A reference variant (``native_epoll``) is shown as a ceiling row, never ranked. A variant
   that failed verification, or failed at this level, is shown and flagged, never ranked.
   The open-loop table at each variant's own rate (``rate_basis`` "own") is never ranked:
@@ -79,8 +80,8 @@ class Row:
     saturated: bool = False  # the generator said so in a repeat (informative; see floor)
     rate_missed: bool = False  # open loop: a repeat served under RATE_SHORTFALL of the rate
     unstable: list[str] = field(default_factory=list)
-    rank: int | None = None
-    tied: bool = False  # another row shares the rank
+    rank: int | None = None  # position by mean among the ranked rows (1 = best): no claim
+    letters: tuple[str, ...] = ()  # its tie groups: rows sharing a letter are not separated
     pct_of_best: float | None = None
     kind: str = "throughput"
     bottleneck: str | None = None
@@ -110,7 +111,7 @@ class Row:
 
     @property
     def rank_label(self) -> str | None:
-        return None if self.rank is None else ranking.rank_label(self.rank, self.tied)
+        return None if self.rank is None else ranking.letter_label(self.letters)
 
     @property
     def below_resolution(self) -> bool:
@@ -201,6 +202,7 @@ class Row:
             "reasons": list(dict.fromkeys(self.reasons)),
             "rank": self.rank,
             "rank_label": self.rank_label,
+            "letters": list(self.letters),
             "pct_of_best": self.pct_of_best,
             "bottleneck": bottleneck,
             "floor": self.floor,
@@ -248,6 +250,7 @@ class CaseSummary:
     rows: list[Row]
     x: int | None = None
     ranked_by: str | None = None  # the figure ranks were decided on; None: not ranked
+    ties: ranking.Ranking | None = None  # the pairwise tests and letters of the ranked rows
     rate_basis: str | None = None  # open loop: "own" (each variant's) or "common"
     paired_reference: str | None = None  # the reference row of ratio_to_reference
     # backend-wait (loadgen.suite.work): connections ÷ the wait, capped at the generator's
@@ -271,6 +274,7 @@ class CaseSummary:
             "kind": self.kind,
             "x": self.x,
             "ranked_by": self.ranked_by,
+            "ties": None if self.ties is None else self.ties.to_json(),
             "rate_basis": self.rate_basis,
             "paired_reference": self.paired_reference,
             "ideal_rps": self.ideal_rps,
@@ -465,12 +469,12 @@ def _rank(summary: CaseSummary) -> None:
     if figure is not None:
         candidates = [r for r in candidates if figure in r.stats]
         by_name = {r.variant: r for r in candidates}
-        order = ranking.rank_rows(
+        summary.ties = ranking.rank_rows(
             [(r.variant, r.stats[figure].values) for r in candidates], higher_is_better=higher
         )
-        for (name, rank), label in zip(order, ranking.rank_labels(order), strict=True):
+        for position, name in enumerate(summary.ties.order, 1):
             row = by_name[name]
-            row.rank, row.tied = rank, label.endswith("=")
+            row.rank, row.letters = position, summary.ties.letters[name]
             ranked.append(row)
     rest = [r for r in rows if r.rank is None]
     # ranked first, then unranked models (ok ones first), then reference ceilings last

@@ -265,12 +265,13 @@ def _work_notes(summary: CaseSummary) -> list[str]:
     if repeats and max(repeats) == 2:
         out.append(
             "2 repeats: at n = 2 the t factor is 12.7, so the intervals are wide and the tie "
-            "test separates only large differences; read the figures, not only the ranks."
+            "test separates only large differences; read the figures, not only the letters."
         )
     elif repeats and max(repeats) == 1:
         out.append(
             "1 repeat (a profile's short version): no spread is known, so no row is told "
-            "apart from another and every rank is shared; the figures still show the pattern."
+            "apart from another and every row has the letter a; the figures still show the "
+            "pattern."
         )
     if summary.kind == "wait" and summary.uncapped_ideal_rps is not None:
         ideal = f"ideal = connections ÷ the wait = {fmt_rate(summary.uncapped_ideal_rps)} req/s"
@@ -416,7 +417,10 @@ def notes(summary: CaseSummary) -> list[str]:
 
 
 def _ranking_note(summary: CaseSummary) -> str:
-    tie = "rows that Welch's t-test (5%) does not separate from the row above share its rank (2=)"
+    tie = (
+        "# = letters: two rows share one when Welch's t-test over every pair, Holm-corrected "
+        "(5%), does not separate them; rows with no letter in common differ"
+    )
     if summary.kind == "memory":
         return (
             "Ranked by memory per connection (mean ± 95% CI half-width), "
