@@ -121,6 +121,14 @@ def full_result() -> dict[str, Any]:
                        "throughput_rps": 90.0, "latency_us": dict(lat, p50=10_100.0)},
         "idle": {"connections": 4, "served": 4, "server_uss_before_bytes": 100,
                  "server_uss_after_bytes": 500, "memory_per_connection_bytes": 100.0},
+        "disturbance": {
+            "wall_s": 1.0,
+            "run": {"cpus": [0, 1], "steal_fraction": 0.01, "busy_cores": 1.2,
+                    "own_cores": 1.0, "foreign_cores": 0.2},
+            "server": {"cpus": [0], "steal_fraction": 0.02, "busy_cores": 0.6,
+                       "own_cores": 0.5, "foreign_cores": 0.1},
+            "generator": None,
+        },
         "environment": {"malloc": {"MALLOC_MMAP_THRESHOLD_": "1048576"},
                         "malloc_applied": "mallopt", "malloc_env_at_start": True,
                         "python": "3.11.0", "engine": "epoll"},
@@ -141,7 +149,8 @@ def test_result_survives_its_json() -> None:
 
 def test_null_objects_survive_too() -> None:
     data = full_result()
-    for key in ("server", "slow_clients", "neighbours", "idle", "latency_us_uncorrected"):
+    for key in ("server", "slow_clients", "neighbours", "idle", "latency_us_uncorrected",
+                "disturbance"):  # fmt: skip
         data[key] = None
     assert LoadResult.from_dict(copy.deepcopy(data)).to_dict() == data
 

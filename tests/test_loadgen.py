@@ -48,6 +48,7 @@ TOP_KEYS = {
     "loadgen",
     "server",
     "slow_clients",
+    "disturbance",
     "environment",
     "partial",
 }
@@ -198,6 +199,15 @@ def test_one_second_run_against_thread_per_client(tmp_path: Path) -> None:
     for key in ("cpu_s", "cpu_util", "cpu_us_per_request", "memory_pss_bytes", "memory_rss_bytes"):
         assert s[key] > 0, key
     assert s["cpu_s"] == pytest.approx(s["cpu_user_s"] + s["cpu_system_s"])
+    d = r["disturbance"]  # measured with --server-pid, over the window the server's CPU is
+    assert set(d) == {"wall_s", "run", "server", "generator"} and d["wall_s"] > 0
+    assert set(d["run"]) == {"cpus", "steal_fraction", "busy_cores", "own_cores", "foreign_cores"}
+    assert 0 <= d["run"]["steal_fraction"] <= 1
+    # own = the server's and the generator's CPU, so at least the server's
+    assert d["run"]["own_cores"] >= s["cpu_s"] / d["wall_s"] - 1e-3
+    assert d["run"]["foreign_cores"] == pytest.approx(
+        d["run"]["busy_cores"] - d["run"]["own_cores"], abs=2e-4
+    )
     assert s["peak_threads"] >= 8  # a thread per client
     assert s["peak_fds"] >= 8
     assert r["slow_clients"] is None

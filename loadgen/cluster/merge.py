@@ -130,6 +130,8 @@ def merge_loads(
         slow_clients=_slow(loads),
         neighbours=neighbours,
         idle=_idle(results),
+        # not across hosts: a load host does not watch the server (no --server-pid)
+        disturbance=None,
         environment=first.environment,
         partial=partial or any(r.partial for r in results),
     )

@@ -419,8 +419,20 @@ class _Run:
         facts = RunFacts(
             server, self.uss_before, self.uss_after, partial, self.admit_s, self.ramp_s
         )
+        if self.monitor is not None and self.monitor.window is not None:
+            facts.window = self.monitor.window
+            facts.server_cpus = self.monitor.cpus
+            facts.generator_cpus = _generator_cpus(self.cfg)
         self.mergeable = mergeable(self.cfg, results)
         return aggregate(self.cfg, results, facts)
+
+
+def _generator_cpus(cfg: LoadConfig) -> list[int] | None:
+    """The CPUs the generator runs on: its workers' ``--cpus``, else this process's affinity
+    (the workers inherit it); None where affinity is unknown."""
+    if cfg.cpus:
+        return sorted(set(cfg.cpus))
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
 def _no_costs(reason: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from loadgen.engine import disturbance as noise
 from loadgen.engine import stats
 from loadgen.engine.bottleneck import classify_bottleneck
 from loadgen.engine.config import LoadConfig
@@ -157,6 +158,28 @@ class IdleFigures:
 
 
 @dataclass
+class CpuShare:
+    """Steal and other processes' CPU on a set of CPUs over the measured period."""
+
+    cpus: list[int]
+    steal_fraction: float  # stolen by the hypervisor ÷ the CPUs' time
+    busy_cores: float  # CPUs' time not idle, iowait or stolen ÷ wall: CPUs' worth
+    own_cores: float | None  # the server tree's and/or the generator's CPU ÷ wall
+    foreign_cores: float | None  # busy - own: every other process, in CPUs' worth
+
+
+@dataclass
+class Disturbance:
+    """What else used the run's CPUs (:mod:`loadgen.engine.disturbance`); null without
+    ``--server-pid`` or where ``/proc/stat`` cannot be read."""
+
+    wall_s: float
+    run: CpuShare  # every CPU of the run: the server's and the generator's
+    server: CpuShare | None  # the server's CPUs alone, when apart from the generator's
+    generator: CpuShare | None
+
+
+@dataclass
 class Environment:
     malloc: dict[str, str]
     malloc_applied: str
@@ -188,6 +211,7 @@ class LoadResult:
     slow_clients: SlowClients | None
     neighbours: Neighbours | None
     idle: IdleFigures | None
+    disturbance: Disturbance | None
     environment: Environment
     partial: bool
 
@@ -246,6 +270,10 @@ class RunFacts:
     partial: bool
     admit_s: float | None  # T0 to the last connection's first reply; None: admit timeout
     ramp_s: float | None = None  # the slowest worker's ramp-up: every connection opened
+    # the monitor's /proc/stat readings at both ends of the period, and the CPUs of each side
+    window: tuple[noise.Snapshot, noise.Snapshot] | None = None
+    server_cpus: list[int] | None = None
+    generator_cpus: list[int] | None = None
 
 
 def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> LoadResult:
@@ -305,6 +333,7 @@ def aggregate(cfg: LoadConfig, results: list[WorkerResult], facts: RunFacts) -> 
         slow_clients=_slow_clients(cfg, results),
         neighbours=_neighbours(cfg, results, elapsed),
         idle=_idle(cfg, results, facts),
+        disturbance=_disturbance(loadgen, server, facts),
         environment=Environment(
             malloc=dict(MALLOC_ENV),
             malloc_applied="+".join(sorted({r.malloc for r in results})),
@@ -365,6 +394,22 @@ def _bottleneck(loadgen: LoadgenFigures, server: ServerFigures | None) -> str | 
         return None
     cpus = server.cpus_allowed or os.cpu_count() or 1
     return classify_bottleneck(server.cpu_util, cpus, [w.cpu_util for w in loadgen.workers])
+
+
+def _disturbance(
+    loadgen: LoadgenFigures, server: ServerFigures | None, facts: RunFacts
+) -> Disturbance | None:
+    """Steal and foreign CPU over the window, the generator's own CPU being its workers'."""
+    if facts.window is None or not facts.server_cpus or not facts.generator_cpus:
+        return None
+    record = noise.disturbance(
+        *facts.window,
+        server_cpus=facts.server_cpus,
+        generator_cpus=facts.generator_cpus,
+        server_cpu_s=server.cpu_s if server is not None else None,
+        generator_cpu_s=sum(w.cpu_user_s + w.cpu_system_s for w in loadgen.workers),
+    )
+    return _build(Disturbance, record) if record is not None else None
 
 
 def _loadgen_figures(

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loadgen.engine.driver import Progress
-from loadgen.engine.result import Latency, LoadResult, ServerFigures
+from loadgen.engine.result import CpuShare, Disturbance, Latency, LoadResult, ServerFigures
 
 
 class LiveLine:
@@ -105,6 +105,8 @@ def result_table(result: LoadResult) -> Table:
             f"peak threads {server.peak_threads}, fds {server.peak_fds}, "
             f"children {server.peak_children}",
         )
+    if result.disturbance is not None:
+        table.add_row("disturbance", _disturbance(result.disturbance))
     slow = result.slow_clients
     if slow:
         table.add_row(
@@ -128,11 +130,27 @@ def _server_cpu(server: ServerFigures) -> str:
         return f"- ({server.error or 'not measured'})"
     text = f"{server.cpu_util:.2f} cores"
     if server.cpu_us_per_request is not None:
-        text += (
-            f", {server.cpu_us_per_request:.2f} us/req "
-            f"(user {server.cpu_user_us_per_request:.2f}, "
-            f"system {server.cpu_system_us_per_request:.2f})"
-        )
+        text += f", {server.cpu_us_per_request:.2f} us/req"
+        user, system = server.cpu_user_us_per_request, server.cpu_system_us_per_request
+        # None: /proc's ticks saw too little of the CPU to split it (monitor.SPLIT_MIN_SEEN)
+        if user is None or system is None:
+            text += " (user/system split unknown)"
+        else:
+            text += f" (user {user:.2f}, system {system:.2f})"
+    return text
+
+
+def _disturbance(d: Disturbance) -> str:
+    """``steal 0.1%, other processes 0.02 CPU`` over the run's CPUs, then each side's."""
+
+    def share(s: CpuShare) -> str:
+        other = "?" if s.foreign_cores is None else f"{s.foreign_cores:.2f}"
+        return f"steal {s.steal_fraction:.1%}, other processes {other} CPU"
+
+    text = f"CPUs {d.run.cpus}: {share(d.run)}"
+    for name, side in (("server", d.server), ("generator", d.generator)):
+        if side is not None:
+            text += f"; {name} CPU {side.cpus}: {share(side)}"
     return text
 
 

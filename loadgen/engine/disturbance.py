@@ -1,0 +1,182 @@
+"""What else used the run's CPUs during the measured period: hypervisor steal, other processes.
+
+A benchmark on a shared machine measures the machine as well as the server. Two things
+take CPU time away from a run without showing in its own figures:
+
+* **steal**: time the hypervisor ran something else while this VM's CPU wanted to run
+  (``/proc/stat``, the ``steal`` column of each CPU);
+* **foreign CPU**: other processes on the run's CPUs. Computed, not sampled per process
+  (walking every process of the machine twice per run would cost more than it measures):
+
+      busy    = the CPUs' time - their idle, iowait and steal time   (``/proc/stat``)
+      foreign = busy - the server tree's CPU - the generator's own CPU
+
+  The server tree's CPU is the monitor's (:mod:`loadgen.engine.monitor`), the generator's
+  is its workers' (``getrusage`` over their window) plus this parent process's (the
+  monitor thread included). On a tickless kernel (``NO_HZ_IDLE``, every distribution's)
+  ``idle`` is counted exactly when a CPU enters and leaves idle, so ``busy`` is exact to
+  the 10 ms of ``/proc/stat``'s units at each end; ``user`` and ``system`` are only tick
+  samples, which is why ``busy`` is not their sum.
+
+Kernel threads (``ksoftirqd``, ``kworker``) and the suite's own harness process count as
+foreign: they are not the server or the generator, and the harness sleeps during a run.
+Small negative figures are the 10 ms rounding of ``/proc/stat``, kept as measured.
+
+Cheap by construction: one read of ``/proc/stat`` and one ``getrusage`` at each end of the
+period, beside the monitor's own readings. The figures are ``LoadResult.disturbance``
+(docs/RESULTS.md); the suite redoes a run above :data:`STEAL_MAX` or :data:`FOREIGN_MAX`
+(:func:`disturbed`).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FOREIGN_MAX",
+    "STEAL_MAX",
+    "CpuTimes",
+    "Snapshot",
+    "disturbance",
+    "disturbed",
+    "parse_proc_stat",
+    "snapshot",
+]
+
+# A run is disturbed (and the suite measures it again) beyond either limit:
+STEAL_MAX = 0.02  # steal above 2% of a side's CPU time (the server's or the generator's CPUs)
+FOREIGN_MAX = 0.10  # other processes above 0.10 of one CPU, summed over the run's CPUs
+USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """One CPU's ``/proc/stat`` counters that say it was not running anything, in seconds."""
+
+    idle: float
+    iowait: float
+    steal: float
+
+
+def parse_proc_stat(text: str, hz: int = USER_HZ) -> dict[int, CpuTimes]:
+    """CPU number -> its idle, iowait and steal seconds, from the text of ``/proc/stat``.
+
+    Lines ``cpuN user nice system idle iowait irq softirq steal ...`` in units of
+    ``1/hz`` s; the aggregate ``cpu`` line is skipped, and so is a CPU line too short to
+    have a steal column (kernels before 2.6.11).
+    """
+    out: dict[int, CpuTimes] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdigit():
+            continue
+        fields = rest.split()
+        if len(fields) < 8:
+            continue
+        out[int(name[3:])] = CpuTimes(
+            idle=int(fields[3]) / hz, iowait=int(fields[4]) / hz, steal=int(fields[7]) / hz
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The readings at one end of the measured period."""
+
+    at: float  # time.perf_counter()
+    cpus: dict[int, CpuTimes]  # empty where /proc/stat is unreadable (not Linux)
+    self_cpu_s: float  # this process's user + system CPU (its threads included)
+
+
+def snapshot(path: str = "/proc/stat") -> Snapshot:
+    """Read ``/proc/stat`` and this process's CPU now."""
+    try:
+        with open(path) as f:
+            cpus = parse_proc_stat(f.read())
+    except OSError:
+        cpus = {}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return Snapshot(time.perf_counter(), cpus, usage.ru_utime + usage.ru_stime)
+
+
+def _share(
+    before: Snapshot, after: Snapshot, cpus: Iterable[int], own_s: float | None
+) -> dict[str, Any] | None:
+    """Steal and foreign CPU over ``cpus`` (the ``CpuShare`` of docs/RESULTS.md)."""
+    chosen = sorted(set(cpus))
+    wall = after.at - before.at
+    if not chosen or wall <= 0 or any(c not in before.cpus or c not in after.cpus for c in chosen):
+        return None
+    steal = busy = 0.0
+    for c in chosen:
+        a, b = before.cpus[c], after.cpus[c]
+        stolen = b.steal - a.steal
+        resting = (b.idle - a.idle) + (b.iowait - a.iowait) + stolen
+        steal += stolen
+        busy += wall - resting
+    own = None if own_s is None else own_s / wall
+    return {
+        "cpus": chosen,
+        "steal_fraction": round(steal / (wall * len(chosen)), 4),
+        "busy_cores": round(busy / wall, 4),
+        "own_cores": None if own is None else round(own, 4),
+        "foreign_cores": None if own is None else round(busy / wall - own, 4),
+    }
+
+
+def disturbance(
+    before: Snapshot,
+    after: Snapshot,
+    *,
+    server_cpus: Iterable[int],
+    generator_cpus: Iterable[int],
+    server_cpu_s: float | None,
+    generator_cpu_s: float,
+) -> dict[str, Any] | None:
+    """``LoadResult.disturbance``: over the run's CPUs, and over each side's when apart.
+
+    ``generator_cpu_s`` is the workers' CPU; this process's (``self_cpu_s``) is added here.
+    ``server_cpu_s`` None (the server's CPU is unknown): the foreign figures are None.
+    None when ``/proc/stat`` could not be read or names none of the CPUs.
+    """
+    server, generator = set(server_cpus), set(generator_cpus)
+    mine = generator_cpu_s + (after.self_cpu_s - before.self_cpu_s)
+    both = None if server_cpu_s is None else server_cpu_s + mine
+    run = _share(before, after, server | generator, both)
+    if run is None:
+        return None
+    apart = bool(server) and bool(generator) and not server & generator
+    return {
+        "wall_s": round(after.at - before.at, 6),
+        "run": run,
+        "server": _share(before, after, server, server_cpu_s) if apart else None,
+        "generator": _share(before, after, generator, mine) if apart else None,
+    }
+
+
+def disturbed(record: Mapping[str, Any] | None) -> str | None:
+    """Why a run's ``disturbance`` is beyond the limits, in words; None when it is not (or
+    was not measured).
+
+    Steal is judged on each side's CPUs (a side is the limit of its own figures), or over
+    the run's CPUs when the sides share them; foreign CPU over the run's CPUs.
+    """
+    if not record:
+        return None
+    run = record.get("run") or {}
+    sides = [(n, s) for n in ("server", "generator") if (s := record.get(n))] or [("run", run)]
+    reasons = []
+    for name, side in sides:
+        steal = side.get("steal_fraction")
+        if steal is not None and steal > STEAL_MAX:
+            where = "the run's CPUs" if name == "run" else f"the {name}'s CPU time"
+            reasons.append(f"steal {steal:.1%} of {where} (> {STEAL_MAX:.0%})")
+    foreign = run.get("foreign_cores")
+    if foreign is not None and foreign > FOREIGN_MAX:
+        reasons.append(f"other processes used {foreign:.2f} of a CPU (> {FOREIGN_MAX:.2f})")
+    return "; ".join(reasons) or None
