@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadgen.engine.bottleneck import NEAR_CEILING, capacity_rule
 from loadgen.engine.result import COUNTERS_OFF
 from loadgen.suite import checkties, results
 from loadgen.suite import summary as sm
@@ -202,6 +203,61 @@ def test_bottleneck_is_computed_for_old_results_and_counted_per_row() -> None:
     assert rows["two_cpus"].bottleneck == "generator"
     saved = rows["v"].to_json()["bottleneck"]
     assert saved == {"class": "server", "counts": rows["v"].bottleneck_counts}
+
+
+@pytest.mark.parametrize(
+    ("cpu_class", "tp", "ceiling", "expected"),
+    [
+        ("both", 80.0, 100.0, "server"),  # 20% under the generator's ceiling: the server's
+        ("generator", 80.0, 100.0, "neither"),
+        ("both", 90.0, 100.0, "both"),  # within 10%: the generator may be the limit
+        ("generator", 104.0, 100.0, "generator"),
+        ("server", 10.0, 100.0, "server"),  # the rule only ever takes the generator away
+        ("both", 80.0, None, "both"),  # no ceiling measured: the CPU rule alone
+    ],
+)
+def test_capacity_rule(cpu_class: str, tp: float, ceiling: float | None, expected: str) -> None:
+    assert capacity_rule(cpu_class, tp, ceiling) == expected
+    assert NEAR_CEILING == 0.9
+
+
+def test_a_busy_generator_is_the_limit_only_near_its_ceiling_in_the_same_round() -> None:
+    # native_epoll is the generator's ceiling, measured in every round; "near" comes within
+    # 10% of it in each round, "busy" is 20% below it with the generator's CPU as busy
+    ceiling = [100.0, 80.0, 120.0]
+    data = data_for(
+        {"native_epoll": ceiling, "near": [95.0, 76.0, 114.0], "busy": [80.0, 64.0, 96.0]},
+        families={"native_epoll": "reference"},
+        per_run={n: {"bottleneck": "both"} for n in ("native_epoll", "near", "busy")},
+    )
+    # busy, redone alone in a round of its own: judged against the median ceiling (100)
+    data["runs"].append(run("busy", "echo-small", 4, 98.0, bottleneck="generator"))
+    summary = table(data)
+    rows = rows_of(summary)
+    assert rows["near"].bottleneck == "both" and rows["near"].below_ceiling == 0
+    assert rows["native_epoll"].bottleneck == "both"
+    busy = rows["busy"]
+    assert busy.bottleneck_counts == {"server": 3, "generator": 1, "both": 0, "neither": 0}
+    assert busy.bottleneck == "server" and busy.below_ceiling == 3
+    assert busy.to_json()["below_ceiling"] == 3
+    assert any("within 10% of native_epoll's in the same round" in n and "busy" in n
+               for n in tb.notes(summary))  # fmt: skip
+    # a case without native_epoll keeps the CPU rule
+    alone = rows_of(table(data_for({"v": [80.0] * 3}, per_run={"v": {"bottleneck": "both"}})))
+    assert alone["v"].bottleneck == "both" and alone["v"].below_ceiling == 0
+
+
+def test_cpu_cell_shows_the_total_when_the_split_is_unknown() -> None:
+    data = data_for({"fork": [100.0, 101.0, 99.0], "split": [90.0, 91.0, 89.0]})
+    for r in data["runs"]:
+        if r["variant"] == "fork":  # the monitor's ticks saw too little to split it
+            r["result"]["server"].update(cpu_user_us_per_request=None,
+                                         cpu_system_us_per_request=None)  # fmt: skip
+    summary = table(data)
+    rows = rows_of(summary)
+    column = tb.columns(summary).index("CPU µs/req usr/sys")
+    assert tb.cells(rows["fork"], summary)[column] == "10.0 total"
+    assert tb.cells(rows["split"], summary)[column] == "5.0 / 5.0"
 
 
 def test_discarded_runs_are_kept_but_not_counted() -> None:

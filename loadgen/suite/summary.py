@@ -9,8 +9,11 @@ Rules (results/README.md explains them; :mod:`loadgen.suite.ranking` has the sta
   Student t 95% interval (``ci95``). A figure whose coefficient of variation is above
   :data:`UNSTABLE_CV` is flagged *unstable*, as pyperf does; the flag decides nothing.
 * Each run's *bottleneck* (server, generator, both, neither) comes from the engine, or is
-  computed from the CPU figures of older results; a row's class is the most frequent one.
-  A row whose class is ``generator`` shows its requests/s as a floor (``≥ 118k``).
+  computed from the CPU figures of older results; then the generator's capacity corrects it
+  (:func:`loadgen.engine.bottleneck.capacity_rule`): ``generator`` or ``both`` only when the
+  run's req/s came within 10% of ``native_epoll``'s in the same round of the case. A row's
+  class is the most frequent one. A row whose class is ``generator`` shows its requests/s
+  as a floor (``≥ 118k``).
 * Rows are ranked by the table's headline figure (:func:`_ranking_figure`), best mean first, so a
   row is never above one with a better mean; each ranked row gets letters (``ab``): two rows
   share a letter exactly when Welch's test over all pairs, Holm-corrected, does not separate
@@ -30,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.engine.bottleneck import capacity_rule
 from loadgen.engine.result import COUNTERS_OFF, RATE_SHORTFALL
 from loadgen.suite import notes, ranking, work
 from loadgen.suite.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
@@ -47,9 +51,18 @@ REFERENCE_NAME = "native_epoll"  # the preferred reference row of a paired ratio
 CLOSED_LOOP_RATES = ("throughput", "wait", "cpu")
 
 
-def run_bottleneck(run: dict[str, Any]) -> str | None:
+def run_bottleneck(run: dict[str, Any], ceiling: float | None = None) -> str | None:
     """The run's bottleneck class: the engine's, or computed from its CPU figures (older
-    results); None when the CPU figures are missing."""
+    results), then corrected by the generator's ``ceiling`` (its req/s in the run's round,
+    :func:`ceilings`) when known; None when the CPU figures are missing."""
+    cpu_class = _cpu_class(run)
+    if cpu_class is None:
+        return None
+    tp = number((run.get("result") or {}).get("throughput_rps"))
+    return capacity_rule(cpu_class, tp, ceiling)
+
+
+def _cpu_class(run: dict[str, Any]) -> str | None:
     result = run.get("result") or {}
     given = result.get("bottleneck")
     if given in ranking.BOTTLENECKS:
@@ -65,6 +78,28 @@ def run_bottleneck(run: dict[str, Any]) -> str | None:
         return None
     cpus = number(server.get("cpus_allowed")) or 1.0  # pinned to one CPU before this key
     return ranking.classify_bottleneck(util, cpus, generator)
+
+
+def ceilings(runs: list[dict[str, Any]]) -> dict[Any, float]:
+    """round -> the generator's ceiling in a case: ``native_epoll``'s req/s in that round
+    (its timed, counted, successful runs); {} when the case did not measure it."""
+    return {
+        r.get("round"): tp
+        for r in runs
+        if r["variant"] == REFERENCE_NAME
+        and r["status"] == "ok"
+        and not r.get("discarded")
+        and r.get("purpose", "timed") == "timed"
+        and (tp := FIGURES["throughput_rps"](r))
+    }
+
+
+def ceiling_of(run: dict[str, Any], by_round: dict[Any, float] | None) -> float | None:
+    """The ceiling a run is judged against: its round's, else (a run redone alone, in a round
+    of its own) the median over the case's rounds; None without any."""
+    if not by_round:
+        return None
+    return by_round.get(run.get("round")) or statistics.median(by_round.values())
 
 
 @dataclass
@@ -87,6 +122,9 @@ class Row:
     bottleneck: str | None = None
     bottleneck_counts: dict[str, int] = field(default_factory=dict)
     not_admitted: int = 0  # the most connections never served before the window, any repeat
+    # runs the CPU rule called generator-limited that came under 90% of the generator's
+    # ceiling in their round (loadgen.engine.bottleneck.capacity_rule): reclassified
+    below_ceiling: int = 0
     syscalls_by_name: dict[str, float] | None = None  # per request, mean over the repeats
     syscalls_unavailable: str | None = None
     memory_resolution: float | None = None  # bytes: see memory_resolution()
@@ -210,6 +248,7 @@ class Row:
             "rate_missed": self.rate_missed,
             "unstable": self.unstable,
             "not_admitted": self.not_admitted,
+            "below_ceiling": self.below_ceiling,
             "syscalls_by_name": self.syscalls_by_name,
             "syscalls_unavailable": self.syscalls_unavailable,
             "memory_resolution_bytes": self.memory_resolution,
@@ -316,9 +355,10 @@ def summarize_case(
         rate_basis=rate_basis,
     )
     kept: dict[str, list[dict[str, Any]]] = {}
+    ceiling = ceilings(runs)
     for name in case["variants"]:
         mine = [r for r in runs if r["variant"] == name and r["status"] != "interrupted"]
-        row, kept[name] = _row(name, case["kind"], mine, variants, verify)
+        row, kept[name] = _row(name, case["kind"], mine, variants, verify, ceiling)
         summary.rows.append(row)
     for name, reason in (case.get("declared_failures") or {}).items():
         family = variants.get(name, {}).get("family", "?")
@@ -334,8 +374,10 @@ def _row(
     mine: list[dict[str, Any]],
     variants: dict[str, dict[str, Any]],
     verify: dict[str, dict[str, Any]],
+    ceiling: dict[Any, float] | None = None,
 ) -> tuple[Row, list[dict[str, Any]]]:
-    """The row of one variant, and the runs its figures come from."""
+    """The row of one variant, and the runs its figures come from; ``ceiling``: the
+    generator's by round (:func:`ceilings`)."""
     family = variants.get(name, {}).get("family", "?")
     kept = [r for r in mine if not r.get("discarded")]
     # a counted run (purpose "count") gives the cost counters only; older
@@ -366,7 +408,14 @@ def _row(
     row.rate_missed = any(
         x is not None and x < RATE_SHORTFALL for x in map(FIGURES["achieved_rate_ratio"], measured)
     )
-    classes = [c for r in measured if (c := run_bottleneck(r)) is not None]
+    # (the CPU rule's class, the class with the generator's capacity) of each measured run
+    judged = [
+        (c, run_bottleneck(r, ceiling_of(r, ceiling)))
+        for r in measured
+        if (c := _cpu_class(r)) is not None
+    ]
+    classes = [after for _, after in judged]
+    row.below_ceiling = sum(before != after for before, after in judged)
     if classes:
         row.bottleneck, row.bottleneck_counts = ranking.row_bottleneck(classes)
     row.not_admitted = int(max((FIGURES["not_admitted"](r) or 0 for r in measured), default=0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from loadgen.engine.bottleneck import NEAR_CEILING
 from loadgen.suite.summary import (
     MEMORY_FIGURES,
     RATIO,
@@ -141,9 +142,7 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
         return _c10k_cells(row, rank)
     if summary.kind in WORK_KINDS:
         return _work_cells(row, summary, rank)
-    user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
-    cpu = "–" if user is None else f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
-    shared = [cpu, _costs_cell(row), row.bottleneck or "–"]
+    shared = [_cpu_cell(row), _costs_cell(row), row.bottleneck or "–"]
     if summary.kind == "open":
         tails = " / ".join(fmt_us(row.figure(f)) for f in ("p50_us", "p999_us"))
         return [
@@ -251,9 +250,13 @@ def _neighbour_rate(x: float | None) -> str:
 
 
 def _cpu_cell(row: Row) -> str:
+    """``usr / sys`` µs per request; the total alone (``12.3 total``) when the user/system
+    split was unknown (the monitor's ticks saw too little of the CPU: a fork server's young
+    children)."""
     user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
     if user is None:
-        return "–"
+        total = row.figure("cpu_us_per_request")
+        return "–" if total is None else f"{total:.1f} total"
     return f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
 
 
@@ -397,6 +400,15 @@ def notes(summary: CaseSummary) -> list[str]:
         out.append(
             "limit `both`: the server and the generator were each at their CPU limit; on a "
             "2-core machine that is the machine's figure, not the model's alone."
+        )
+    below = [r.variant for r in rows if r.below_ceiling]
+    if below and summary.kind not in ("memory", "neighbour"):
+        out.append(
+            "limit: a generator at its CPU limit is called the limit only when the row's req/s "
+            f"came within {1 - NEAR_CEILING:.0%} of native_epoll's in the same round (the "
+            "generator's ceiling); below it the busy generator was polling, not limiting, in "
+            "runs of " + ", ".join(below) + " (`both` read as `server`, `generator` as "
+            "`neither`)."
         )
     floors = [r.variant for r in rows if r.floor]
     if floors:
