@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 import servers
-from loadgen.suite import harness, preamble, runner
+from loadgen.engine.disturbance import disturbed
+from loadgen.suite import harness, noise, preamble, runner
 from loadgen.suite.cli import build_parser
 from loadgen.suite.plan import MAX_EXTRA_ROUNDS, MAX_RERUNS, PlannedCase, RunPlan, make_plan
 from loadgen.suite.ranking import relative_ci_halfwidth
@@ -331,3 +332,69 @@ def test_a_run_far_below_its_own_median_is_measured_again(monkeypatch: pytest.Mo
     assert again["discarded"] is None
     assert data["cases"][0]["redone_runs"] == [{"variant": "thread_per_client", "round": 2}]
     assert len(fake.calls) == 10  # 9 planned, 1 again: nobody else was re-measured
+
+
+# -- disturbed runs: steal and other processes' CPU over the window (issue 18) ------------------
+
+Foreign = Callable[[str, int], float]  # (variant, round) -> other processes' CPU, in CPUs
+
+
+class NoisyHarness(FakeHarness):
+    """FakeHarness whose runs record a disturbance: other processes' CPU as ``foreign`` says,
+    judged as the real harness judges it."""
+
+    def __init__(self, foreign: Foreign) -> None:
+        super().__init__(steady)
+        self.foreign = foreign
+
+    def measure(self, name: str, case: Case, *, round_no: int, **kw: Any) -> harness.RunOutcome:
+        out = super().measure(name, case, round_no=round_no, **kw)
+        other = self.foreign(name, round_no)
+        share = {"cpus": [0, 1], "steal_fraction": 0.001, "busy_cores": 1.5 + other,
+                 "own_cores": 1.5, "foreign_cores": other}  # fmt: skip
+        record = {"wall_s": 1.0, "run": share, "server": None, "generator": None}
+        out.result["disturbance"] = record  # type: ignore[index]  # its JSON form
+        out.disturbed = disturbed(record)
+        return out
+
+
+def test_a_disturbed_run_is_measured_again_and_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a neighbour took 0.4 of a CPU during thread_per_client's round-2 run, and only then
+    def neighbour(name: str, round_no: int) -> float:
+        return 0.4 if (name, round_no) == ("thread_per_client", 2) else 0.01
+
+    fake = NoisyHarness(neighbour)
+    data, _ = run(plan_for(MODELS, repeat=3), fake, monkeypatch)
+    (noisy,) = [r for r in data["runs"] if r["disturbed"]]
+    assert noisy["variant"] == "thread_per_client" and noisy["round"] == 2
+    assert "other processes used 0.40 of a CPU (> 0.10)" in noisy["disturbed"]
+    assert noisy["discarded"] and "disturbed" in noisy["discarded"]
+    (again,) = runs_of(data, rerun_of=2)
+    assert again["variant"] == "thread_per_client" and again["round"] == 4
+    assert again["discarded"] is None and again["disturbed"] is None
+    assert data["cases"][0]["redone_disturbed"] == [{"variant": "thread_per_client", "round": 2}]
+    assert "disturbed" in data["rounds"][-1]["reason"] and data["rounds"][-1]["rerun_of"] == 2
+    assert len(fake.calls) == 10  # nobody else was measured again
+    record = noise.machine_disturbance(data["runs"])
+    assert record["runs"] == 10 and record["disturbed"] == 1 and record["redone"] == 1
+    line = noise.header_line(record)
+    assert "over 10 timed runs" in line and "1 run beyond the limits" in line
+    assert "1 measured again" in line
+
+
+def test_a_noisy_machine_is_measured_again_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    every = NoisyHarness(lambda name, round_no: 0.5 + 0.01 * round_no)  # noisy throughout
+    data, _ = run(plan_for(MODELS, repeat=3), every, monkeypatch)
+    redone = data["cases"][0]["redone_disturbed"]
+    assert len(redone) == 2 * MAX_RERUNS  # then the machine is left to the header to say
+    assert len(every.calls) == 9 + 2 * MAX_RERUNS
+    again = [r for r in data["runs"] if r["rerun_of"] is not None]
+    assert all(r["disturbed"] and not r["discarded"] for r in again)  # kept, and marked
+    # the most disturbed first: round 3's runs (0.53), then one of round 2's (0.52)
+    assert sorted(r["round"] for r in redone) == [2, 3, 3, 3]
+    late, _ = run(plan_for(MODELS, repeat=3, time_cap_s=0.0), NoisyHarness(lambda n, r: 0.5),
+                  monkeypatch)  # fmt: skip
+    assert late["cases"][0]["redone_disturbed"] == []  # no time left: marked, not redone
+    assert sum(1 for r in late["runs"] if r["disturbed"]) == 9

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from loadgen.engine.bottleneck import NEAR_CEILING, capacity_rule
 from loadgen.engine.result import COUNTERS_OFF
-from loadgen.suite import checkties, results
+from loadgen.suite import checkties, noise, results
 from loadgen.suite import summary as sm
 from loadgen.suite import tables as tb
 from loadgen.suite.compare import compare
@@ -555,3 +555,75 @@ def test_render_of_a_reference_run(tmp_path: Path, source: str) -> None:
     assert "req/s ± CI95" in report and "≥ " in report
     memory = next(s for s in saved["summaries"] if s["kind"] == "memory")
     assert any(r["below_resolution"] for r in memory["rows"])
+
+
+# -- disturbance: the report's header line, and tables too noisy to rank (issue 18) ----------
+
+
+def disturbance_of(steal: float, foreign: float, gen_foreign: float) -> dict[str, Any]:
+    def share(cpus: list[int], s: float, f: float) -> dict[str, Any]:
+        return {"cpus": cpus, "steal_fraction": s, "busy_cores": 1.0 + f, "own_cores": 1.0,
+                "foreign_cores": f}  # fmt: skip
+
+    return {
+        "wall_s": 0.5,
+        "run": share([0, 1], steal / 2, foreign + gen_foreign),
+        "server": share([0], steal, foreign),
+        "generator": share([1], 0.0, gen_foreign),
+    }
+
+
+def test_the_header_says_how_disturbed_the_machine_was(tmp_path: Path) -> None:
+    data = data_for({"a": [100.0, 101.0, 99.0], "b": [90.0, 91.0, 89.0]})
+    for i, r in enumerate(data["runs"]):  # steal 1%, 3% (the last one disturbed), ...
+        r["result"]["disturbance"] = disturbance_of(0.01 * (1 + i % 3), 0.02 * i, 0.01)
+        r["disturbed"] = "steal 3.0% of the server's CPU time (> 2%)" if i % 3 == 2 else None
+        r["discarded"] = "run redone: disturbed" if i == 2 else None
+    data["runs"].append(run("a", "echo-small", 0, 10.0) | {"purpose": "count"})  # not timed
+    record = noise.machine_disturbance(data["runs"])
+    assert record["runs"] == 6 and record["disturbed"] == 2 and record["redone"] == 1
+    steal = record["server"]["steal_fraction"]
+    assert steal["mean"] == pytest.approx(0.02) and steal["max"] == pytest.approx(0.03)
+    assert steal["sd"] == pytest.approx(0.00894, abs=1e-5) and steal["n"] == 6
+    assert record["generator"]["foreign_cores"]["mean"] == pytest.approx(0.01)
+    line = noise.header_line(record)
+    assert line.startswith("Disturbance over 6 timed runs (mean ± sd): hypervisor steal ")
+    assert "2.0% ± 0.9% of the server's CPU time (max 3.0%)" in line
+    assert "0.0% ± 0.0% of the generator's CPU time" in line
+    assert "other processes 0.05 ± 0.04 of a CPU on the server's CPUs (max 0.10)" in line
+    assert "2 runs beyond the limits (steal > 2% of a side's CPU time, other processes > " in line
+    assert line.endswith("1 measured again.")
+    summaries = sm.summarize(data)
+    report = results.report_markdown(data, summaries, [], tmp_path)
+    assert line in report.splitlines()
+    # shared CPUs (no sides): the run's; nothing measured: no line at all
+    for r in data["runs"]:
+        if r["result"].get("disturbance"):
+            r["result"]["disturbance"].update(server=None, generator=None)
+    assert "of the run's CPU time" in noise.header_line(noise.machine_disturbance(data["runs"]))
+    assert noise.header_line(noise.machine_disturbance([])) == ""
+
+
+def noisy_series(n_rows: int, repeats: int, spread: float) -> dict[str, list[float]]:
+    """Rows 2% apart whose repeats wander by ``spread`` (a busy machine: large)."""
+    wander = [1.0 - spread, 1.0 + spread, 1.0, 1.0 + spread / 2, 1.0 - spread / 2][:repeats]
+    return {f"v{i}": [100.0 * (1 - 0.02 * i) * w for w in wander] for i in range(n_rows)}
+
+
+def test_a_table_the_noise_left_in_one_tie_group_says_so_in_one_line() -> None:
+    summary = table(data_for(noisy_series(6, 3, 0.3)))
+    assert summary.too_noisy is not None
+    assert "6 of the 6 ranked rows share one tie group" in summary.too_noisy
+    assert "median CV 30%" in summary.too_noisy  # repeats at 0.7, 1.3 and 1.0 x
+    assert "the cost table (instructions per request" in summary.too_noisy
+    assert 'results/README.md, "The cost table"' in summary.too_noisy
+    assert tb.notes(summary)[0] == summary.too_noisy  # one line, first under the table
+    assert [tb.cells(r, summary)[0] for r in summary.rows] == ["–"] * 6  # no column of "a"
+    saved = summary.to_json()
+    assert saved["too_noisy"] == summary.too_noisy and saved["rows"][0]["letters"] == ["a"]
+    # the same rows with a steady machine are told apart: ranked as usual
+    steady = table(data_for(noisy_series(6, 3, 0.001)))
+    assert steady.too_noisy is None and tb.cells(steady.rows[0], steady)[0] == "a"
+    # two repeats: the t factor (12.7), not the machine, ties them; the table says that itself
+    assert table(data_for(noisy_series(6, 2, 0.3))).too_noisy is None
+    assert table(data_for(noisy_series(2, 3, 0.3))).too_noisy is None  # too few rows to say

@@ -44,6 +44,7 @@ __all__ = [
     "Snapshot",
     "disturbance",
     "disturbed",
+    "excess",
     "parse_proc_stat",
     "snapshot",
 ]
@@ -159,6 +160,23 @@ def disturbance(
     }
 
 
+def _judged(record: Mapping[str, Any]) -> list[tuple[str, str, float | None]]:
+    """(what, where, value) of every figure :func:`disturbed` judges, with its limit's key:
+    steal on each side's CPUs (the run's when the sides share them), foreign over the run's."""
+    run = record.get("run") or {}
+    sides = [(n, s) for n in ("server", "generator") if (s := record.get(n))] or [("run", run)]
+    out = [("steal", name, side.get("steal_fraction")) for name, side in sides]
+    return [*out, ("foreign", "run", run.get("foreign_cores"))]
+
+
+def excess(record: Mapping[str, Any] | None) -> float:
+    """How many times its limit the worst figure of a run's ``disturbance`` is (0.0 when
+    not measured): the runner measures the most disturbed runs again first."""
+    limits = {"steal": STEAL_MAX, "foreign": FOREIGN_MAX}
+    values = [v / limits[what] for what, _, v in _judged(record or {}) if v is not None]
+    return max(values, default=0.0)
+
+
 def disturbed(record: Mapping[str, Any] | None) -> str | None:
     """Why a run's ``disturbance`` is beyond the limits, in words; None when it is not (or
     was not measured).
@@ -168,15 +186,13 @@ def disturbed(record: Mapping[str, Any] | None) -> str | None:
     """
     if not record:
         return None
-    run = record.get("run") or {}
-    sides = [(n, s) for n in ("server", "generator") if (s := record.get(n))] or [("run", run)]
     reasons = []
-    for name, side in sides:
-        steal = side.get("steal_fraction")
-        if steal is not None and steal > STEAL_MAX:
-            where = "the run's CPUs" if name == "run" else f"the {name}'s CPU time"
-            reasons.append(f"steal {steal:.1%} of {where} (> {STEAL_MAX:.0%})")
-    foreign = run.get("foreign_cores")
-    if foreign is not None and foreign > FOREIGN_MAX:
-        reasons.append(f"other processes used {foreign:.2f} of a CPU (> {FOREIGN_MAX:.2f})")
+    for what, where, value in _judged(record):
+        if value is None:
+            continue
+        if what == "steal" and value > STEAL_MAX:
+            side = "the run's CPU time" if where == "run" else f"the {where}'s CPU time"
+            reasons.append(f"steal {value:.1%} of {side} (> {STEAL_MAX:.0%})")
+        elif what == "foreign" and value > FOREIGN_MAX:
+            reasons.append(f"other processes used {value:.2f} of a CPU (> {FOREIGN_MAX:.2f})")
     return "; ".join(reasons) or None

@@ -36,6 +36,7 @@ import psutil
 import servers
 from loadgen.client import Client, ServerError
 from loadgen.engine.config import LoadConfig
+from loadgen.engine.disturbance import disturbed
 from loadgen.engine.result import LoadResult
 from loadgen.procs import killpg, process_tree, tree_memory
 from loadgen.suite.launch import RunningServer, ServerStartError, start_server, suite_env
@@ -118,6 +119,9 @@ class RunOutcome:
     started_at: float = field(default_factory=time.time)
     wall_s: float = 0.0
     discarded: str | None = None  # why this run does not count (its round was redone)
+    # a timed run: why other work disturbed it beyond the limits (steal, other processes'
+    # CPU: loadgen.engine.disturbance.disturbed), None if it did not or was not measured
+    disturbed: str | None = None
     rerun_of: int | None = None  # the round this one redoes
     # "timed": its figures are the report's; "count": a short run with the cost
     # counters on, whose context switches and system calls per request the
@@ -551,6 +555,8 @@ def _measure_with(
         if pss and out.baseline_pss_bytes and held:
             out.memory_per_connection_bytes = (pss - out.baseline_pss_bytes) / held
     out.status = "ok" if out.error is None else "failed"
+    if out.purpose == "timed" and out.result is not None and out.result.disturbance is not None:
+        out.disturbed = disturbed(asdict(out.result.disturbance))
 
 
 def run_failure(result: LoadResult, case: Case) -> str | None:

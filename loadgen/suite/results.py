@@ -32,7 +32,7 @@ from typing import Any
 from rich.table import Table
 
 from loadgen.procs import MALLOC_ENV
-from loadgen.suite import notes, tables
+from loadgen.suite import noise, notes, tables
 from loadgen.suite import summary as sm
 
 SCHEMA = 1
@@ -146,6 +146,7 @@ def write(
     """(Re)write results.json, report.md and (optionally) the charts; point latest here."""
     summaries = sm.summarize(data)
     data = dict(data, schema=SCHEMA, summaries=[s.to_json() for s in summaries])
+    data["disturbance"] = noise.machine_disturbance(data.get("runs", []))
     data["server_python"] = notes.server_pythons(data.get("runs", []))
     _atomic_write(run_dir / "results.json", json.dumps(data, indent=1, default=str))
     chart_paths = []
@@ -304,9 +305,14 @@ def report_markdown(
     nofile = env.get("nofile") or {}
     if nofile.get("too_low"):
         out += [f"Descriptors: {nofile['too_low']}.", ""]
-    noise = noise_note(data.get("rounds") or [])
-    if noise:
-        out += [noise, ""]
+    redone = noise_note(data.get("rounds") or [])
+    if redone:
+        out += [redone, ""]
+    disturbance = noise.header_line(
+        data.get("disturbance") or noise.machine_disturbance(data.get("runs", []))
+    )
+    if disturbance:
+        out += [disturbance, ""]
     questions = {c["key"]: c.get("question", "") for c in data.get("cases", [])}
     not_applicable = {c["key"]: c.get("not_applicable", {}) for c in data.get("cases", [])}
     for s in summaries:

@@ -41,7 +41,8 @@ from rich.progress import (
 
 import servers
 from loadgen.engine import counters
-from loadgen.suite import harness, results
+from loadgen.engine.disturbance import excess
+from loadgen.suite import harness, noise, results
 from loadgen.suite import summary as sm
 from loadgen.suite.plan import (
     COUNT_DURATION_S,
@@ -248,11 +249,14 @@ class Session:
     # -- rounds ----------------------------------------------------------------
 
     def run_case(self, record: PlannedCase) -> None:
-        """The planned rounds, then redone rounds (drift), then --until-stable rounds."""
+        """The planned rounds, then redone rounds (drift), runs measured again (disturbed,
+        then slow), then --until-stable rounds."""
         for round_no in range(1, self.plan.rounds(record) + 1):
             self.run_round(record, round_no)
         if self.plan.drift_checked(record):
             self.redo_drifted(record)
+        if record.kind != "memory":  # memory per connection is not timed: noise cannot move it
+            self.redo_noisy(record)
         if record.kind == "throughput":
             self.redo_disturbed(record)
         if self.plan.until_stable and record.kind == "throughput":
@@ -398,7 +402,6 @@ class Session:
         The run stays in results.json, marked ``discarded``; its replacement gets a
         round of its own (so no paired ratio).  At most 2 x MAX_RERUNS per case, in time.
         """
-        case = self.cases[record.key]
         slow = []
         for name in record.variants:
             by_round = self.throughputs(record.key, name)
@@ -412,26 +415,63 @@ class Session:
             ]
         redone = []
         for share, name, round_no, median in sorted(slow)[: MAX_RERUNS * 2]:
-            run_s = harness.expected_seconds(case, self.plan.duration_of(record), self.plan.warmup)
-            if not self.time_left_for(record, run_s):
-                break
             reason = (
                 f"{name} gave {share:.0%} of its median {median:,.0f} req/s in round "
                 f"{round_no}: measured again"
             )
-            self.progress.console.print(f"[yellow]{record.key}: {reason}[/]")
-            for r in self.counted(record.key, name):
-                if r["round"] == round_no:
-                    r["discarded"] = f"run redone: {reason}"
-            new_round = self.next_round(record.key)
-            self.data["rounds"].append(
-                {"case": record.key, "round": new_round, "busy_fraction": None, "waited_s": 0.0,
-                 "rerun_of": round_no, "reason": reason, "cpus": None}
-            )  # fmt: skip
-            self.one_run(name, case, new_round, round_no)
-            self.save()
+            if not self.measure_again(record, name, round_no, reason):
+                break
             redone.append({"variant": name, "round": round_no})
         self.note(record, "redone_runs", redone)
+
+    def redo_noisy(self, record: PlannedCase) -> None:
+        """Measure again (once) a timed run that other work disturbed beyond the limits.
+
+        The harness marks a run ``disturbed`` when, over its window, the hypervisor stole
+        more than 2% of a side's CPU time or other processes used more than 0.10 of a CPU
+        on the run's CPUs (:func:`loadgen.engine.disturbance.disturbed`). Such a run
+        measured the machine as much as the model. It stays in results.json, marked
+        ``discarded`` too; its replacement gets a round of its own and is kept, marked, if
+        it is disturbed again (the machine is that noisy: the header says how much). The
+        most disturbed first, at most 2 x MAX_RERUNS per case, within the time cap.
+        """
+        noisy = [
+            r
+            for name in record.variants
+            for r in self.counted(record.key, name)
+            if r.get("disturbed") and r["status"] == "ok" and r.get("rerun_of") is None
+        ]
+        noisy.sort(key=lambda r: -excess((r.get("result") or {}).get("disturbance")))
+        redone = []
+        for r in noisy[: MAX_RERUNS * 2]:
+            reason = (
+                f"{r['variant']} in round {r['round']} was disturbed ({r['disturbed']}): "
+                "measured again"
+            )
+            if not self.measure_again(record, r["variant"], r["round"], reason):
+                break
+            redone.append({"variant": r["variant"], "round": r["round"]})
+        self.note(record, "redone_disturbed", redone)
+
+    def measure_again(self, record: PlannedCase, name: str, round_no: int, reason: str) -> bool:
+        """Discard ``name``'s run of ``round_no`` and measure it again in a round of its own;
+        False (nothing done) when the time cap leaves no room for it."""
+        case = self.cases[record.key]
+        run_s = harness.expected_seconds(case, self.plan.duration_of(record), self.plan.warmup)
+        if not self.time_left_for(record, run_s):
+            return False
+        self.progress.console.print(f"[yellow]{record.key}: {reason}[/]")
+        for r in self.counted(record.key, name):
+            if r["round"] == round_no:
+                r["discarded"] = f"run redone: {reason}"
+        new_round = self.next_round(record.key)
+        self.data["rounds"].append(
+            {"case": record.key, "round": new_round, "busy_fraction": None, "waited_s": 0.0,
+             "rerun_of": round_no, "reason": reason, "cpus": None}
+        )  # fmt: skip
+        self.one_run(name, case, new_round, round_no)
+        self.save()
+        return True
 
     def until_stable(self, record: PlannedCase) -> None:
         """Add rounds until every ranked row's throughput CI is within ±5%, or a cap."""
@@ -604,6 +644,10 @@ class Session:
 
 
 def print_tables(summaries: list[sm.CaseSummary], data: dict[str, Any]) -> None:
+    # the report's header line on how disturbed the machine was, above the tables
+    disturbance = noise.header_line(noise.machine_disturbance(data.get("runs", [])))
+    if disturbance:
+        console.print(f"\n{disturbance}")
     questions = {c["key"]: c["question"] for c in data["cases"]}
     na = {c["key"]: c.get("not_applicable", {}) for c in data["cases"]}
     for s in summaries:

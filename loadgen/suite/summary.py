@@ -35,7 +35,7 @@ from typing import Any
 
 from loadgen.engine.bottleneck import capacity_rule
 from loadgen.engine.result import COUNTERS_OFF, RATE_SHORTFALL
-from loadgen.suite import notes, ranking, work
+from loadgen.suite import noise, notes, ranking, work
 from loadgen.suite.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
 from loadgen.suite.repeats import Stat
 from loadgen.suite.units import fmt_bytes
@@ -304,6 +304,9 @@ class CaseSummary:
     # a case whose neighbour sends WORK offload: variant -> how it serves one (the registry's
     # Variant.offload: its framework's idiom, or why it needs none or has none)
     offload: dict[str, str] | None = None
+    # the one line shown instead of a # column of "a" when the machine's noise left nearly
+    # every ranked row in one tie group (loadgen.suite.noise.too_noisy); None otherwise
+    too_noisy: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -323,6 +326,7 @@ class CaseSummary:
             "baseline": self.baseline,
             "baseline_found": self.baseline_found,
             "offload": self.offload,
+            "too_noisy": self.too_noisy,
             "rows": [r.to_json() for r in self.rows],
         }
 
@@ -365,6 +369,7 @@ def summarize_case(
         summary.rows.append(Row(name, family, "failed", reasons=[reason], kind=case["kind"]))
     _paired_ratios(summary, kept)
     _rank(summary)
+    summary.too_noisy = noise.too_noisy(summary)
     return summary
 
 

@@ -123,6 +123,8 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
     """One row's cells, in :func:`columns` order."""
     s = row.stats
     rank = row.rank_label or ("ref" if row.reference else "–")
+    if summary.too_noisy and row.rank is not None:
+        rank = "–"  # one tie group for nearly every row: the note under the table says so
     if summary.kind == "memory":
         err = row.figure("errors_total")
         errors = "–" if err is None else f"{err:,.1f}".removesuffix(".0")
@@ -394,6 +396,8 @@ def top_syscalls(row: Row, n: int = 5) -> str:
 def notes(summary: CaseSummary) -> list[str]:
     """Sentences printed under a table: how it is ranked, what is a floor, what is missing."""
     out = [_ranking_note(summary), *_work_notes(summary)]
+    if summary.too_noisy:
+        out.insert(0, summary.too_noisy)
     rows = summary.rows
     # (the neighbour tables have no limit column: their server runs a neighbour's work too)
     if any(r.bottleneck == "both" for r in rows) and summary.kind not in ("memory", "neighbour"):
