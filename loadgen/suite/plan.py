@@ -225,12 +225,16 @@ class RunPlan:
         return sum(len(c.variants) for c in self.counted_cases()) * per_run
 
     def extra_rounds_s(self) -> float:
-        """Rough wall time of every extra round allowed (before the time cap cuts them)."""
+        """Rough wall time of every extra round and run allowed (before the time cap cuts
+        them): rounds redone for drift, --until-stable rounds, and single runs measured
+        again (2 x MAX_RERUNS each: slow ones in throughput cases, disturbed ones in every
+        timed case)."""
         total = 0.0
         for c in self.cases:
             extra = MAX_RERUNS if self.drift_checked(c) else 0
             extra += MAX_EXTRA_ROUNDS if self.until_stable and c.kind == "throughput" else 0
-            total += extra * self.round_s(c)
+            runs = 2 * MAX_RERUNS * ((c.kind == "throughput") + (c.kind != "memory"))
+            total += (extra + runs / max(1, len(c.variants))) * self.round_s(c)
         return total
 
     def worst_case_s(self) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from loadgen.engine.disturbance import FOREIGN_MAX, STEAL_MAX
 from loadgen.procs import raise_nofile
 from loadgen.suite.notes import describe_python
 from loadgen.suite.plan import (
@@ -41,9 +42,11 @@ def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Cons
         f" × {plan.repeat} repeats (fewer where a case caps them) = {plan.runs} runs of "
         f"{plan.warmup:g} s warm-up + {plan.duration:g} s"
     )
-    extras = f"redone rounds (≤ {MAX_RERUNS} per case), " + (
-        f"--until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case), " if plan.until_stable else ""
-    )
+    extras = (
+        f"redone rounds (≤ {MAX_RERUNS} per case), runs measured again when slow or "
+        f"disturbed (steal > {STEAL_MAX:.0%}, other processes > {FOREIGN_MAX:.2f} CPU; "
+        f"≤ {2 * MAX_RERUNS} each per case), "
+    ) + (f"--until-stable rounds (≤ {MAX_EXTRA_ROUNDS} per case), " if plan.until_stable else "")
     console.print(
         f"estimated {plan.estimate_s() / 60:.1f} min (verify, every run, the reference's runs "
         f"and a {QUIET_SAMPLE_S:g} s quiet check per round); {extras}and waits for a quiet "
