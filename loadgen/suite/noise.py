@@ -6,8 +6,8 @@ a run beyond the limits ``disturbed`` and measures it again (``discarded``). Her
 
 * :func:`machine_disturbance` -- results.json's ``disturbance``: over the timed runs, the
   mean, sample standard deviation and maximum of the steal and of the foreign CPU on the
-  server's CPUs and on the generator's (the run's CPUs when they share them), and how many
-  runs were beyond the limits and how many of those were measured again;
+  server's CPUs and on the generator's (runs pinned apart), and on the run's CPUs (every
+  run), and how many runs were beyond the limits and how many of those were measured again;
 * :func:`header_line` -- that record as the one line report.md and the terminal print
   above the tables;
 * :func:`too_noisy` -- the one line a table gets instead of a ``#`` column of ``a``: when
@@ -52,16 +52,11 @@ def _spread(values: list[float]) -> dict[str, Any] | None:
     return {"mean": statistics.fmean(values), "sd": sd, "max": max(values), "n": len(values)}
 
 
-def _side(record: dict[str, Any], side: str) -> dict[str, Any] | None:
-    """A run's share for ``side`` ("server" or "generator"); the run's CPUs when shared."""
-    return record.get(side) or record.get("run")
-
-
 def machine_disturbance(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """results.json's ``disturbance``: per side (``server``, ``generator``) and figure
-    (``steal_fraction``, ``foreign_cores``) the spread over the timed runs; ``runs``,
-    ``disturbed`` (beyond the limits), ``redone`` (of those, measured again) and the
-    ``limits``."""
+    """results.json's ``disturbance``: per share (``server``, ``generator``: of the runs
+    pinned apart; ``run``: every run's CPUs) and figure (``steal_fraction``,
+    ``foreign_cores``) the spread over the timed runs; ``runs``, ``disturbed`` (beyond the
+    limits), ``redone`` (of those, measured again) and the ``limits``."""
     timed = timed_runs(runs)
     records = [r["result"]["disturbance"] for r in timed]
     out: dict[str, Any] = {
@@ -71,8 +66,8 @@ def machine_disturbance(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "limits": {"steal_fraction": STEAL_MAX, "foreign_cores": FOREIGN_MAX},
         "apart": any(d.get("server") for d in records),  # pinned apart: two sides
     }
-    for side in ("server", "generator"):
-        shares = [s for d in records if (s := _side(d, side))]
+    for side in ("server", "generator", "run"):
+        shares = [s for d in records if (s := d.get(side))]
         out[side] = {f: _spread([s[f] for s in shares if s.get(f) is not None]) for f in FIGURES}
     return out
 
@@ -82,11 +77,9 @@ def header_line(record: dict[str, Any]) -> str:
     M runs beyond the limits (…), K measured again.`` ("" when no run measured it)."""
     if not record.get("runs"):
         return ""
-    sides = ("server", "generator") if record["apart"] else ("server",)
-    whose = {
-        "server": "the server's" if record["apart"] else "the run's",
-        "generator": "the generator's",
-    }
+    # pinned apart (the suite's way): each side's CPUs; else the run's CPUs, shared
+    sides = ("server", "generator") if record["apart"] else ("run",)
+    whose = {"server": "the server's", "generator": "the generator's", "run": "the run's"}
 
     def part(figure: str, fmt: str, words: str) -> str:
         bits = [
