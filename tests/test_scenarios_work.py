@@ -89,6 +89,15 @@ def test_quick_gets_one_work_scenario_short_and_full_gets_all_four() -> None:
     hol = next(c for c in chosen.cases if c.key == "head-of-line")
     assert chosen.duration_of(hol) == 0.7 and chosen.rounds(hol) == 1
     assert set(WORK_SCENARIOS) <= set(PROFILES["full"].scenarios)
+    full = plan.make_plan(args_for("--profile", "full"))
+    for record in full.cases:
+        if record.kind in tables.WORK_KINDS:  # the full profile's short WORK windows
+            assert full.rounds(record) == WORK_REPEAT
+            assert (full.warmup_of(record), full.duration_of(record)) == (0.1, 0.3)
+        else:
+            assert (full.warmup_of(record), full.duration_of(record)) == (0.25, 0.5)
+    chosen = plan.make_plan(args_for("--profile", "full", "--warmup", "0.4"))
+    assert {chosen.warmup_of(c) for c in chosen.cases} == {0.4}
 
 
 def test_cpu_bound_is_skipped_across_hosts_with_the_reason() -> None:

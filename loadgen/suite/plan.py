@@ -80,6 +80,7 @@ class PlannedCase:
     all_cpus: bool = False  # Case.all_cpus: the server on every CPU, the generator sharing them
     baseline: str | None = None  # Case.baseline: the case whose figures each row shows beside
     duration: float | None = None  # measured seconds of its runs, when the profile trims it
+    warmup: float | None = None  # warm-up seconds of its runs, when the profile trims it
 
     @classmethod
     def of(
@@ -187,6 +188,10 @@ class RunPlan:
         """Measured seconds of a case's runs: the plan's, or the profile's trim of it."""
         return record.duration or self.duration
 
+    def warmup_of(self, record: PlannedCase) -> float:
+        """Warm-up seconds of a case's runs: the plan's, or the profile's trim of it."""
+        return self.warmup if record.warmup is None else record.warmup
+
     def to_json(self) -> dict[str, Any]:
         """results.json's ``plan`` (the cases are stored beside it, as ``cases``)."""
         return {k: v for k, v in asdict(self).items() if k not in ("cases", "runs")}
@@ -194,7 +199,8 @@ class RunPlan:
     def round_s(self, record: PlannedCase) -> float:
         """Rough wall time of one round of one case: quiet check + every variant's run."""
         case = cases_by_key()[record.key]
-        run = harness.expected_seconds(case, self.duration_of(record), self.warmup) + self.rest
+        run = harness.expected_seconds(case, self.duration_of(record), self.warmup_of(record))
+        run += self.rest
         return QUIET_SAMPLE_S + run * len(record.variants)
 
     def estimate_s(self) -> float:
@@ -331,7 +337,8 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
 
 def _trim(cases: list[PlannedCase], profile: Profile, args: argparse.Namespace) -> None:
     """The profile's short versions of its scenarios (``Profile.trims``): fewer rounds, a
-    shorter window; an explicit ``--repeat`` or ``--duration`` wins over the trim."""
+    shorter window and warm-up; an explicit ``--repeat``, ``--duration`` or ``--warmup``
+    wins over the trim."""
     for record in cases:
         trim = profile.trims.get(record.scenario)
         if trim is None:
@@ -340,6 +347,8 @@ def _trim(cases: list[PlannedCase], profile: Profile, args: argparse.Namespace) 
             record.max_repeat = min(record.max_repeat or trim.repeat, trim.repeat)
         if args.duration is None:
             record.duration = trim.duration
+        if args.warmup is None and trim.warmup is not None:
+            record.warmup = trim.warmup
 
 
 def _cpu_levels(

@@ -70,9 +70,13 @@ def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Cons
         )
     short = [
         f"{c.key} ({plan.rounds(c)} round{'s' if plan.rounds(c) != 1 else ''}"
-        + (f" of {c.duration:g} s)" if c.duration else ")")
+        + (
+            f" of {plan.warmup_of(c):g} s warm-up + {plan.duration_of(c):g} s)"
+            if c.duration or c.warmup is not None
+            else ")"
+        )
         for c in plan.cases
-        if plan.rounds(c) < plan.repeat or c.duration
+        if plan.rounds(c) < plan.repeat or c.duration or c.warmup is not None
     ]
     if short:
         console.print("fewer rounds or a shorter window: " + ", ".join(short))

@@ -386,8 +386,9 @@ def _fewer_rounds(data: dict[str, Any]) -> str:
         bits = []
         if repeat and rounds < repeat:
             bits.append(f"{rounds} round{'s' if rounds != 1 else ''}")
-        if c.get("duration"):
-            bits.append(f"{c['duration']:g} s measured")
+        if c.get("duration") or c.get("warmup") is not None:
+            warmup = plan.get("warmup") if c.get("warmup") is None else c["warmup"]
+            bits.append(f"{warmup:g} s warm-up + {c.get('duration') or plan.get('duration'):g} s")
         if bits:
             parts.append(f"{c['key']} ({', '.join(bits)})")
     return ("Fewer rounds or a shorter window: " + "; ".join(parts) + ".") if parts else ""

@@ -457,7 +457,9 @@ class Session:
         """Discard ``name``'s run of ``round_no`` and measure it again in a round of its own;
         False (nothing done) when the time cap leaves no room for it."""
         case = self.cases[record.key]
-        run_s = harness.expected_seconds(case, self.plan.duration_of(record), self.plan.warmup)
+        run_s = harness.expected_seconds(
+            case, self.plan.duration_of(record), self.plan.warmup_of(record)
+        )
         if not self.time_left_for(record, run_s):
             return False
         self.progress.console.print(f"[yellow]{record.key}: {reason}[/]")
@@ -604,7 +606,7 @@ class Session:
         self, name: str, case: Case, round_no: int, rerun_of: int | None, *, counted: bool = False
     ) -> None:
         duration = COUNT_DURATION_S if counted else self.plan.duration_of(self.plan_case(case.key))
-        warmup = COUNT_WARMUP_S if counted else self.plan.warmup
+        warmup = COUNT_WARMUP_S if counted else self.plan.warmup_of(self.plan_case(case.key))
         expected = harness.expected_seconds(case, duration, warmup)
         what = "counting costs" if counted else f"round {round_no}"
         self.progress.update(
