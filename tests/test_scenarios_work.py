@@ -98,6 +98,10 @@ def test_quick_gets_one_work_scenario_short_and_full_gets_all_four() -> None:
             assert (full.warmup_of(record), full.duration_of(record)) == (0.25, 0.5)
     chosen = plan.make_plan(args_for("--profile", "full", "--warmup", "0.4"))
     assert {chosen.warmup_of(c) for c in chosen.cases} == {0.4}
+    # scenarios named on the command line run at the profile's settings, untrimmed
+    named = plan.make_plan(args_for("--scenarios", "head-of-line"))
+    hol = next(c for c in named.cases if c.key == "head-of-line")
+    assert (named.rounds(hol), named.duration_of(hol)) == (WORK_REPEAT, named.duration)
 
 
 def test_cpu_bound_is_skipped_across_hosts_with_the_reason() -> None:

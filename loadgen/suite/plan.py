@@ -305,7 +305,8 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         for case in s.cases
         if case.server_cpus is None or case.server_cpus in levels
     ]
-    _trim(cases, profile, args)
+    if not _split(args.scenarios):  # the profile's own list: its budget, its short versions
+        _trim(cases, profile, args)
     added = reference is not None and reference not in runnable
     if added and any(reference in c.variants for c in cases):
         runnable.append(reference)  # verified like any other
@@ -337,8 +338,9 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
 
 def _trim(cases: list[PlannedCase], profile: Profile, args: argparse.Namespace) -> None:
     """The profile's short versions of its scenarios (``Profile.trims``): fewer rounds, a
-    shorter window and warm-up; an explicit ``--repeat``, ``--duration`` or ``--warmup``
-    wins over the trim."""
+    shorter window and warm-up, so that the profile keeps its time; an explicit
+    ``--repeat``, ``--duration`` or ``--warmup`` wins over the trim, and scenarios named
+    with ``--scenarios`` are not trimmed (they run at the profile's settings)."""
     for record in cases:
         trim = profile.trims.get(record.scenario)
         if trim is None:
