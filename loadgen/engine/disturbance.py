@@ -20,7 +20,10 @@ take CPU time away from a run without showing in its own figures:
 
 Kernel threads (``ksoftirqd``, ``kworker``) and the suite's own harness process count as
 foreign: they are not the server or the generator, and the harness sleeps during a run.
-Small negative figures are the 10 ms rounding of ``/proc/stat``, kept as measured.
+Small negative figures are the 10 ms rounding of ``/proc/stat``, kept as measured. Under
+steal ``foreign`` is a floor: a vCPU woken from idle that the host runs late counts that
+wait as idle *and* as steal (the idle clock stops only when the vCPU runs again), so
+``busy`` is low by up to the steal -- which is judged on its own (:data:`STEAL_MAX`).
 
 Cheap by construction: one read of ``/proc/stat`` and one ``getrusage`` at each end of the
 period, beside the monitor's own readings. The figures are ``LoadResult.disturbance``
