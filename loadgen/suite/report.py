@@ -114,6 +114,14 @@ def result_table(result: LoadResult) -> Table:
             f"{slow.connections} conns, {slow.requests} requests, "
             f"p50 {_us(slow.latency_us.p50)}, max {_us(slow.latency_us.max)}",
         )
+    near = result.neighbours
+    if near:  # the figures above are the victims'; the neighbours' own are here
+        table.add_row(
+            "neighbours",
+            f"{near.connections} conns sending WORK {near.work}: {near.requests} requests, "
+            f"{near.throughput_rps:,.1f} req/s, p50 {_us(near.latency_us.p50)}, "
+            f"p99 {_us(near.latency_us.p99)}",
+        )
     idle = result.idle
     if idle:
         per = idle.memory_per_connection_bytes
