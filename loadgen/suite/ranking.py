@@ -319,7 +319,7 @@ def _absorbed(groups: list[set[str]]) -> list[set[str]]:
 
 
 def letter_name(i: int) -> str:
-    """The i-th letter (0 = ``a``); after ``Z``: ``a2`` ... (never met in a table of 25 rows)."""
+    """The i-th letter (0 = ``a``); after ``Z`` (52 groups, rare even in 20 rows): ``a2`` ..."""
     return LETTERS[i % len(LETTERS)] + (str(i // len(LETTERS) + 1) if i >= len(LETTERS) else "")
 
 
