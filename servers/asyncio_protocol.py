@@ -39,7 +39,10 @@ in the loop's default thread pool and a done-callback answers -- the default
 pool has ``min(32, CPUs + 4)`` threads, and offloads beyond that queue.  At
 SIGTERM a compute, a block or an offload in progress holds the exit until it
 ends: the loop takes the signal only between steps, and its pool joins its
-threads.
+threads.  Measured (a full run on a busy 2-core VM, README's 'What the
+handler does'): beside one client's 20,000-unit computes (about 16 ms here)
+the other clients' p50 was 23 ms; under cpu-bound it used 0.99 cores; beside
+a 10 ms blocking call their p50 was 13 ms, 1.2 ms offloaded.
 
 How it is protected: timeouts are one ``loop.call_later`` timer per
 connection, re-armed only when it fires or a deadline moves earlier

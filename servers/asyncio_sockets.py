@@ -41,7 +41,11 @@ block: ``asyncio.to_thread`` runs it in the loop's default thread pool while
 only its task waits -- the default pool has ``min(32, CPUs + 4)`` threads,
 and offloads beyond that queue.  At SIGTERM a compute, a block or an offload
 in progress holds the exit until it ends: the loop takes the signal only
-between steps, and its pool joins its threads.
+between steps, and its pool joins its threads.  Measured (a full run on a
+busy 2-core VM, README's 'What the handler does'): beside one client's
+20,000-unit computes (about 16 ms here) the other clients' p50 was 25 ms;
+under cpu-bound it used 0.98 cores; beside a 10 ms blocking call their p50
+was 14 ms, 2.9 ms offloaded.
 
 How it is protected: every ``sock_recv`` runs inside
 ``asyncio.timeout_at(deadline)`` -- the idle deadline between requests, the

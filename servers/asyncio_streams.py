@@ -38,7 +38,11 @@ client for its whole length; an offload repairs the block:
 its task waits -- the default pool has ``min(32, CPUs + 4)`` threads, and
 offloads beyond that queue.  At SIGTERM a compute, a block or an offload in
 progress holds the exit until it ends: the loop takes the signal only
-between steps, and its pool joins its threads.
+between steps, and its pool joins its threads.  Measured (a full run on a
+busy 2-core VM, README's 'What the handler does'): beside one client's
+20,000-unit computes (about 16 ms here) the other clients' p50 was 28 ms;
+under cpu-bound it used 0.97 cores; beside a 10 ms blocking call their p50
+was 14 ms, 1.6 ms offloaded.
 
 How it is protected: every ``reader.read()`` runs inside
 ``asyncio.timeout_at(deadline)`` -- the idle deadline (now + idle timeout)

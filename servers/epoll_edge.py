@@ -43,6 +43,10 @@ stays alive, idle, and deaf to everyone waiting.  A WORK wait is a timer in
 the loop's heap (:mod:`servers._nonblocking`): waits overlap.  A compute or
 a block stalls every client for its whole length, and so does an offload: a
 hand-written loop has no executor to hand it to, so it is served as block.
+Measured (a full run on a busy 2-core VM, README's 'What the handler does'):
+beside one client's 20,000-unit computes (about 16 ms here) the other
+clients' p50 was 26 ms; under cpu-bound it used 0.98 cores; beside a 10 ms
+blocking call their p50 was 12 ms, 13 ms offloaded.
 
 How it is protected (:mod:`servers._nonblocking` has the details): out of
 descriptors, the waiting clients are refused (``ERROR server busy``)

@@ -20,7 +20,11 @@ reaps every child, so none is orphaned.  Many clients mean many processes:
 no ``fork()`` (Windows).  A long WORK request costs only its own client: a
 wait, a block or an offload (served as block: a process per client needs no
 executor) sleeps in that child, and a compute runs in that child alone, on
-any core -- the processes share no GIL.
+any core -- the processes share no GIL.  Measured (a full run on a busy
+2-core VM, README's 'What the handler does'): beside one client's
+20,000-unit computes (about 16 ms here) the other clients' p50 was 299 µs;
+under cpu-bound it used 1.73 cores; beside a 10 ms blocking call their p50
+was 1.4 ms, 3.9 ms offloaded.
 
 How it is protected: each child's socket has a timeout (servers/_blocking.py,
 :class:`~servers._blocking.TimedSocket`): an idle client is closed after

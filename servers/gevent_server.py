@@ -22,6 +22,10 @@ for its whole length; an offload repairs the block: ``threadpool.apply``
 runs it in the hub's thread pool (10 threads by default; more offloads
 queue) while only its greenlet waits.  At SIGTERM a compute or a block in
 progress holds the exit until it ends: the hub runs the stop only then.
+Measured (a full run on a busy 2-core VM, README's 'What the handler does'):
+beside one client's 20,000-unit computes (about 16 ms here) the other
+clients' p50 was 23 ms; under cpu-bound it used 0.96 cores; beside a 10 ms
+blocking call their p50 was 12 ms, 972 µs offloaded.
 
 How it is protected: every ``recv`` and ``send`` of the shared routine runs
 inside a ``gevent.Timeout`` (:class:`TimedConnection`), gevent's own idiom:

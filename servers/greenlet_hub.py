@@ -23,7 +23,11 @@ client.  An exception escaping a greenlet would land in the hub, its parent,
 and end the server: :func:`run_client` stops bugs at one client.  A WORK
 wait is an entry in the hub's deadline heap: waits overlap.  A compute, a
 block, and an offload too (no thread pool here: served as block) stall every
-client for their whole length.
+client for their whole length.  Measured (a full run on a busy 2-core VM,
+README's 'What the handler does'): beside one client's 20,000-unit computes
+(about 16 ms here) the other clients' p50 was 27 ms; under cpu-bound it used
+0.99 cores; beside a 10 ms blocking call their p50 was 13 ms, 13 ms
+offloaded.
 
 How it is protected: the hub owns the timeouts.  Each wait carries a
 deadline in one heap (``[when, order, fd, greenlet]``); the hub's

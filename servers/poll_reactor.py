@@ -24,6 +24,10 @@ listening socket stays readable: a loop that only retried would spin at
 loop's heap (:mod:`servers._nonblocking`): waits overlap.  A compute or a
 block stalls every client for its whole length, and so does an offload: a
 hand-written loop has no executor to hand it to, so it is served as block.
+Measured (a full run on a busy 2-core VM, README's 'What the handler does'):
+beside one client's 20,000-unit computes (about 16 ms here) the other
+clients' p50 was 33 ms; under cpu-bound it used 1.01 cores; beside a 10 ms
+blocking call their p50 was 13 ms, 12 ms offloaded.
 
 How it is protected (:mod:`servers._nonblocking` has the details): the
 timeouts are a heap of deadlines, and ``poll()`` waits no longer than the

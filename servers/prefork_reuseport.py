@@ -30,7 +30,11 @@ is a timer in a worker's heap: waits overlap.  A compute, a block or an
 offload (no executor: served as block) stalls every client of that worker,
 and only those: the other workers go on, on their own cores -- but the
 kernel goes on handing new connections to the stalled worker's listener too
-(it balances connections, not work).
+(it balances connections, not work).  Measured (a full run on a busy 2-core
+VM, README's 'What the handler does'): beside one client's 20,000-unit
+computes (about 16 ms here) the other clients' p50 was 20 ms; under
+cpu-bound it used 1.81 cores; beside a 10 ms blocking call their p50 was
+11 ms, 12 ms offloaded.
 
 How it is protected: the parent supervises.  It waits for a worker to die
 (``os.wait``), says so on stderr and forks a replacement on the same

@@ -27,7 +27,11 @@ socket stays readable: a loop that only retried would spin at 100% of a
 core until a descriptor is freed.  A WORK wait is a timer in the loop's heap
 (:mod:`servers._nonblocking`): waits overlap.  A compute or a block stalls
 every client for its whole length, and so does an offload: a hand-written
-loop has no executor to hand it to, so it is served as block.
+loop has no executor to hand it to, so it is served as block.  Measured (a
+full run on a busy 2-core VM, README's 'What the handler does'): beside one
+client's 20,000-unit computes (about 16 ms here) the other clients' p50 was
+29 ms; under cpu-bound it used 0.95 cores; beside a 10 ms blocking call
+their p50 was 15 ms, 12 ms offloaded.
 
 How it is protected (:mod:`servers._nonblocking` has the details): the
 timeouts are a heap of deadlines, and ``select()``'s timeout is the time to

@@ -21,6 +21,10 @@ would never finish.  Not available without ``fork()``.  A long WORK request
 costs only its own client: a wait, a block or an offload (served as block: a
 process per client needs no executor) sleeps in that child, and a compute
 runs in that child alone, on any core -- the processes share no GIL.
+Measured (a full run on a busy 2-core VM, README's 'What the handler does'):
+beside one client's 20,000-unit computes (about 16 ms here) the other
+clients' p50 was 306 µs; under cpu-bound it used 1.67 cores; beside a 10 ms
+blocking call their p50 was 754 µs, 2.3 ms offloaded.
 
 How it is protected, in socketserver's hooks: ``verify_request`` reaps the
 children that have exited, then refuses a client with ``ERROR server busy``

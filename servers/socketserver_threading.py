@@ -18,7 +18,10 @@ that a client that never leaves cannot block shutdown (``server_close``
 would otherwise join every thread).  A long WORK request too: a wait, a
 block or an offload (served as block) holds only the client's own thread,
 with the GIL released; a compute holds the GIL, so the threads share one
-core.
+core.  Measured (a full run on a busy 2-core VM, README's 'What the handler
+does'): beside one client's 20,000-unit computes (about 16 ms here) the
+other clients' p50 was 225 µs; under cpu-bound it used 1.01 cores; beside a
+10 ms blocking call their p50 was 462 µs, 1.4 ms offloaded.
 
 How it is protected, in socketserver's hooks: ``get_request`` accepts through
 a descriptor held in reserve (:class:`~servers._blocking.SpareDescriptor`):

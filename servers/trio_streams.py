@@ -58,7 +58,10 @@ trio's default limiter; more offloads queue) while only its task waits.  At
 SIGTERM a compute, a block or an offload in progress holds the exit until it
 ends: the loop takes the signal only between steps, and a cancelled task
 waits for its thread (no ``abandon_on_cancel``: no thread outlives the
-nursery).
+nursery).  Measured (a full run on a busy 2-core VM, README's 'What the
+handler does'): beside one client's 20,000-unit computes (about 16 ms here)
+the other clients' p50 was 31 ms; under cpu-bound it used 0.95 cores; beside
+a 10 ms blocking call their p50 was 13 ms, 2.7 ms offloaded.
 
 How it is protected: the deadlines above.  ``--max-clients``: the handler of
 client N+1 writes ``ERROR server busy`` if the socket takes it at once and

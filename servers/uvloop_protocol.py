@@ -23,7 +23,10 @@ marks it unavailable where uvloop cannot be imported.  WORK as in
 overlap); a compute or a block stalls every client; an offload goes to
 ``loop.run_in_executor``, the default thread pool (``min(32, CPUs + 4)``
 threads).  At SIGTERM any of the three in progress holds the exit until it
-ends.
+ends.  Measured (a full run on a busy 2-core VM, README's 'What the handler
+does'): beside one client's 20,000-unit computes (about 16 ms here) the
+other clients' p50 was 24 ms; under cpu-bound it used 0.98 cores; beside a
+10 ms blocking call their p50 was 13 ms, 122 µs offloaded.
 
 How it is protected: timeouts and ``--max-clients`` are the shared
 protocol's, as in ``asyncio_protocol`` (one ``call_later`` timer per

@@ -24,7 +24,11 @@ marks it unavailable where uvloop cannot be imported.  WORK as in
 ``asyncio_streams``: a wait is ``asyncio.sleep`` (waits overlap); a compute
 or a block stalls every client; an offload goes to ``asyncio.to_thread``,
 the default thread pool (``min(32, CPUs + 4)`` threads).  At SIGTERM any of
-the three in progress holds the exit until it ends.
+the three in progress holds the exit until it ends.  Measured (a full run on
+a busy 2-core VM, README's 'What the handler does'): beside one client's
+20,000-unit computes (about 16 ms here) the other clients' p50 was 26 ms;
+under cpu-bound it used 0.95 cores; beside a 10 ms blocking call their p50
+was 12 ms, 1.9 ms offloaded.
 
 How it is protected: as ``asyncio_streams`` -- ``asyncio.timeout_at`` per
 read (idle deadline between requests, the request's own while one is
