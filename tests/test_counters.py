@@ -231,8 +231,13 @@ def test_context_switches_of_a_thread_that_exits() -> None:
         import threading, time
         time.sleep(0.3)
         def sleeper():
-            for _ in range(200):
+            # 200 sleeps, and alive for a second at least: on a loaded machine the
+            # sampler (every 20 ms) may not run at all during a 0.2 s life
+            end = time.monotonic() + 1.0
+            n = 0
+            while n < 200 or time.monotonic() < end:
                 time.sleep(0.001)
+                n += 1
         t = threading.Thread(target=sleeper); t.start(); t.join()
         time.sleep(30)
         """
