@@ -506,7 +506,7 @@ def test_noise_note_names_rounds_that_waited_or_were_redone() -> None:
          "reason": "reference 22% below its median"},
     ]  # fmt: skip
     note = results.noise_note(rounds)
-    assert "1 round(s) waited 4 s" in note and "1 round(s) redone" in note
+    assert "1 round(s) waited 4 s" in note and "1 round(s) or run(s) redone" in note
     assert "reference 22% below its median" in note
     assert results.noise_note(rounds[:1]) == ""
 

@@ -436,5 +436,6 @@ def noise_note(rounds: list[dict[str, Any]]) -> str:
             + (f" ({r['reason']})" if r.get("reason") else "")
             for r in redone
         )
-        parts.append(f"{len(redone)} round(s) redone for drift: {what}")
+        # a round redone for drift, or one run measured again (slow, or disturbed)
+        parts.append(f"{len(redone)} round(s) or run(s) redone: {what}")
     return ("Noise control: " + "; ".join(parts) + ".") if parts else ""
