@@ -422,8 +422,8 @@ def hosts_markdown(hosts: list[dict[str, Any]], cluster: dict[str, Any]) -> list
 
 
 def noise_note(rounds: list[dict[str, Any]]) -> str:
-    """One line on the noise control: the rounds that waited for a quiet machine or were
-    redone for drift ("" when none did)."""
+    """One line on the noise control: the rounds that waited for a quiet machine, were
+    redone for drift, or measured one run again (slow, disturbed) ("" when none did)."""
     waited = [r for r in rounds if (r.get("waited_s") or 0) > 0]
     redone = [r for r in rounds if r.get("rerun_of") is not None]
     parts = []
