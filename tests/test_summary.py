@@ -615,8 +615,8 @@ def test_a_table_the_noise_left_in_one_tie_group_says_so_in_one_line() -> None:
     assert summary.too_noisy is not None
     assert "6 of the 6 ranked rows share one tie group" in summary.too_noisy
     assert "median CV 30%" in summary.too_noisy  # repeats at 0.7, 1.3 and 1.0 x
-    assert "the cost table (instructions per request" in summary.too_noisy
-    assert 'results/README.md, "The cost table"' in summary.too_noisy
+    assert "system calls and context switches per request" in summary.too_noisy
+    assert 'results/README.md, "Not separable here"' in summary.too_noisy
     assert tb.notes(summary)[0] == summary.too_noisy  # one line, first under the table
     assert [tb.cells(r, summary)[0] for r in summary.rows] == ["–"] * 6  # no column of "a"
     saved = summary.to_json()
