@@ -610,6 +610,14 @@ def noisy_series(n_rows: int, repeats: int, spread: float) -> dict[str, list[flo
     return {f"v{i}": [100.0 * (1 - 0.02 * i) * w for w in wander] for i in range(n_rows)}
 
 
+def test_alike_rows_whose_repeats_agree_are_not_called_noisy() -> None:
+    """One tie group with repeats that agree (median CV under 5%) means the models are
+    alike (every one waits on the same round trip), not that the machine hid them."""
+    alike = {f"v{i}": [100.0, 102.0, 98.0] for i in range(6)}  # CV 2%, equal means
+    summary = table(data_for(alike))
+    assert summary.too_noisy is None
+
+
 def test_a_table_the_noise_left_in_one_tie_group_says_so_in_one_line() -> None:
     summary = table(data_for(noisy_series(6, 3, 0.3)))
     assert summary.too_noisy is not None

@@ -34,6 +34,9 @@ NOISY_MIN_ROWS = 3  # ... of at least this many ranked rows ...
 NOISY_MIN_REPEATS = 3
 # Until the instruction-count table lands (issue 18), the counts that noise does not move
 # are the counted run's system calls and context switches per request.
+# Below this median CV the repeats agree with each other: one tie group then means the
+# models really are alike (one connection: every model waits on the same round trip).
+NOISY_MIN_CV = 0.05
 COST_TABLE = (
     "their counts (system calls and context switches per request, the counted run's "
     'columns; results/README.md, "Not separable here")'
@@ -121,6 +124,8 @@ def too_noisy(summary: CaseSummary) -> str | None:
     cvs = [
         statistics.stdev(v) / abs(m) for v in ties.samples.values() if (m := statistics.fmean(v))
     ]
+    if cvs and statistics.median(cvs) < NOISY_MIN_CV:
+        return None  # the repeats agree: the rows are alike, not hidden by noise
     spread = f", median CV {statistics.median(cvs):.0%}" if cvs else ""
     return (
         f"Not separable here: {largest} of the {len(ties.order)} ranked rows share one tie "
