@@ -139,7 +139,12 @@ def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom (df may be fractional)."""
     if df <= 0:
         raise ValueError(f"df must be > 0, got {df}")
-    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+    t2 = t * t
+    if t2 < df:
+        # df / (df + t²) rounds to 1.0 for a tiny t and the tail's size is lost: take
+        # I_x(a, b) = 1 - I_(1-x)(b, a), with 1 - x computed directly.
+        return 1.0 - _betainc(0.5, df / 2.0, t2 / (df + t2))
+    return _betainc(df / 2.0, 0.5, df / (df + t2))
 
 
 @lru_cache(maxsize=256)
