@@ -56,9 +56,11 @@ def fake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServ
         yield server
 
 
-@pytest.fixture
-def epoll_reactor(tmp_path: Path) -> Iterator[RunningServer]:
-    with start_server("epoll_reactor", tmp_path) as server:
+@pytest.fixture(scope="module")
+def epoll_reactor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for the module: every run here opens its own connections and reads only
+    its own window's figures, so none depends on a fresh server."""
+    with start_server("epoll_reactor", tmp_path_factory.mktemp("epoll_reactor")) as server:
         yield server
 
 
