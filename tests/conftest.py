@@ -9,6 +9,7 @@ with the registry's reason, never silently dropped.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +39,21 @@ FORKING_VARIANTS = variant_params(lambda v: v.forks)
 
 
 @pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (``timeout``, a CI runner giving up) ends pytest like Ctrl-C does.
+
+    Left to Python's default, SIGTERM kills pytest without running a finalizer, and
+    every server a fixture started -- in its own process group, so that killpg reaches
+    all of it -- outlives the run as an orphan.  As KeyboardInterrupt, the fixtures'
+    teardowns stop and reap them.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Benchmarks last: tests first say the servers are right, then they are measured.
 
