@@ -38,6 +38,14 @@ ALL_VARIANTS = variant_params()
 FORKING_VARIANTS = variant_params(lambda v: v.forks)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The benchmarks' --instructions options (tests/benchmarks/instructions.py): here, so
+    that ``pytest --instructions`` works from the top as well as in tests/benchmarks."""
+    from tests.benchmarks.instructions import add_options
+
+    add_options(parser)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     """SIGTERM (``timeout``, a CI runner giving up) ends pytest like Ctrl-C does.

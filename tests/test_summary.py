@@ -635,3 +635,13 @@ def test_a_table_the_noise_left_in_one_tie_group_says_so_in_one_line() -> None:
     # two repeats: the t factor (12.7), not the machine, ties them; the table says that itself
     assert table(data_for(noisy_series(6, 2, 0.3))).too_noisy is None
     assert table(data_for(noisy_series(2, 3, 0.3))).too_noisy is None  # too few rows to say
+
+
+def test_a_noisy_table_points_to_the_cost_table_when_the_run_has_one() -> None:
+    data = data_for(noisy_series(6, 3, 0.3))
+    data["costs"] = {"skipped": None, "variants": {"v0": {"echo": {}}}}
+    line = sm.summarize(data)[0].too_noisy
+    assert line is not None and "compare them by the cost table at the end" in line
+    data["costs"] = {"skipped": "valgrind is not installed (apt-get install valgrind)"}
+    line = sm.summarize(data)[0].too_noisy
+    assert line is not None and "the counted run's columns" in line

@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the timed rounds, that counts context switches and, with perf, system calls)",
     )
     p.add_argument(
+        "--cost-table",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the timed rounds, count each variant's user-space instructions per "
+        "request under valgrind's cachegrind, beside its system calls and context switches "
+        "(counts a busy machine cannot move; needs valgrind). Default: on when the profile "
+        "runs its own scenarios, off with --scenarios",
+    )
+    p.add_argument(
         "--until-stable",
         action=argparse.BooleanOptionalAction,
         default=None,

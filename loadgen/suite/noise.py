@@ -32,12 +32,16 @@ NOISY_MIN_ROWS = 3  # ... of at least this many ranked rows ...
 # ... with at least this many repeats each (the median row): with fewer, the t factor, not the
 # machine, ties the rows (n = 2: 12.7), and the table's own note says so
 NOISY_MIN_REPEATS = 3
-# Until the instruction-count table lands (issue 18), the counts that noise does not move
-# are the counted run's system calls and context switches per request.
 # Below this median CV the repeats agree with each other: one tie group then means the
 # models really are alike (one connection: every model waits on the same round trip).
 NOISY_MIN_CV = 0.05
+# Where the run has a cost table, the line points to it: instructions per request, which the
+# noise does not move; without one, to the counted run's system calls and context switches.
 COST_TABLE = (
+    "the cost table at the end (instructions, system calls and context switches per "
+    'request: counts the noise does not move; results/README.md, "Not separable here")'
+)
+COUNTED_COLUMNS = (
     "their counts (system calls and context switches per request, the counted run's "
     'columns; results/README.md, "Not separable here")'
 )
@@ -109,7 +113,7 @@ def header_line(record: dict[str, Any]) -> str:
     )
 
 
-def too_noisy(summary: CaseSummary) -> str | None:
+def too_noisy(summary: CaseSummary, cost_table: bool = False) -> str | None:
     """The one line for a table whose ranked rows the machine's noise left in one tie group
     (None when the figures separate them, or the rows are too few or too little repeated
     for that to be the machine's doing)."""
@@ -131,5 +135,6 @@ def too_noisy(summary: CaseSummary) -> str | None:
         f"Not separable here: {largest} of the {len(ties.order)} ranked rows share one tie "
         f"group (each row's repeats vary more than the rows differ{spread}; see the "
         "disturbance line above the tables), so # shows no letters: the wall-clock figures "
-        f"cannot order these models on this machine; compare them by {COST_TABLE}."
+        "cannot order these models on this machine; compare them by "
+        f"{COST_TABLE if cost_table else COUNTED_COLUMNS}."
     )

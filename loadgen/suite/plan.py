@@ -175,6 +175,8 @@ class RunPlan:
     skipped_scenarios: dict[str, str] = field(default_factory=dict)  # not run here -> why
     python: str | None = None  # --python: the interpreter that runs the servers (None: this one)
     server_python: dict[str, Any] | None = None  # its version, implementation, gil_enabled
+    # the cost table's plan (loadgen.suite.costs.PLANS) after the timed rounds; None: none
+    cost_table: str | None = None
     runs: int = field(init=False)  # measurements planned
 
     def __post_init__(self) -> None:
@@ -207,7 +209,20 @@ class RunPlan:
         """Rough wall time of the planned rounds (verify, reference runs, quiet checks) and
         of the counted runs."""
         rounds = sum(self.round_s(c) * self.rounds(c) for c in self.cases)
-        return len(self.variants) * 1.0 + rounds + self.counting_s()
+        return len(self.variants) * 1.0 + rounds + self.after_rounds_s()
+
+    def after_rounds_s(self) -> float:
+        """Rough wall time of what runs after the timed rounds: the counted runs and the
+        cost table (the time cap keeps room for both)."""
+        return self.counting_s() + self.cost_table_s()
+
+    def cost_table_s(self) -> float:
+        """Rough wall time of the cost table (loadgen.suite.costs.estimate_s)."""
+        if self.cost_table is None:
+            return 0.0
+        from loadgen.suite import costs  # imports the client and the counters: only here
+
+        return costs.estimate_s(self.variants, costs.PLANS[self.cost_table])
 
     def counted_cases(self) -> list[PlannedCase]:
         """The cases whose cost counters are measured: throughput cases, not the
@@ -333,7 +348,20 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         skipped_scenarios=skipped_scenarios,
         python=python,
         server_python=probed["python"],
+        cost_table=_cost_table(args, profile),
     )
+
+
+def _cost_table(args: argparse.Namespace, profile: Profile) -> str | None:
+    """The cost table's plan: the profile's when it runs its own scenarios (or with
+    ``--cost-table``), none with ``--no-cost-table``, with ``--scenarios`` (a run of a few
+    scenarios asks about those) or across hosts (the counts are this machine's servers')."""
+    wanted = getattr(args, "cost_table", None)
+    if wanted is None:
+        wanted = not _split(args.scenarios)
+    if not wanted or getattr(args, "cluster", None):
+        return None
+    return profile.costs or "quick"
 
 
 def _trim(cases: list[PlannedCase], profile: Profile, args: argparse.Namespace) -> None:

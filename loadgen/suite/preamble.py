@@ -54,6 +54,12 @@ def print_plan(plan: RunPlan, data: dict[str, Any], run_dir: Path, console: Cons
         f"{(plan.worst_case_s() - plan.estimate_s()) / 60:.1f} min: they stop at the "
         f"{plan.time_cap_s / 60:.1f} min time cap"
     )
+    if plan.cost_table is not None:
+        console.print(
+            f"then the cost table ({plan.cost_table}: ~{plan.cost_table_s() / 60:.1f} min of "
+            "the estimate): instructions per request under valgrind's cachegrind, two "
+            "servers at a time (--no-cost-table to skip it)"
+        )
     pin = env["pinning"]
     console.print(
         f"machine: {env['cpu_model']}, {env['cpu_count']} CPUs, {env['kernel']}, Python "

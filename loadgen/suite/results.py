@@ -32,7 +32,7 @@ from typing import Any
 from rich.table import Table
 
 from loadgen.procs import MALLOC_ENV
-from loadgen.suite import noise, notes, tables
+from loadgen.suite import costs_table, noise, notes, tables
 from loadgen.suite import summary as sm
 
 SCHEMA = 1
@@ -339,6 +339,7 @@ def report_markdown(
             "![connections](charts/connections.png)",
             "",
         ]
+    out += costs_table.markdown(data.get("costs"))
     if data.get("hosts"):
         out += hosts_markdown(data["hosts"], env.get("cluster", {}))
     return "\n".join(out)

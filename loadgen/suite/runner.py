@@ -42,7 +42,7 @@ from rich.progress import (
 import servers
 from loadgen.engine import counters
 from loadgen.engine.disturbance import excess
-from loadgen.suite import harness, noise, results
+from loadgen.suite import costs, costs_table, harness, noise, results
 from loadgen.suite import summary as sm
 from loadgen.suite.plan import (
     COUNT_DURATION_S,
@@ -191,6 +191,7 @@ def _run_plan(
         for record in plan.cases:
             session.run_case(record)
         session.count_costs()
+        session.cost_table()
 
 
 class Session:
@@ -311,6 +312,7 @@ class Session:
         keys = [c.key for c in self.plan.cases]
         later = self.plan.cases[keys.index(record.key) + 1 :]
         rest = sum(self.plan.round_s(c) * self.plan.rounds(c) for c in later)
+        rest += self.plan.after_rounds_s()  # the counted runs and the cost table come last
         extra = self.plan.round_s(record) if extra_s is None else extra_s
         return elapsed + extra + pace * rest <= self.plan.time_cap_s
 
@@ -591,6 +593,27 @@ class Session:
                         self.one_run(name, case, 0, None, counted=True)
                         self.save()
 
+    def cost_table(self) -> None:
+        """The cost table (loadgen.suite.costs): instructions per request under cachegrind
+        and system calls per request, for every verified variant, after the timed rounds
+        (two valgrind servers at once use both CPUs)."""
+        if self.plan.cost_table is None or self.remote:
+            return
+        names = [n for n in self.plan.variants if n in self.verified]
+        plan = costs.PLANS[self.plan.cost_table]
+        runs = sum(len(costs.design(plan.kinds_for(n), plan.counts)[0]) + 1 for n in names)
+        self.progress.update(
+            self.current, description="cost table (cachegrind)", completed=0, total=runs
+        )
+
+        def tick(what: str) -> None:
+            self.progress.update(self.current, description=f"cost table: {what}", advance=1)
+
+        self.data["costs"] = costs.measure(
+            names, plan, python=self.plan.python, pinning=self.pinning, on_run=tick
+        )
+        self.save()
+
     def pinning_for(self, case: Case) -> harness.Pinning | None:
         """The run's pinning, or the case's own level of server CPUs (cores scenario), or
         every CPU of the run for both the server and the generator (``all_cpus``)."""
@@ -657,3 +680,6 @@ def print_tables(summaries: list[sm.CaseSummary], data: dict[str, Any]) -> None:
         console.print(results.rich_table(s, questions.get(s.case, "")))
         for name, reason in na.get(s.case, {}).items():
             console.print(f"  [dim]{name}: not applicable ({reason})[/]")
+    for table in costs_table.rich_tables(data.get("costs")):
+        console.print()
+        console.print(table)

@@ -463,6 +463,9 @@ class Profile:
     # perf-counted run per variant each); None: all of them but the connection levels
     counted: tuple[str, ...] | None = None
     trims: dict[str, Trim] = field(default_factory=dict)  # scenario -> its short version here
+    # the cost table's plan (loadgen.suite.costs.PLANS): instructions per request under
+    # cachegrind, measured after every timed round; None: no cost table
+    costs: str | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -486,6 +489,7 @@ PROFILES: dict[str, Profile] = {
             # (~60 s) went to full only, so that head-of-line gets the 2 rounds a spread
             # needs (one round of 0.3 s for 19 variants is ~20 s)
             trims={"head-of-line": Trim(repeat=2, duration=0.3)},
+            costs="quick",
         ),
         Profile(
             "full",
@@ -509,6 +513,7 @@ PROFILES: dict[str, Profile] = {
             # min of a 36-min run on a busy machine; after the admission a 0.1 s warm-up
             # reaches their steady state, and 0.3 s holds hundreds of victims' replies
             trims={s: Trim(repeat=WORK_REPEAT, duration=0.3, warmup=0.1) for s in WORK_SCENARIOS},
+            costs="full",
         ),
     )
 }

@@ -339,12 +339,14 @@ def summarize_case(
     runs: list[dict[str, Any]],
     variants: dict[str, dict[str, Any]],
     verify: dict[str, dict[str, Any]],
+    cost_table: bool = False,
 ) -> CaseSummary:
     """One table: a row per variant that was planned for this case.
 
     ``case`` is a case record (key, scenario, label, kind, x, variants, rate_basis),
     ``runs`` the run records of this case (discarded ones included: they are counted, not
-    used), ``variants`` name -> {"family"}, ``verify`` name -> {"ok", "reason"}.
+    used), ``variants`` name -> {"family"}, ``verify`` name -> {"ok", "reason"};
+    ``cost_table``: the run has one (a table too noisy to rank points to it).
     """
     rate_basis = case.get("rate_basis")
     if case["kind"] == "open" and rate_basis is None:
@@ -369,7 +371,7 @@ def summarize_case(
         summary.rows.append(Row(name, family, "failed", reasons=[reason], kind=case["kind"]))
     _paired_ratios(summary, kept)
     _rank(summary)
-    summary.too_noisy = noise.too_noisy(summary)
+    summary.too_noisy = noise.too_noisy(summary, cost_table)
     return summary
 
 
@@ -584,9 +586,10 @@ def summarize(data: dict[str, Any]) -> list[CaseSummary]:
     variants = data.get("variants", {})
     verify = data.get("verify", {})
     out = []
+    cost_table = bool((data.get("costs") or {}).get("variants"))
     for case in data.get("cases", []):
         runs = [r for r in data.get("runs", []) if r["case"] == case["key"]]
-        out.append(summarize_case(case, runs, variants, verify))
+        out.append(summarize_case(case, runs, variants, verify, cost_table))
     notes.add_notes(out, data)
     work.add_work_figures(out, data)
     return out

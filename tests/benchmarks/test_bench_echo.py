@@ -36,6 +36,7 @@ import servers
 from loadgen.suite import harness
 from loadgen.suite.launch import RunningServer, start_server
 from loadgen.suite.scenarios import SCENARIOS
+from tests.benchmarks import instructions
 from tests.benchmarks.echo_driver import EchoDriver
 from tests.conftest import ALL_VARIANTS
 
@@ -108,7 +109,9 @@ class PinnedHere:
             os.sched_setaffinity(0, self.saved)
 
 
-def test_echo_small(benchmark, bench_server) -> None:  # type: ignore[no-untyped-def]
+def test_echo_small(  # type: ignore[no-untyped-def]
+    benchmark, bench_server, instruction_counts, instruction_gate, record_verdict
+) -> None:
     variant, server, pinning = bench_server
     info = generator_figures(variant, server, pinning)  # before: blocking_loop holds one client
     connections = 1 if variant.max_clients == 1 else CONNECTIONS
@@ -137,3 +140,16 @@ def test_echo_small(benchmark, bench_server) -> None:  # type: ignore[no-untyped
             "pinned": dataclasses.asdict(pinning) if pinning else None,
         }
     )
+    if instruction_counts is not None:  # --instructions: counted before the first benchmark
+        benchmark.extra_info.update(instructions.extra_info(instruction_counts, variant.name))
+    if instruction_gate is not None:
+        baseline, fail = instruction_gate
+        verdict = instructions.verdict(
+            baseline, benchmark.name, benchmark.extra_info, stats.mean if stats else None, fail
+        )
+        record_verdict(verdict)
+        if verdict.failed:
+            pytest.fail(
+                f"{variant.name}: instructions per request rose {verdict.change:+.2%} "
+                f"({verdict.baseline:,.0f} -> {verdict.current:,.0f}), the limit is +{fail:.0%}"
+            )
