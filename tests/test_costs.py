@@ -292,3 +292,19 @@ def test_the_report_shows_the_table_and_a_noisy_table_points_to_it(tmp_path: Pat
     report = (tmp_path / "report.md").read_text()
     assert "## Costs per request: instructions, system calls, context switches" in report
     assert "| 1 | epoll_reactor | 34,523 |" in report and "| 2 | trio_streams | 213,863 |" in report
+
+
+def test_groups_measure_their_kinds_in_runs_of_their_own() -> None:
+    plan = costs.PLANS["full"]
+    runs, estimates = plan.design_for("epoll_reactor")
+    assert len(runs) == 8  # 4 + 4, where one design of the four kinds takes 10
+    assert [sorted(r) for r in runs[:4]] == [["echo", "echo-pipelined"]] * 4
+    assert [sorted(r) for r in runs[4:]] == [["get-1mib", "work-compute"]] * 4
+    for e in estimates:  # each estimate's two runs differ in its kind alone
+        high, low = runs[e.high], runs[e.low]
+        assert high.keys() == low.keys() and e.kind in high
+        assert [k for k in high if high[k] != low[k]] == [e.kind]
+    assert sorted(e.kind for e in estimates) == sorted(list(costs.KINDS) * 2)
+    # the ECHO-only reference: the ECHO group only
+    ref_runs, ref_estimates = plan.design_for("native_epoll")
+    assert len(ref_runs) == 4 and {e.kind for e in ref_estimates} == {"echo", "echo-pipelined"}

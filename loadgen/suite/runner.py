@@ -601,7 +601,7 @@ class Session:
             return
         names = [n for n in self.plan.variants if n in self.verified]
         plan = costs.PLANS[self.plan.cost_table]
-        runs = sum(len(costs.design(plan.kinds_for(n), plan.counts)[0]) + 1 for n in names)
+        runs = sum(len(plan.design_for(n)[0]) + 1 for n in names)
         self.progress.update(
             self.current, description="cost table (cachegrind)", completed=0, total=runs
         )
