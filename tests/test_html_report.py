@@ -398,7 +398,7 @@ def test_a_headless_browser_sorts_and_hides(reference: dict) -> None:
     """The page as Chromium runs it: no script error, the first table sorted by p99 and
     trio_streams hidden, both from the URL (the view a shared link reopens)."""
     page = reference["dir"] / "report.html"
-    url = page.as_uri() + "#sort=0~p99_us~1&hide=trio_streams"
+    url = page.as_uri() + "#sort=0~4~p99_us~1&hide=trio_streams"
     proc = subprocess.run(
         [_browser(), "--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr",
          "--virtual-time-budget=5000", "--dump-dom", url],
@@ -415,3 +415,62 @@ def test_a_headless_browser_sorts_and_hides(reference: dict) -> None:
     assert known == sorted(known)
     trio = [r for t in dom.tables for r in t["rows"] if r["variant"] == "trio_streams"]
     assert trio and all(r["hidden"] for r in trio)
+
+
+# -- the page's script in jsdom, where node and jsdom are installed ---------------------------
+
+JSDOM_CHECK = r"""
+const { JSDOM, VirtualConsole } = require("jsdom");
+const fs = require("fs");
+const [path, hash] = process.argv.slice(1);
+const errors = [];
+const vc = new VirtualConsole();
+vc.on("jsdomError", (e) => errors.push(String(e.message)));
+vc.on("error", (e) => errors.push(String(e)));
+const dom = new JSDOM(fs.readFileSync(path, "utf8"), { runScripts: "dangerously",
+  url: "file://" + path + hash, virtualConsole: vc });
+const d = dom.window.document;
+const first = d.querySelector("table");
+const shown = () => [...first.tBodies[0].rows].filter((r) => !r.hidden)
+  .map((r) => r.dataset.variant);
+const out = { fromUrl: shown() };
+const legend = d.querySelector(".legend .item:not(.off)");
+out.legendVariant = legend.textContent;
+legend.click();
+out.afterLegend = shown();
+out.hash = dom.window.location.hash;
+out.charts = [...d.querySelectorAll("figure[data-chart]")]
+  .map((f) => f.querySelectorAll("svg").length);
+out.errors = errors.concat([...d.querySelectorAll("figure p.bad")].map((p) => p.textContent));
+console.log(JSON.stringify(out));
+"""
+
+
+def _jsdom() -> str | None:
+    """Why the jsdom test cannot run here, or None."""
+    node = shutil.which("node")
+    if node is None:
+        return "no node on PATH"
+    probe = subprocess.run([node, "-e", "require.resolve('jsdom')"], capture_output=True)
+    return None if probe.returncode == 0 else "node has no jsdom (npm install jsdom; NODE_PATH)"
+
+
+@pytest.mark.skipif(_jsdom() is not None, reason=f"page script not run in jsdom: {_jsdom()}")
+def test_the_page_script_in_jsdom(reference: dict) -> None:
+    """The inlined script runs without an error, sorts the first table and hides a variant
+    from the URL, draws every chart, and a legend click hides its variant and lands in the
+    URL."""
+    page = reference["dir"] / "report.html"
+    proc = subprocess.run(
+        ["node", "-e", JSDOM_CHECK, str(page), "#sort=0~4~p99_us~1&hide=trio_streams"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["errors"] == []
+    embedded = reference["page"].data["cases"][reference["page"].tables[0]["case"]]["rows"]
+    p99 = [embedded[n]["s"]["p99_us"][0] for n in out["fromUrl"] if "p99_us" in embedded[n]["s"]]
+    assert p99 == sorted(p99) and "trio_streams" not in out["fromUrl"]
+    assert out["legendVariant"] not in out["afterLegend"]
+    assert out["legendVariant"] in out["hash"] and "trio_streams" in out["hash"]
+    assert all(n >= 1 for n in out["charts"])

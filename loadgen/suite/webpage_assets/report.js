@@ -13,7 +13,8 @@
   })();
   const state = { groups: null, ref: true, hide: new Set(), sort: {}, modes: {}, sig: false };
 
-  // -- the URL: #g=event loop,threads&ref=0&hide=a,b&sort=0~p99_us~1&m.connections=threads
+  // -- the URL: #g=event loop,threads&ref=0&hide=a,b&sort=0~4~p99_us~1&m.connections=threads
+  // (sort: table~column~key~direction; several tables joined by ";")
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
     state.groups = p.has("g") ? new Set(p.get("g").split(",").filter(Boolean)) : null;
@@ -22,8 +23,8 @@
     state.sig = p.get("sig") === "1";
     state.sort = {};
     for (const s of (p.get("sort") || "").split(";").filter(Boolean)) {
-      const [t, key, dir] = s.split("~");
-      state.sort[t] = { key: key, dir: Number(dir) || 1 };
+      const [t, col, key, dir] = s.split("~");
+      state.sort[t] = { col: Number(col), key: key, dir: Number(dir) || 1 };
     }
     state.modes = {};
     for (const [k, v] of p) if (k.startsWith("m.")) state.modes[k.slice(2)] = v;
@@ -35,11 +36,17 @@
     if (!state.ref) p.set("ref", "0");
     if (state.hide.size) p.set("hide", [...state.hide].join(","));
     if (state.sig) p.set("sig", "1");
-    const sorts = Object.entries(state.sort).map(([t, s]) => `${t}~${s.key}~${s.dir}`);
+    const sorts = Object.entries(state.sort).map(([t, s]) => `${t}~${s.col}~${s.key}~${s.dir}`);
     if (sorts.length) p.set("sort", sorts.join(";"));
     for (const [k, v] of Object.entries(state.modes)) if (v) p.set("m." + k, v);
     const hash = p.toString();
-    history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search);
+    const url = location.href.split("#")[0] + (hash ? "#" + hash : "");
+    if (url === location.href) return;
+    try {
+      history.replaceState(null, "", url); // no new history entry per click
+    } catch (err) { // a browser that keeps file: pages from it: the hash itself
+      location.replace("#" + hash);
+    }
   }
 
   function info(name) {
@@ -195,12 +202,12 @@
     return row.s[key] ? row.s[key][0] : null;
   }
 
-  function sortTable(index, key, dir) {
+  function sortTable(index, col, key, dir) {
     const table = sortables()[index];
     if (!table) return;
-    const span = [...table.querySelectorAll("th .sk")].find((s) => s.dataset.key === key);
+    const th = table.tHead && table.tHead.rows[0].cells[col];
+    const span = th && [...th.querySelectorAll(".sk")].find((s) => s.dataset.key === key);
     if (!span) return;
-    const col = span.closest("th").cellIndex;
     const body = table.tBodies[0];
     const rows = [...body.rows].map((tr, i) => [sortValue(table, tr, key, col), i, tr]);
     rows.sort((a, b) => {
@@ -227,16 +234,18 @@
         span.title = "sort by " + span.textContent + " (again: reverse)";
         const go = () => {
           const now = state.sort[index];
-          const dir = now && now.key === span.dataset.key ? -now.dir : 1;
-          state.sort[index] = { key: span.dataset.key, dir: dir };
-          sortTable(index, span.dataset.key, dir);
+          const col = span.closest("th").cellIndex;
+          const same = now && now.key === span.dataset.key && now.col === col;
+          const dir = same ? -now.dir : 1;
+          state.sort[index] = { col: col, key: span.dataset.key, dir: dir };
+          sortTable(index, col, span.dataset.key, dir);
           writeHash();
         };
         span.addEventListener("click", go);
         span.addEventListener("keydown", (e) => { if (e.key === "Enter") go(); });
       }
     });
-    for (const [index, s] of Object.entries(state.sort)) sortTable(Number(index), s.key, s.dir);
+    for (const [index, s] of Object.entries(state.sort)) sortTable(Number(index), s.col, s.key, s.dir);
   }
 
   // hovering a row's letters marks the rows that share one (not separated by the test)
@@ -557,7 +566,7 @@
     update();
     window.addEventListener("hashchange", () => {
       readHash();
-      for (const [index, s] of Object.entries(state.sort)) sortTable(Number(index), s.key, s.dir);
+      for (const [index, s] of Object.entries(state.sort)) sortTable(Number(index), s.col, s.key, s.dir);
       if (sig) sig.checked = state.sig;
       filterBar(); filterRows(); drawCharts();
     });
