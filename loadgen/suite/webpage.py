@@ -366,6 +366,8 @@ def fmt_figure(figure: str, x: float | None) -> str:
         return units.fmt_us(x)
     if figure.startswith("pct_"):
         return f"{x:.1f}%"
+    if figure.endswith("_util"):
+        return f"{x:.2f}"
     return f"{x:,.4g}"
 
 

@@ -90,6 +90,7 @@
     if (fig.endsWith("per_request")) return Math.abs(x) < 10 ? x.toFixed(2) : x.toFixed(1);
     if (fig.endsWith("_us")) return fmtUs(x);
     if (fig.startsWith("pct_")) return x.toFixed(1) + "%";
+    if (fig.endsWith("_util")) return x.toFixed(2);
     return Number(x.toPrecision(4)).toLocaleString("en");
   }
   const NAMES = {
@@ -383,8 +384,9 @@
       }
       if (st[2] > 1) {
         g.append(svgEl("line", { x1: x(st[3]), x2: x(st[4]), y1: y, y2: y, class: "whisker" }));
-        for (const v of [st[3], st[4]])
-          g.append(svgEl("line", { x1: x(v), x2: x(v), y1: y - 4, y2: y + 4, class: "whisker" }));
+        for (const v of [st[3], st[4]]) // no cap on an end beyond the axis (a log axis
+          if (v >= lo) // cannot show an interval reaching zero or below): it goes on
+            g.append(svgEl("line", { x1: x(v), x2: x(v), y1: y - 4, y2: y + 4, class: "whisker" }));
       }
       g.append(svgEl("text", { x: left - 6, y: y + 4, "text-anchor": "end",
         class: row.status !== "ok" ? "label bad" : "label" }, rowLabel(name, row)));
