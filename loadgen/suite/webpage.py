@@ -678,6 +678,16 @@ def page(title: str, body: str, data: dict[str, Any]) -> str:
     )
 
 
+def contents_html(summaries: list[sm.CaseSummary], data: dict[str, Any]) -> str:
+    """A link to each case's section (and the cost table's, the hosts')."""
+    links = [f'<a href="#case-{esc(s.case)}">{esc(s.label)}</a>' for s in summaries]
+    if data.get("costs"):
+        links.append('<a href="#costs">costs</a>')
+    if data.get("hosts"):
+        links.append('<a href="#hosts">hosts</a>')
+    return f'<nav class="contents"><b>Cases:</b> {" ".join(links)}</nav>' if links else ""
+
+
 def report_html(
     data: dict[str, Any],
     summaries: list[sm.CaseSummary],
@@ -695,7 +705,7 @@ def report_html(
         sections.append(case_html(s, records.get(s.case, {}), charts, variants))
     env = data.get("environment", {})
     body = (
-        f"<header>{header_html(markdown)}</header>\n"
+        f"<header>{header_html(markdown)}{contents_html(summaries, data)}</header>\n"
         + "\n".join(sections)
         + costs_html(data.get("costs"), variants)
         + hosts_html(data.get("hosts"), env.get("cluster") or {})

@@ -155,6 +155,8 @@
     const shown = Object.keys(VARIANTS).filter(visible).length;
     nav.append(el("span", { class: "count" },
       ` ${shown} of ${Object.keys(VARIANTS).length} variants; the URL keeps this view`));
+    // the tables' sticky headers sit under the bar, however many lines it wraps to
+    document.documentElement.style.setProperty("--nav", nav.offsetHeight + "px");
   }
 
   function el(tag, attrs, ...children) {
@@ -556,8 +558,22 @@
     drawCharts();
   }
 
+  // the contents' links scroll to their section without touching the hash (it holds the view)
+  function initContents() {
+    const links = 'a[href^="#case-"], a[href="#costs"], a[href="#hosts"]';
+    for (const a of document.querySelectorAll(links)) {
+      a.addEventListener("click", (e) => {
+        const target = document.getElementById(a.getAttribute("href").slice(1));
+        if (!target) return;
+        e.preventDefault();
+        target.scrollIntoView();
+      });
+    }
+  }
+
   function init() {
     readHash();
+    initContents();
     const sig = document.getElementById("only-significant");
     if (sig) {
       sig.checked = state.sig;
