@@ -671,7 +671,10 @@ def page(title: str, body: str, data: dict[str, Any]) -> str:
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title>\n<style>\n{asset('report.css')}</style></head>\n"
-        f'<body>\n<nav id="filter" aria-label="variant filter"></nav>\n<main>\n{body}\n</main>\n'
+        f'<body>\n<nav id="filter" aria-label="variant filter"></nav>\n'
+        "<noscript><p>Without JavaScript the tables are all here, unsorted and unfiltered; "
+        "the charts, sorting and the filter need it.</p></noscript>\n"
+        f"<main>\n{body}\n</main>\n"
         '<div id="tip" role="tooltip" hidden></div>\n'
         f'<script type="application/json" id="data">{embed_json(data)}</script>\n'
         f"<script>\n{asset('report.js')}</script>\n</body></html>\n"
