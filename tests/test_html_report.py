@@ -354,6 +354,8 @@ def test_compare_page_gives_each_ratio_and_its_significance(tmp_path: Path) -> N
     assert cell_text(moved["cells"][-1]) == "1.50x faster (+50.0%)"
     noisy = by[("noisy", "req/s")]
     assert noisy["class"] == "" and cell_text(noisy["cells"][-1]) == "not significant"
+    text = path.read_text()
+    assert "http://" not in text and "https://" not in text and "<link" not in text
     embedded = page.data["changes"]
     for c, e in zip(changes, embedded, strict=True):
         assert e["a"][0] == c.a.mean and e["b"][0] == c.b.mean
