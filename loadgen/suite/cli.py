@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--render",
         metavar="RUN",
-        help="rewrite the tables, report.md and charts of a saved run from its results.json "
-        "(no measuring), e.g. after upgrading the suite",
+        help="rewrite the tables, report.md, report.html and charts of a saved run from its "
+        "results.json (no measuring), e.g. after upgrading the suite",
     )
     p.add_argument(
         "--compare",
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="compare two saved runs instead "
         "of measuring: none given = the newest run in --output vs the one before; "
-        "one = that run vs the newest; two = A vs B",
+        "one = that run vs the newest; two = A vs B; also writes --output/compare.html",
     )
     return p
 
@@ -244,7 +244,7 @@ def render(run_dir: Path, parser: argparse.ArgumentParser) -> int:
     run_dir = run_dir.resolve()
     summaries = results.write(run_dir, data, latest=False)
     print_tables(summaries, data)
-    console.print(f"\nRewrote {run_dir}/report.md and charts/ from results.json.")
+    console.print(f"\nRewrote {run_dir}/report.md, report.html and charts/ from results.json.")
     return 0
 
 

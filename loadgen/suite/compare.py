@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.suite import ranking, results, tables, units
+from loadgen.suite import ranking, results, tables, units, webpage
 from loadgen.suite import summary as sm
 
 COMPARED_FIGURES = (
@@ -133,6 +133,9 @@ def compare_runs(
     for case in dict.fromkeys(c.case for c in changes):
         mine = [c for c in changes if c.case == case]
         console.print(compare_table(mine, f"{case}: A = {a}  B = {b}"))
+    page = webpage.write_compare(
+        Path(args.output) / "compare.html", str(a), str(b), changes, _fmt_for
+    )
     flagged = [c for c in changes if c.significant]
     console.print(
         f"\n{len(flagged)} of {len(changes)} figures changed significantly "
@@ -142,6 +145,7 @@ def compare_runs(
         console.print(
             f"  * {c.case} {c.variant} {sm.SHORT_NAMES.get(c.figure, c.figure)}: {c.text}"
         )
+    console.print(f"\nThe same as a page: {page}")
     return 0
 
 

@@ -3,6 +3,7 @@
     results/2026-11-28T04-10-00Z/
         results.json     every raw run, the summaries, the plan, environment metadata
         report.md        the tables in Markdown (readable on GitHub) and the charts
+        report.html      the same tables and interactive charts, one self-contained page
         charts/*.png|svg matplotlib charts (loadgen.suite.charts)
     results/latest -> 2026-11-28T04-10-00Z
 
@@ -32,7 +33,7 @@ from typing import Any
 from rich.table import Table
 
 from loadgen.procs import MALLOC_ENV
-from loadgen.suite import costs_table, noise, notes, tables
+from loadgen.suite import costs_table, noise, notes, tables, webpage
 from loadgen.suite import summary as sm
 
 SCHEMA = 1
@@ -123,7 +124,7 @@ def _cpu_model() -> str:
 def reuse_run_dir(path: Path) -> Path:
     """``--run-dir``: this exact directory, emptied of a previous run's files."""
     path.mkdir(parents=True, exist_ok=True)
-    for name in ("results.json", "report.md", PROGRESS):
+    for name in ("results.json", "report.md", "report.html", PROGRESS):
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / "charts", ignore_errors=True)
     return path
@@ -143,7 +144,8 @@ def append_progress(run_dir: Path, data: dict[str, Any]) -> None:
 def write(
     run_dir: Path, data: dict[str, Any], *, charts: bool = True, latest: bool = True
 ) -> list[sm.CaseSummary]:
-    """(Re)write results.json, report.md and (optionally) the charts; point latest here."""
+    """(Re)write results.json, report.md, report.html and (optionally) the charts; point
+    latest here."""
     summaries = sm.summarize(data)
     data = dict(data, schema=SCHEMA, summaries=[s.to_json() for s in summaries])
     data["disturbance"] = noise.machine_disturbance(data.get("runs", []))
@@ -157,7 +159,9 @@ def write(
             n: v["scheduling"] for n, v in data.get("variants", {}).items() if "scheduling" in v
         }
         chart_paths = write_charts(summaries, run_dir / "charts", groups)
-    _atomic_write(run_dir / "report.md", report_markdown(data, summaries, chart_paths, run_dir))
+    markdown = report_markdown(data, summaries, chart_paths, run_dir)
+    _atomic_write(run_dir / "report.md", markdown)
+    webpage.write_report(run_dir, data, summaries, markdown)  # report.html: the same, to explore
     (run_dir / PROGRESS).unlink(missing_ok=True)
     if latest:
         update_latest(run_dir)
