@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import servers
+from loadgen.suite import costs_table, tables, units
 from loadgen.suite import summary as sm
-from loadgen.suite import tables, units
 
 if TYPE_CHECKING:
     from loadgen.suite.compare import Change
@@ -528,14 +528,10 @@ def case_html(s: sm.CaseSummary, record: dict[str, Any], charts: list[dict[str, 
 
 # -- the cost table and the hosts ------------------------------------------------------------
 
-COST_COLUMNS = (
-    ("variant", TEXT),
-    ("instructions / req", "@v"),
-    ("spread", "@v"),
-    ("estimates", TEXT),
-    ("syscalls / req", "@v"),
-    ("ctx switches / req", "@v"),
-    ("error", TEXT),
+# the cost table's columns (loadgen.suite.costs_table.COLUMNS): text, or a figure to sort by
+COST_COLUMNS = tuple(
+    (c, TEXT if c in ("rank", "variant", "top syscalls / req") else "@v")
+    for c in costs_table.COLUMNS
 )
 
 
@@ -567,47 +563,34 @@ def costs_html(costs: dict[str, Any] | None, variants: dict[str, dict[str, Any]]
 
 
 def _cost_kind(costs: dict[str, Any], kind: dict[str, Any], variants: dict[str, Any]) -> str:
-    key = kind.get("key")
-    figures = {n: k[key] for n, k in (costs.get("variants") or {}).items() if key in k}
-
-    def order(name: str) -> tuple[bool, float]:
-        x = figures[name].get("instructions_per_request")
-        return (x is None, x or 0.0)
-
+    """One kind's table: report.md's rows and ranks (costs_table), the figures sortable."""
     rows = []
-    for name in sorted(figures, key=order):
-        f = figures[name]
+    for cells in costs_table.kind_rows(costs, kind["key"]):
+        rank, name, *figures = cells
         info = variants.get(name) or {"colour": variant_colour(name), "summary": "", "source": None}
-        row = sm.Row(name, info.get("family", "?"), "ok")
-        ipr, spread = f.get("instructions_per_request"), f.get("spread")
-        estimates = ", ".join(f"{e:,.0f}" for e in f.get("estimates") or [] if e is not None)
-        sc, cs = f.get("syscalls_per_request"), f.get("context_switches_per_request")
-        cls = ' class="failed"' if f.get("error") else ""
+        variant = variant_cell(sm.Row(name, info.get("family", "?"), "ok"), info)
+        cls = ' class="failed"' if cells[2].startswith("error") else ""
         rows.append(
-            f'<tr data-variant="{esc(name)}"{cls}><td class="variant">{variant_cell(row, info)}'
-            "</td>"
-            + _td("–" if ipr is None else f"{ipr:,.0f}", ipr)
-            + _td("–" if spread is None else f"{spread:.2%}", spread)
-            + _td(estimates)
-            + _td(units.fmt_count(sc), sc)
-            + _td(units.fmt_count(cs), cs)
-            + _td(f.get("error") or "")
+            f'<tr data-variant="{esc(name)}"{cls}>{_td(rank)}<td class="variant">{variant}</td>'
+            + "".join(_td(c, _figure(c)) for c in figures[:-1])
+            + _td(figures[-1])
             + "</tr>"
         )
-    window = (f"{kind.get('low', '?'):,} and {kind.get('high', '?'):,} requests"
-              if isinstance(kind.get("low"), int) else "two request counts")  # fmt: skip
-    note = (
-        f"Instructions per request: the difference of two server runs that served {window}, "
-        "mean of the estimates; spread = (largest − smallest) ÷ mean. System calls and "
-        f"context switches: a separate run without valgrind, {kind.get('calls_window', '?')} "
-        "requests counted."
-    )
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in costs_table.notes(costs, kind))
     return (
-        f"<h3>{esc(kind.get('label') or key)}</h3>"
+        f"<h3>{esc(costs_table.title(costs, kind))}</h3>"
         f'<table class="plain"><thead><tr>{_sortable_head(COST_COLUMNS)}</tr></thead><tbody>'
         + "".join(rows)
-        + f'</tbody></table><p class="note">{esc(note)}</p>'
+        + f"</tbody></table>{notes}"
     )
+
+
+def _figure(text: str) -> float | None:
+    """A cost cell's number (``34,523``, ``0.06%``, ``2.33×``), None for ``–``."""
+    try:
+        return float(text.replace(",", "").rstrip("%×"))
+    except ValueError:
+        return None
 
 
 HOST_COLUMNS = (
