@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from loadgen.engine import cachegrind
-from loadgen.suite import costs, costs_table
+from loadgen.report import costs_table
+from loadgen.suite import costs
 from loadgen.suite.costs import CostPlan, Estimate, design, per_request, summarise
 
 
@@ -273,7 +274,7 @@ def test_which_runs_get_a_cost_table(argv: list[str], expected: str | None) -> N
 
 
 def test_the_report_shows_the_table_and_a_noisy_table_points_to_it(tmp_path: Path) -> None:
-    from loadgen.suite import results
+    from loadgen.report import results
 
     record = {
         "plan": {"kinds": [{"key": "echo", "label": "ECHO 64 B, one at a time", "batch": 1,

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from loadgen.suite import results, tables, webpage
-from loadgen.suite import summary as sm
-from loadgen.suite.compare import _fmt_for, compare
-from loadgen.suite.figures import FIGURES
-from loadgen.suite.work import BASELINE_FIGURES
+from loadgen.report import results, tables, webpage
+from loadgen.report import summary as sm
+from loadgen.report.compare import _fmt_for, compare
+from loadgen.report.figures import FIGURES
+from loadgen.report.work import BASELINE_FIGURES
 from tests.test_run_all import fake_run_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,7 +309,7 @@ def test_the_cost_table_is_shown_when_present(tmp_path: Path) -> None:
     assert "ECHO 64 B, 16 per write" in text and "valgrind-3.22.0" in text
     first = cost_tables[0]["rows"]
     assert [r["variant"] for r in first] == ["fast", "slow"]  # fewest instructions first
-    # report.md's cells (loadgen.suite.costs_table): rank, variant, instructions ...
+    # report.md's cells (loadgen.report.costs_table): rank, variant, instructions ...
     assert cell_text(first[0]["cells"][0]) == "1"
     assert cell_text(first[0]["cells"][2]) == "41,234"
     assert "did not start: boom" in cell_text(first[1]["cells"][2])

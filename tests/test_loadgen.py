@@ -574,7 +574,7 @@ def test_ctrl_c_reaps_every_worker_and_reports_partial(tmp_path: Path) -> None:
 def test_progress_callback_sees_each_phase_and_table_renders(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from loadgen.suite.report import LiveLine, result_table
+    from loadgen.report.terminal import LiveLine, result_table
 
     seen = []
     with start_server("thread_per_client", tmp_path) as server:

@@ -1,4 +1,4 @@
-"""loadgen.suite.ranking: bottleneck classes, the t distribution, intervals, Welch's test,
+"""loadgen.report.ranking: bottleneck classes, the t distribution, intervals, Welch's test,
 tie letters after Holm's correction, compare, paired ratios. Pure functions: no server, no
 timing."""
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadgen.suite import ranking as rk
+from loadgen.report import ranking as rk
 
 # -- bottleneck ---------------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ import psutil
 import pytest
 
 from loadgen.engine import counters
-from loadgen.suite import harness, results
-from loadgen.suite import summary as sm
-from loadgen.suite.compare import compare
+from loadgen.report import results
+from loadgen.report import summary as sm
+from loadgen.report.compare import compare
+from loadgen.suite import harness
 from loadgen.suite.launch import suite_env
 from loadgen.suite.scenarios import PROFILES, SCENARIOS, resolve
 from tests.fakes import fake_env

@@ -22,10 +22,11 @@ from rich.progress import Progress
 
 import servers
 from loadgen.engine.disturbance import disturbed
-from loadgen.suite import harness, noise, preamble, runner
+from loadgen.report import noise
+from loadgen.report.ranking import relative_ci_halfwidth
+from loadgen.suite import harness, preamble, runner
 from loadgen.suite.cli import build_parser
 from loadgen.suite.plan import MAX_EXTRA_ROUNDS, MAX_RERUNS, PlannedCase, RunPlan, make_plan
-from loadgen.suite.ranking import relative_ci_halfwidth
 from loadgen.suite.scenarios import SCENARIOS, Case
 from tests.test_run_all import fake_result
 

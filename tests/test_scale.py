@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import servers
-from loadgen.suite import charts, harness, plan, preamble, runner, tables
-from loadgen.suite import summary as sm
+from loadgen.report import charts, tables
+from loadgen.report import summary as sm
+from loadgen.suite import harness, plan, preamble, runner
 from loadgen.suite.cli import build_parser, main
 from loadgen.suite.scenarios import SCENARIOS
 

@@ -24,8 +24,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from loadgen.engine.config import LoadConfig
-from loadgen.suite import charts, harness, plan, results, runner, tables
-from loadgen.suite import summary as sm
+from loadgen.report import charts, results, tables
+from loadgen.report import summary as sm
+from loadgen.suite import harness, plan, runner
 from loadgen.suite.cli import build_parser
 from loadgen.suite.launch import suite_env
 from loadgen.suite.scenarios import PROFILES, SCENARIOS, WORK_REPEAT

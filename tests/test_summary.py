@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from loadgen.engine.bottleneck import NEAR_CEILING, capacity_rule
 from loadgen.engine.result import COUNTERS_OFF
-from loadgen.suite import checkties, noise, results
-from loadgen.suite import summary as sm
-from loadgen.suite import tables as tb
-from loadgen.suite.compare import compare
+from loadgen.report import checkties, noise, results
+from loadgen.report import summary as sm
+from loadgen.report import tables as tb
+from loadgen.report.compare import compare
 from loadgen.suite.launch import suite_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,7 +409,7 @@ def test_memory_per_connection_below_resolution() -> None:
     assert rows["reactor"].rank == 1 and rows["threads"].rank == 2
 
 
-# -- the tie checker (python -m loadgen.suite.checkties) ------------------------------------
+# -- the tie checker (python -m loadgen.report.checkties) ------------------------------------
 
 # a table of 2 to 7 variants, 3 repeats each, around levels a few percent apart
 levels = st.lists(st.tuples(st.integers(80, 120), st.integers(0, 15)), min_size=2, max_size=7).map(

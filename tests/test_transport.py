@@ -21,7 +21,7 @@ from loadgen.client import Client, parse_address
 from loadgen.engine import cli as loadgen_cli
 from loadgen.engine.config import LoadError
 from loadgen.engine.driver import run_load
-from loadgen.suite import summary as sm
+from loadgen.report import summary as sm
 from loadgen.suite.launch import ServerStartError, start_server
 from servers import __main__ as servers_cli
 from tests.conftest import variant_params

@@ -1,7 +1,7 @@
 """Which side limited one measured run: the server, the load generator, both, or neither.
 
 The engine classifies every run it measures (the result's ``"bottleneck"``);
-the suite (:mod:`loadgen.suite.ranking`) reuses the same rule for a row of
+the suite (:mod:`loadgen.report.ranking`) reuses the same rule for a row of
 repeats.  Pure function over CPU fractions: no I/O.
 
 A run is ``server`` when the server tree used at least :data:`SATURATED` of

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: target {cfg.target} is not this machine (not loopback)", file=sys.stderr)
     live = None
     if not args.quiet and sys.stderr.isatty():
-        from loadgen.suite.report import LiveLine
+        from loadgen.report.terminal import LiveLine
 
         live = LiveLine()
     if args.histograms and not args.json:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             fail(f"cannot write {args.json}: {exc.strerror or exc}")
     if not args.quiet:
-        from loadgen.suite.report import print_result
+        from loadgen.report.terminal import print_result
 
         print_result(result)
     return 130 if result.partial else 0

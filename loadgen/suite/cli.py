@@ -5,9 +5,9 @@ Plan -> verify every variant (a wrong answer is never timed) -> measure each
 order each round -> tables (mean ± sd, flags) -> ``results/<UTC timestamp>/``.
 The pieces: :mod:`~loadgen.suite.scenarios` (what is measured),
 :mod:`~loadgen.suite.plan` and :mod:`~loadgen.suite.runner` (this run),
-:mod:`~loadgen.suite.harness` (one measurement), :mod:`~loadgen.suite.summary`
-(statistics, flags, ranking), :mod:`~loadgen.suite.results` and
-:mod:`~loadgen.suite.charts` (what is written), :mod:`~loadgen.suite.compare`
+:mod:`~loadgen.suite.harness` (one measurement), :mod:`~loadgen.report.summary`
+(statistics, flags, ranking), :mod:`~loadgen.report.results` and
+:mod:`~loadgen.report.charts` (what is written), :mod:`~loadgen.report.compare`
 (two saved runs).  How to read a report: ``results/README.md``.
 """
 
@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 import servers
-from loadgen.suite import results, soak
-from loadgen.suite.compare import compare_runs
+from loadgen.report import results
+from loadgen.report.compare import compare_runs
+from loadgen.suite import soak
 from loadgen.suite.harness import Pinning
 from loadgen.suite.plan import make_plan
 from loadgen.suite.runner import console, execute, print_tables

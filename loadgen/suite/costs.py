@@ -138,7 +138,7 @@ class CostPlan:
             "groups": [list(g) for g in self.groups] if self.groups else None,
             "kinds": [
                 {**asdict(KINDS[k]), "low": self.counts[k][0], "high": self.counts[k][1],
-                 "calls_window": self.calls[k]}
+                 "calls_window": self.calls[k], "calls_warmup": CALLS_WARMUP}
                 for k in self.kinds
             ],
         }  # fmt: skip

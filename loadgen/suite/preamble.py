@@ -19,7 +19,7 @@ from rich.console import Console
 
 from loadgen.engine.disturbance import FOREIGN_MAX, STEAL_MAX
 from loadgen.procs import raise_nofile
-from loadgen.suite.notes import describe_python
+from loadgen.report.notes import describe_python
 from loadgen.suite.plan import (
     MAX_EXTRA_ROUNDS,
     MAX_RERUNS,

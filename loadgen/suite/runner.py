@@ -3,7 +3,7 @@
 Each (case, variant) is measured on a freshly started server
 (:func:`loadgen.suite.harness.measure`), in a shuffled order each round;
 each measurement is appended to disk as soon as it is done, and the report
-is written at the end or on Ctrl-C (:mod:`loadgen.suite.results`).
+is written at the end or on Ctrl-C (:mod:`loadgen.report.results`).
 
 A case's rounds run one after the other, each with noise control
 (issue 9): a quiet check first (:meth:`Session.quiet_check`: wait while
@@ -42,8 +42,10 @@ from rich.progress import (
 import servers
 from loadgen.engine import counters
 from loadgen.engine.disturbance import excess
-from loadgen.suite import costs, costs_table, harness, noise, results
-from loadgen.suite import summary as sm
+from loadgen.report import costs_table, noise, results
+from loadgen.report import summary as sm
+from loadgen.report.ranking import relative_ci_halfwidth
+from loadgen.suite import costs, harness
 from loadgen.suite.plan import (
     COUNT_DURATION_S,
     COUNT_WARMUP_S,
@@ -60,7 +62,6 @@ from loadgen.suite.plan import (
     cases_by_key,
 )
 from loadgen.suite.preamble import cluster_record, nofile_record, print_plan, quiet_check_record
-from loadgen.suite.ranking import relative_ci_halfwidth
 from loadgen.suite.scenarios import Case
 
 # Piped output (CI logs, tests) gets a wide console so tables are not squeezed to 80 columns.

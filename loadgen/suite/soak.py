@@ -71,10 +71,7 @@ import servers
 from loadgen.client import Client, ServerError
 from loadgen.engine.result import LoadResult
 from loadgen.procs import killpg, process_tree, tree_memory
-from loadgen.suite import harness
-from loadgen.suite.harness import Pinning
-from loadgen.suite.launch import RunningServer, ServerStartError, start_server
-from loadgen.suite.leaks import (  # noqa: F401  (re-exported: the soak's public names)
+from loadgen.report.leaks import (  # noqa: F401  (re-exported: the soak's public names)
     CONFIDENCE,
     LEVEL_OFF,
     MIN_FIT_POINTS,
@@ -88,6 +85,9 @@ from loadgen.suite.leaks import (  # noqa: F401  (re-exported: the soak's public
     verdict,
     warmup_samples,
 )
+from loadgen.suite import harness
+from loadgen.suite.harness import Pinning
+from loadgen.suite.launch import RunningServer, ServerStartError, start_server
 from loadgen.suite.scenarios import Case
 from servers.protocol import Op, encode_frame
 

@@ -1,7 +1,7 @@
 """``report.html`` and ``compare.html``: one self-contained page per run, to look, sort and filter.
 
 The page is built from the same summaries as report.md: the tables are static HTML whose
-cells are :func:`loadgen.suite.tables.cells` (so the page and the markdown cannot differ),
+cells are :func:`loadgen.report.tables.cells` (so the page and the markdown cannot differ),
 and the figures behind them -- every row's stats, as results.json's ``summaries`` hold them --
 are embedded as JSON in a ``<script type="application/json" id="data">`` element. The page's
 own script (``webpage_assets/report.js``, inlined with its stylesheet) reads that JSON to sort
@@ -33,17 +33,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import servers
-from loadgen.suite import costs_table, tables, units
-from loadgen.suite import summary as sm
+from loadgen.report import costs_table, tables, units
+from loadgen.report import summary as sm
 
 if TYPE_CHECKING:
-    from loadgen.suite.compare import Change
+    from loadgen.report.compare import Change
 
 ASSETS = Path(__file__).with_name("webpage_assets")
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_SCHEMA = 1
 TEXT = "text"  # a column sorted by its text (variant, limit, flags)
-# matplotlib's tab20, as loadgen.suite.charts.variant_colour picks from it: the page's
+# matplotlib's tab20, as loadgen.report.charts.variant_colour picks from it: the page's
 # colours are the PNG charts' (no matplotlib import here: it is slow and not needed)
 TAB20 = (
     "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
@@ -149,7 +149,7 @@ def row_keys(row: sm.Row) -> dict[str, float]:
 
 def variant_colour(name: str) -> str:
     """The variant's colour on every chart of the page, as in the PNG charts
-    (:func:`loadgen.suite.charts.variant_colour`: its place in the registry)."""
+    (:func:`loadgen.report.charts.variant_colour`: its place in the registry)."""
     order = [n for n, v in servers.REGISTRY.items() if v.family != "test"]
     i = order.index(name) if name in order else zlib.crc32(name.encode())
     return TAB20[(2 * i) % 20 + (2 * i // 20) % 2]
@@ -528,7 +528,7 @@ def case_html(s: sm.CaseSummary, record: dict[str, Any], charts: list[dict[str, 
 
 # -- the cost table and the hosts ------------------------------------------------------------
 
-# the cost table's columns (loadgen.suite.costs_table.COLUMNS): text, or a figure to sort by
+# the cost table's columns (loadgen.report.costs_table.COLUMNS): text, or a figure to sort by
 COST_COLUMNS = tuple(
     (c, TEXT if c in ("rank", "variant", "top syscalls / req") else "@v")
     for c in costs_table.COLUMNS
@@ -769,7 +769,7 @@ def compare_html(
     fmt_for: Callable[[str], Callable[[float | None], str]] | None = None,
 ) -> str:
     """compare.html's text: per case, every figure present in both runs. ``fmt_for``: the
-    number format of a figure (the terminal's: :func:`loadgen.suite.compare._fmt_for`)."""
+    number format of a figure (the terminal's: :func:`loadgen.report.compare._fmt_for`)."""
     fmt_for = fmt_for or (lambda f: lambda x: fmt_figure(f, x))
     embedded = compare_data(changes, run_dir)
     variants = embedded["variants"]

@@ -66,7 +66,7 @@
     return !state.groups || state.groups.has(v.scheduling);
   }
 
-  // -- number formats (as loadgen.suite.units writes them)
+  // -- number formats (as loadgen.report.units writes them)
   function fmtRate(x) {
     return x >= 10000 ? (x / 1000).toFixed(1) + "k" : Math.round(x).toLocaleString("en");
   }

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadgen.suite.ranking import t_quantile
+from loadgen.report.ranking import t_quantile
 
 MIB = 1024 * 1024
 RESOURCES = ("rss_bytes", "fds", "threads", "children")

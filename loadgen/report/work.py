@@ -1,7 +1,7 @@
 """The WORK scenarios' figures that come from outside a row's own runs (issue 16).
 
 :func:`add_work_figures` runs once every case is summarised
-(:func:`loadgen.suite.summary.summarize`), like :mod:`loadgen.suite.notes`:
+(:func:`loadgen.report.summary.summarize`), like :mod:`loadgen.report.notes`:
 
 * ``backend-wait`` (kind ``wait``): the table's **ideal** -- connections ÷ the wait, the
   rate of a model that overlaps every wait and costs nothing -- capped at the generator's
@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import servers
-from loadgen.suite.repeats import Stat
+from loadgen.report.repeats import Stat
 
 if TYPE_CHECKING:
-    from loadgen.suite.summary import CaseSummary
+    from loadgen.report.summary import CaseSummary
 
 CEILING_CASE = "echo-small"  # whose best req/s is the generator's ceiling
 # figure of the row -> its name when copied from the baseline case

@@ -1,7 +1,7 @@
 """Two saved runs side by side: ``python run_all.py --compare [A [B]]``.
 
 As ``pyperf compare_to``: for every figure, B's mean ÷ A's mean and whether the difference
-is significant (Welch's t-test at 5% over the repeats, :func:`loadgen.suite.ranking.compare`);
+is significant (Welch's t-test at 5% over the repeats, :func:`loadgen.report.ranking.compare`);
 "not significant" instead of a percentage when it is not (results/README.md).
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.suite import ranking, results, tables, units, webpage
-from loadgen.suite import summary as sm
+from loadgen.report import ranking, results, tables, units, webpage
+from loadgen.report import summary as sm
 
 COMPARED_FIGURES = (
     "throughput_rps",
@@ -54,7 +54,7 @@ class Change:
 
     @cached_property
     def test(self) -> dict[str, Any]:
-        """:func:`loadgen.suite.ranking.compare` of the two sides' repeats."""
+        """:func:`loadgen.report.ranking.compare` of the two sides' repeats."""
         return ranking.compare(
             self.a.values or (self.a.mean,),
             self.b.values or (self.b.mean,),

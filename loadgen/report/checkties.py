@@ -1,7 +1,7 @@
-"""Check a run's tie groups: ``python -m loadgen.suite.checkties results/latest/results.json``.
+"""Check a run's tie groups: ``python -m loadgen.report.checkties results/latest/results.json``.
 
 For every ranked table of a results.json (its ``summaries``), from the table's ``ties`` record
-(:meth:`loadgen.suite.ranking.Ranking.to_json`), this recomputes what the grouping rests on and
+(:meth:`loadgen.report.ranking.Ranking.to_json`), this recomputes what the grouping rests on and
 says what does not hold:
 
 * the rule is the documented one (Welch's test, Holm's correction, 5%);
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from loadgen.suite import ranking, results
+from loadgen.report import ranking, results
 
 REL_TOL = 1e-9  # p-values are recomputed by the same arithmetic: only float noise may differ
 
@@ -128,7 +128,7 @@ def describe(summary: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m loadgen.suite.checkties", description=__doc__.splitlines()[0]
+        prog="python -m loadgen.report.checkties", description=__doc__.splitlines()[0]
     )
     parser.add_argument("runs", nargs="+", help="results.json files or run directories")
     args = parser.parse_args(argv)

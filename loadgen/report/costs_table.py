@@ -16,8 +16,7 @@ from typing import Any
 from rich.table import Table
 
 import servers
-from loadgen.suite.costs import CALLS_WARMUP
-from loadgen.suite.units import fmt_count
+from loadgen.report.units import fmt_count
 
 TIE_FLOOR = 0.01  # rows closer than this (relative) are never told apart
 COLUMNS = (
@@ -132,7 +131,8 @@ def notes(costs: dict[str, Any], kind: dict[str, Any]) -> list[str]:
         f"group's first row share its rank.",
         f"System calls and waits (voluntary context switches: the server blocked, in "
         f"epoll_wait, a read, a lock): a separate run without valgrind, "
-        f"{kind['calls_window']:,} requests counted after {CALLS_WARMUP} of warm-up (perf, "
+        f"{kind['calls_window']:,} requests counted after {kind.get('calls_warmup', '?')} of "
+        "warm-up (perf, "
         f"/proc), beside the counted runs; involuntary switches, which a busy machine moves, "
         f"are in results.json only.",
     ]

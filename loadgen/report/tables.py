@@ -1,9 +1,9 @@
 """The text of every table cell and note: the same in the terminal and in report.md.
 
-:mod:`loadgen.suite.summary` turns runs into rows of figures; this module
+:mod:`loadgen.report.summary` turns runs into rows of figures; this module
 turns a row into the strings a reader sees (``columns``, ``cells``,
 ``notes``, ``top_syscalls``) and holds the number formats (``fmt_rate``,
-``fmt_us``, ``fmt_bytes``, ...).  :mod:`loadgen.suite.results` prints and
+``fmt_us``, ``fmt_bytes``, ...).  :mod:`loadgen.report.results` prints and
 writes them, so the terminal and report.md cannot differ.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from loadgen.engine.bottleneck import NEAR_CEILING
-from loadgen.suite.summary import (
+from loadgen.report.summary import (
     MEMORY_FIGURES,
     RATIO,
     SHORT_NAMES,
@@ -21,7 +21,7 @@ from loadgen.suite.summary import (
     Stat,
     resolution,
 )
-from loadgen.suite.units import fmt_bytes, fmt_count, fmt_rate, fmt_ratio, fmt_us
+from loadgen.report.units import fmt_bytes, fmt_count, fmt_rate, fmt_ratio, fmt_us
 
 # -- cells: the same text in the terminal and in report.md --------------------
 

@@ -1,6 +1,6 @@
 """Flags a row gets from outside its own runs: the other transport, the interpreter.
 
-:func:`add_notes` runs once every case is summarised (:func:`loadgen.suite.summary.summarize`)
+:func:`add_notes` runs once every case is summarised (:func:`loadgen.report.summary.summarize`)
 and appends ``(sentence, few words)`` pairs to ``Row.notes``, which the flags show:
 
 * A Unix-socket case (``transport`` "unix") sets each row beside the same variant's figure
@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import servers
-from loadgen.suite.units import fmt_rate
+from loadgen.report.units import fmt_rate
 
 if TYPE_CHECKING:
-    from loadgen.suite.summary import CaseSummary
+    from loadgen.report.summary import CaseSummary
 
 NO_GIL = (
     "no GIL: parallel threads (the server's interpreter ran with the GIL disabled, so "

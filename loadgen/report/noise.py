@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from loadgen.engine.disturbance import FOREIGN_MAX, STEAL_MAX
 
 if TYPE_CHECKING:
-    from loadgen.suite.summary import CaseSummary
+    from loadgen.report.summary import CaseSummary
 
 NOISY_SHARE = 0.8  # a table is too noisy when one tie group holds this share of its rows ...
 NOISY_MIN_ROWS = 3  # ... of at least this many ranked rows ...

@@ -1,7 +1,7 @@
 """From raw runs to figures a reader can trust: mean with a 95% interval, flags, ranks, ties.
 
-Rules (results/README.md explains them; :mod:`loadgen.suite.ranking` has the statistics;
-:mod:`loadgen.suite.tables` turns rows into text):
+Rules (results/README.md explains them; :mod:`loadgen.report.ranking` has the statistics;
+:mod:`loadgen.report.tables` turns rows into text):
 
 * Only the runs that count: a ``discarded`` run (its round was redone: the machine drifted)
   is left out; a counted run (``purpose`` "count") gives the cost counters only.
@@ -17,7 +17,7 @@ Rules (results/README.md explains them; :mod:`loadgen.suite.ranking` has the sta
 * Rows are ranked by the table's headline figure (:func:`_ranking_figure`), best mean first, so a
   row is never above one with a better mean; each ranked row gets letters (``ab``): two rows
   share a letter exactly when Welch's test over all pairs, Holm-corrected, does not separate
-  them (:func:`loadgen.suite.ranking.rank_rows`). Throughput tables may rank by the *paired
+  them (:func:`loadgen.report.ranking.rank_rows`). Throughput tables may rank by the *paired
   ratio* to the reference measured in the same round, when that is tighter (``ranked_by``).
 * A reference variant (``native_epoll``) is shown as a ceiling row, never ranked. A variant
   that failed verification, or failed at this level, is shown and flagged, never ranked.
@@ -35,10 +35,10 @@ from typing import Any
 
 from loadgen.engine.bottleneck import capacity_rule
 from loadgen.engine.result import COUNTERS_OFF, RATE_SHORTFALL
-from loadgen.suite import noise, notes, ranking, work
-from loadgen.suite.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
-from loadgen.suite.repeats import Stat
-from loadgen.suite.units import fmt_bytes
+from loadgen.report import noise, notes, ranking, work
+from loadgen.report.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
+from loadgen.report.repeats import Stat
+from loadgen.report.units import fmt_bytes
 
 UNSTABLE_CV = 0.10
 # memory per idle connection, in order of preference (see Row.memory_stat)
@@ -129,7 +129,7 @@ class Row:
     syscalls_unavailable: str | None = None
     memory_resolution: float | None = None  # bytes: see memory_resolution()
     # (sentence, few words) flags that come from outside the row's own runs: the
-    # TCP figure beside a Unix one, threads that run in parallel (loadgen.suite.notes)
+    # TCP figure beside a Unix one, threads that run in parallel (loadgen.report.notes)
     notes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -292,7 +292,7 @@ class CaseSummary:
     ties: ranking.Ranking | None = None  # the pairwise tests and letters of the ranked rows
     rate_basis: str | None = None  # open loop: "own" (each variant's) or "common"
     paired_reference: str | None = None  # the reference row of ratio_to_reference
-    # backend-wait (loadgen.suite.work): connections ÷ the wait, capped at the generator's
+    # backend-wait (loadgen.report.work): connections ÷ the wait, capped at the generator's
     # ceiling (the best echo-small req/s of this run, from ceiling_from); None: not that table
     ideal_rps: float | None = None
     uncapped_ideal_rps: float | None = None
@@ -305,7 +305,7 @@ class CaseSummary:
     # Variant.offload: its framework's idiom, or why it needs none or has none)
     offload: dict[str, str] | None = None
     # the one line shown instead of a # column of "a" when the machine's noise left nearly
-    # every ranked row in one tie group (loadgen.suite.noise.too_noisy); None otherwise
+    # every ranked row in one tie group (loadgen.report.noise.too_noisy); None otherwise
     too_noisy: str | None = None
 
     def to_json(self) -> dict[str, Any]:

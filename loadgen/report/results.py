@@ -4,7 +4,7 @@
         results.json     every raw run, the summaries, the plan, environment metadata
         report.md        the tables in Markdown (readable on GitHub) and the charts
         report.html      the same tables and interactive charts, one self-contained page
-        charts/*.png|svg matplotlib charts (loadgen.suite.charts)
+        charts/*.png|svg matplotlib charts (loadgen.report.charts)
     results/latest -> 2026-11-28T04-10-00Z
 
 Each measurement is appended to ``progress.jsonl`` as soon as it is done;
@@ -13,7 +13,7 @@ report.md and the charts are written and progress.jsonl is removed.  (If
 the harness itself is killed, progress.jsonl keeps what was measured.)
 
 The same tables are rendered for the terminal (rich) and for report.md
-from :func:`loadgen.suite.tables.cells`, so they cannot differ.
+from :func:`loadgen.report.tables.cells`, so they cannot differ.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 from rich.table import Table
 
 from loadgen.procs import MALLOC_ENV
-from loadgen.suite import costs_table, noise, notes, tables, webpage
-from loadgen.suite import summary as sm
+from loadgen.report import costs_table, noise, notes, tables, webpage
+from loadgen.report import summary as sm
 
 SCHEMA = 1
 PACKAGES = (
@@ -153,7 +153,7 @@ def write(
     _atomic_write(run_dir / "results.json", json.dumps(data, indent=1, default=str))
     chart_paths = []
     if charts:
-        from loadgen.suite.charts import write_charts  # matplotlib is slow to import
+        from loadgen.report.charts import write_charts  # matplotlib is slow to import
 
         groups = {
             n: v["scheduling"] for n, v in data.get("variants", {}).items() if "scheduling" in v
@@ -350,7 +350,7 @@ def report_markdown(
 
 
 def _chart_names(s: sm.CaseSummary, summaries: list[sm.CaseSummary]) -> tuple[str, ...]:
-    """The charts shown under a case's table (loadgen.suite.charts names them): a chart of
+    """The charts shown under a case's table (loadgen.report.charts names them): a chart of
     several cases of one scenario comes after the last of them."""
     last = [x.case for x in summaries if x.scenario == s.scenario][-1]
     if s.kind == "memory":

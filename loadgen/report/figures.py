@@ -3,7 +3,7 @@
 A run record is what ``results.json`` keeps of one measurement
 (:class:`loadgen.suite.harness.RunOutcome`): ``{"result": <the engine's
 JSON, docs/RESULTS.md>, "rate": ..., "memory_per_connection_bytes": ...}``.
-:mod:`loadgen.suite.summary` turns these figures into rows.
+:mod:`loadgen.report.summary` turns these figures into rows.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One figure over a case's repeats: mean, sample standard deviation, 95% interval.
 
-:mod:`loadgen.suite.summary` keeps a :class:`Stat` per figure of a row;
-:mod:`loadgen.suite.ranking` has the statistics it uses.
+:mod:`loadgen.report.summary` keeps a :class:`Stat` per figure of a row;
+:mod:`loadgen.report.ranking` has the statistics it uses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.suite import ranking
+from loadgen.report import ranking
 
 
 @dataclass(frozen=True)

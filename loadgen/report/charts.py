@@ -31,7 +31,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
-from loadgen.suite.summary import RATIO, CaseSummary, Row  # noqa: E402
+from loadgen.report.summary import RATIO, CaseSummary, Row  # noqa: E402
 from servers import REGISTRY, SCHEDULING  # noqa: E402
 
 FAMILY_COLOURS = {

@@ -379,7 +379,7 @@ class Ranking:
         return any(p.separated for p in self.pairs)
 
     def to_json(self) -> dict[str, Any]:
-        """What a checker needs (``python -m loadgen.suite.checkties``): the rule, the
+        """What a checker needs (``python -m loadgen.report.checkties``): the rule, the
         samples each p-value comes from, every pair's p-values and the groups."""
         return {
             "test": TIE_TEST,
