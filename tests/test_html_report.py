@@ -9,6 +9,7 @@ sorts a table and hides a variant from the URL; elsewhere it is skipped with the
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -409,7 +410,8 @@ def test_a_headless_browser_sorts_and_hides(reference: dict) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Uncaught" not in proc.stderr and "chart not drawn" not in proc.stdout
+    # the script's own text holds the message: look for the element it draws on failure
+    assert "Uncaught" not in proc.stderr and 'class="bad">chart not drawn' not in proc.stdout
     dom = Page(proc.stdout)
     first = dom.tables[0]
     shown = [r for r in first["rows"] if not r["hidden"]]
@@ -419,6 +421,54 @@ def test_a_headless_browser_sorts_and_hides(reference: dict) -> None:
     assert known == sorted(known)
     trio = [r for t in dom.tables for r in t["rows"] if r["variant"] == "trio_streams"]
     assert trio and all(r["hidden"] for r in trio)
+
+
+# Run after the page's own script: click the first legend entry, then the first table's
+# p50/p99 header, and write what the page did into <body data-probe> for --dump-dom.
+PROBE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const first = document.querySelector("table");
+  const shown = () => [...first.tBodies[0].rows].filter((r) => !r.hidden)
+    .map((r) => r.dataset.variant);
+  const item = document.querySelector(".legend .item:not(.off)");
+  const out = { legend: item.textContent };
+  item.click();
+  out.afterLegend = shown();
+  out.hash = location.hash;
+  const head = [...first.querySelectorAll("th .sk")].find((h) => /p99/.test(h.textContent));
+  head.click();
+  out.sortedBy = head.textContent;
+  out.afterSort = shown();
+  out.hashAfterSort = location.hash;
+  document.body.setAttribute("data-probe", JSON.stringify(out));
+}, 50));
+</script>"""
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium on this machine "
+                    f"(looked for {', '.join(BROWSERS)} on PATH)")  # fmt: skip
+def test_a_headless_browser_hides_from_the_legend_and_sorts_on_a_click(
+    reference: dict, tmp_path: Path
+) -> None:
+    """Clicks, as a reader makes them: a legend entry hides its variant from the tables and
+    lands in the URL; a click on a header sorts by that column and lands in the URL."""
+    page = tmp_path / "report.html"
+    page.write_text(reference["text"].replace("</body>", PROBE + "</body>"))
+    proc = subprocess.run(
+        [_browser(), "--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr
+    found = re.search(r'data-probe="([^"]*)"', proc.stdout)
+    assert found, "the probe did not run"
+    out = json.loads(html.unescape(found.group(1)))
+    assert out["legend"] not in out["afterLegend"] and out["legend"] in out["hash"]
+    embedded = reference["page"].data["cases"][reference["page"].tables[0]["case"]]["rows"]
+    p99 = [embedded[n]["s"]["p99_us"][0] for n in out["afterSort"] if "p99_us" in embedded[n]["s"]]
+    assert p99 == sorted(p99) or p99 == sorted(p99, reverse=True)
+    assert "sort=" in out["hashAfterSort"]
 
 
 # -- the page's script in jsdom, where node and jsdom are installed ---------------------------
