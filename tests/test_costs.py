@@ -309,3 +309,47 @@ def test_groups_measure_their_kinds_in_runs_of_their_own() -> None:
     # the ECHO-only reference: the ECHO group only
     ref_runs, ref_estimates = plan.design_for("native_epoll")
     assert len(ref_runs) == 4 and {e.kind for e in ref_estimates} == {"echo", "echo-pipelined"}
+
+
+@needs_valgrind
+@pytest.mark.timeout(240)
+def test_ctrl_c_during_the_cost_table_leaves_no_valgrind_behind(tmp_path: Path) -> None:
+    """run_all.py interrupted while its fork servers count: exit 130, partial results, and
+    no process of the run left (the fork servers and their forked servers are in sessions
+    of their own: a terminal's Ctrl-C does not reach them, the suite kills them)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from loadgen.suite.launch import suite_env
+    from tests.test_run_all import RUN_ALL, marked_processes
+
+    token = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, RUN_ALL, "--servers", "epoll_reactor,trio_streams", "--scenarios",
+         "echo-small", "--no-reference", "--no-counters", "--repeat", "1", "--duration", "0.2",
+         "--cost-table", "--no-charts", "--output", str(tmp_path)],
+        env=suite_env({"CB_TEST_TOKEN": token}), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180  # the timed run first, on a busy machine
+        counting: list[str] = []
+        while not counting and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            counting = [c for p in marked_processes(token)
+                        if "cachegrind" in (c := " ".join(p.cmdline()))]  # fmt: skip
+        assert counting, "no valgrind process appeared"
+        time.sleep(1.0)  # a fork server and, likely, its servers
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    left = marked_processes(token)
+    assert not left, [p.cmdline() for p in left]
+    assert "PARTIAL" in out
