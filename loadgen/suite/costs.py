@@ -7,10 +7,11 @@ per request:
 * **user-space instructions**, counted by valgrind's cachegrind
   (:mod:`loadgen.engine.cachegrind`) over the server's whole tree --
   threads, forked children and exec'd programs included;
-* **system calls** and **context switches**, counted by
-  :class:`loadgen.engine.counters.CostCounters` (perf and ``/proc``) in a
-  separate run of the server *without* valgrind, whose own system calls
-  would be counted otherwise.
+* **system calls** and **waits** (voluntary context switches: the server
+  blocked), counted by :class:`loadgen.engine.counters.CostCounters` (perf
+  and ``/proc``) in a separate run of the server *without* valgrind, whose
+  own system calls would be counted otherwise; it runs beside the counted
+  runs (:func:`count_all_calls`), since pacing makes both counts, not times.
 
 Start-up and shutdown cancel in a difference: a server run under cachegrind
 serves ``low`` requests of each kind, another serves ``high`` of one kind
