@@ -87,6 +87,9 @@ class PlannedCase:
         cls, scenario: Scenario, case: Case, names: list[str], reference: str | None = None
     ) -> PlannedCase:
         """``reference``: measured in this case too when it is a throughput case."""
+        # a TCP case takes the stream variants only, a UDP case the datagram ones: the rest
+        # are not "not applicable", they are another table's (no line in this one)
+        names = [n for n in names if _same_transport(case, n)]
         not_applicable = {n: r for n in names if (r := _applies(scenario, case, n))}
         declared = {n: r for n in names if n not in not_applicable and (r := _over_cap(case, n))}
         if reference and case.kind == "throughput" and reference not in names:
@@ -118,6 +121,11 @@ class PlannedCase:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _same_transport(case: Case, name: str) -> bool:
+    """A udp case is for the datagram variants, every other case for the stream ones."""
+    return (case.transport == "udp") == (servers.get(name).transport == "udp")
 
 
 def _applies(scenario: Scenario, case: Case, name: str) -> str | None:
@@ -220,7 +228,9 @@ class RunPlan:
         return [
             c
             for c in self.cases
-            if c.kind == "throughput"
+            # udp-echo's table is its costs beside TCP's: always counted
+            if c.kind == "udp"
+            or c.kind == "throughput"
             and c.scenario not in skip
             and (self.counted is None or c.key in self.counted)
         ]
@@ -298,6 +308,12 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
                 "not across hosts yet: the server host runs the server on its first "
                 "--server-cpus CPUs, not on all of them"
             )
+    asked = _split(args.scenarios) or list(profile.scenarios)
+    if _siblings_only(scenarios, asked):
+        # echo-small is here only for udp-echo's TCP figures: the datagram variants' TCP
+        # siblings (the reference among them) are all it needs to measure
+        udp = [n for n in runnable if servers.get(n).transport == "udp"]
+        runnable = _with_siblings(udp, skipped)
     cases = [
         PlannedCase.of(s, case, runnable, reference)
         for s in scenarios
@@ -305,6 +321,10 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         for case in s.cases
         if case.server_cpus is None or case.server_cpus in levels
     ]
+    # a variant of a transport no planned case uses is neither verified nor listed
+    used = {"udp" if c.transport == "udp" else "tcp" for c in cases}
+    runnable = [n for n in runnable if servers.get(n).transport in used]
+    skipped = {n: r for n, r in skipped.items() if servers.get(n).transport in used}
     if not _split(args.scenarios):  # the profile's own list: its budget, its short versions
         _trim(cases, profile, args)
     added = reference is not None and reference not in runnable
@@ -334,6 +354,21 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         python=python,
         server_python=probed["python"],
     )
+
+
+def _siblings_only(scenarios: list[Scenario], asked: list[str]) -> bool:
+    """True when echo-small runs only because udp-echo needs it (its TCP siblings' figures)."""
+    needers = {s.name for s in scenarios if "echo-small" in s.needs}
+    return "echo-small" not in asked and bool(needers) and needers <= {"udp-echo"}
+
+
+def _with_siblings(runnable: list[str], skipped: dict[str, str]) -> list[str]:
+    """The datagram variants ``runnable`` plus their TCP siblings, in registry order (a
+    sibling unavailable here is left out; udp-echo then shows no TCP figure for it)."""
+    wanted = set(runnable) | {
+        sib for n in runnable if (sib := servers.get(n).tcp_sibling) and sib not in skipped
+    }
+    return [n for n in servers.REGISTRY if n in wanted and servers.get(n).available]
 
 
 def _trim(cases: list[PlannedCase], profile: Profile, args: argparse.Namespace) -> None:
