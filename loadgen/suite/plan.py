@@ -303,6 +303,10 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
     )
     levels, skipped_scenarios = _cpu_levels(scenarios, unpinned)
     for s in scenarios:
+        if cluster and any(c.transport == "udp" for c in s.cases):
+            skipped_scenarios[s.name] = (
+                "not across hosts: a UDP load is sent to this machine only (loopback)"
+            )
         if cluster and any(c.all_cpus for c in s.cases):
             skipped_scenarios[s.name] = (
                 "not across hosts yet: the server host runs the server on its first "

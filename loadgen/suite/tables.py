@@ -194,7 +194,7 @@ LOSS = "lost / late / dup"
 def _datagram_columns(summary: CaseSummary) -> list[str]:
     if summary.kind == "udp":
         tcp = summary.baseline or "TCP"
-        return ["#", "variant", "req/s ± CI95", "% best", "p50 / p99", LOSS,
+        return ["#", "variant", "req/s ± CI95", "% best", "p50 / p99", LOSS + " / busy",
                 "CPU µs/req usr/sys", COSTS, f"TCP sibling ({tcp})", "TCP CPU µs/req usr/sys",
                 "TCP " + COSTS, "CPU UDP ÷ TCP", LIMIT, "flags"]  # fmt: skip
     return ["#", "variant", "req/s answered / asked", "lost % ± CI95", LOSS, "busy",
@@ -214,6 +214,7 @@ def _datagram_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
     tp = fmt_ci(s.get("throughput_rps"), fmt_rate)
     if row.floor and tp != "–":
         tp = "≥ " + tp
+    loss += f" / {_num(row.figure('busy'))}"
     best = "–" if row.pct_of_best is None else f"{row.pct_of_best:.0f}%"
     udp_cpu, tcp_cpu = row.figure("cpu_us_per_request"), row.figure("tcp_cpu_us_per_request")
     ratio = f"{udp_cpu / tcp_cpu:.2f}×" if udp_cpu is not None and tcp_cpu else "–"
@@ -233,8 +234,9 @@ def _datagram_notes(summary: CaseSummary) -> list[str]:
     if summary.kind == "udp":
         out = [
             "lost = no reply within 200 ms (the flow went on); late = a reply to a request "
-            "already counted lost; dup = a second reply to one answered (counts in the "
-            "measured period, means over the repeats).",
+            "already counted lost; dup = a second reply to one answered; busy = ERROR server "
+            "busy, the model's own limit on requests in progress (counts in the measured "
+            "period, means over the repeats).",
         ]
         if summary.baseline and not summary.baseline_found:
             out.append(
