@@ -82,10 +82,8 @@ def fake_server(mode: str) -> Iterator[int]:
 
 
 def load(port: int, **options: object) -> object:
-    cfg = LoadConfig(
-        host="127.0.0.1", port=port, udp=True, connections=8, duration=0.6, warmup=0.1,
-        admit_timeout=2.0, **options,
-    )  # fmt: skip
+    settings: dict[str, object] = {"connections": 32, "duration": 0.6, "warmup": 0.1}
+    cfg = LoadConfig(host="127.0.0.1", port=port, udp=True, **{**settings, **options})
     return run_datagram_load(cfg)
 
 
@@ -93,7 +91,7 @@ def test_a_server_that_drops_every_third_reply_loses_a_third() -> None:
     with fake_server("drop") as port:
         result = load(port)
     dg = result.datagram
-    assert dg is not None and dg.answered > 100
+    assert dg is not None and dg.answered > 100  # 32 flows, ~3 requests per 200 ms stall
     assert result.errors_total == 0
     assert dg.late == 0 and dg.duplicated == 0
     assert dg.answered == result.requests
