@@ -139,8 +139,9 @@ def full_result() -> dict[str, Any]:
                         "malloc_applied": "mallopt", "malloc_env_at_start": True,
                         "python": "3.11.0", "engine": "epoll"},
         "partial": False,
-        "datagram": {"flows": 4, "sent": 110, "answered": 99, "lost": 10, "late": 2,
-                     "duplicated": 1, "busy": 1, "lost_fraction": 0.091, "loss_timeout_s": 0.2,
+        "datagram": {"flows": 4, "sent": 110, "sent_rps": 110.0, "answered": 99, "lost": 10,
+                     "late": 2, "duplicated": 1, "busy": 1, "lost_fraction": 0.091,
+                     "loss_timeout_s": 0.2,
                      "kernel": {"InErrors": 3, "RcvbufErrors": 3, "SndbufErrors": 0},
                      "kernel_drops": 3},
     }  # fmt: skip

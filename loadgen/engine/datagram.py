@@ -408,7 +408,7 @@ def run_datagram_load(cfg: LoadConfig, progress: Any = None) -> LoadResult:
         facts.server_cpus = monitor.cpus
         facts.generator_cpus = cpu or _affinity()
     result = aggregate(cfg, [worker], facts)
-    result.datagram = _figures(run, kernel0, kernel1)
+    result.datagram = _figures(run, kernel0, kernel1, elapsed)
     if cfg.rate:
         _sent_rate(result, run.counts["sent"] / elapsed if elapsed > 0 else 0.0, cfg.rate)
     return result
@@ -428,7 +428,10 @@ def _sent_rate(result: LoadResult, sent_rps: float, rate: float) -> None:
 
 
 def _figures(
-    run: DatagramLoad, before: dict[str, int] | None, after: dict[str, int] | None
+    run: DatagramLoad,
+    before: dict[str, int] | None,
+    after: dict[str, int] | None,
+    elapsed: float,
 ) -> DatagramFigures:
     c = run.counts
     settled = c["answered"] + c["lost"] + c["busy"]
@@ -436,6 +439,7 @@ def _figures(
     return DatagramFigures(
         flows=run.cfg.connections,
         sent=c["sent"],
+        sent_rps=c["sent"] / elapsed if elapsed > 0 else 0.0,
         answered=c["answered"],
         lost=c["lost"],
         late=c["late"],

@@ -195,6 +195,7 @@ class DatagramFigures:
 
     flows: int  # UDP sockets, one request in flight each (closed loop)
     sent: int  # requests sent (closed) or scheduled (open) in the measured period
+    sent_rps: float  # sent ÷ the measured period: the load the server was offered
     answered: int  # the right reply within the loss timeout (= requests)
     lost: int  # no reply within the loss timeout
     late: int  # a reply to a request already counted lost

@@ -6,10 +6,12 @@ variant's ``tcp_sibling`` (results.json's ``variants[].tcp_sibling``, else the r
 is the TCP variant of the same model -- ``udp_threading`` and ``socketserver_threading``,
 ``asyncio_datagram`` and ``asyncio_protocol``, ``native_epoll_udp`` and ``native_epoll``.
 Each row of a udp case with a ``tcp_case`` gains that sibling's figures there, copied, not
-measured again, as ``tcp_*`` stats (each with its own spread): req/s, CPU µs per request
-(total, user, system), system calls and context switches per request.  The table shows
-them beside the row's own, and the ratio of the CPU means: the notes' "UDP costs less",
-checked per model.
+measured again, as ``tcp_*`` stats (each with its own spread; from a sibling that failed
+echo-small too -- ``blocking_loop`` serves one of its 64 connections, ``socketserver_forking``
+refuses the 40th -- with a note: its costs are those of the requests it served): req/s,
+CPU µs per request (total, user, system), system calls and context switches per request.
+The table shows them beside the row's own, and the ratio of the CPU means: the notes' "UDP
+costs less", checked per model.
 """
 
 from __future__ import annotations
@@ -61,10 +63,18 @@ def _beside_siblings(
     for row in summary.rows:
         sibling = sibling_of(row.variant, known)
         other = rows.get(sibling or "")
-        if other is None or other.status != "ok":
+        if other is None or "cpu_us_per_request" not in other.stats:
             what = f"{sibling} in {twin.case}" if sibling else "a TCP sibling"
             row.notes.append((f"no TCP figures from {what} to set beside", "no TCP figures"))
             continue
+        if other.status != "ok":  # its costs are still those of the requests it served
+            row.notes.append(
+                (
+                    f"TCP sibling {sibling} FAILED {twin.case} ({'; '.join(other.reasons[:1])}): "
+                    "its figures beside are over the requests it did serve",
+                    f"TCP sibling failed {twin.case}",
+                )
+            )
         row.tcp_sibling = sibling
         for figure, name in TCP_FIGURES.items():
             stat = other.stats.get(figure)

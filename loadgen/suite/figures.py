@@ -70,6 +70,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "neighbour_p99_us": _dig("result", "neighbours", "latency_us", "p99"),
     # a UDP load (issue 17): what became of the measured period's requests
     "lost_fraction": _dig("result", "datagram", "lost_fraction"),
+    "sent_rps": _dig("result", "datagram", "sent_rps"),
     "lost": _dig("result", "datagram", "lost"),
     "late": _dig("result", "datagram", "late"),
     "duplicated": _dig("result", "datagram", "duplicated"),

@@ -197,7 +197,7 @@ def _datagram_columns(summary: CaseSummary) -> list[str]:
         return ["#", "variant", "req/s ± CI95", "% best", "p50 / p99", LOSS + " / busy",
                 "CPU µs/req usr/sys", COSTS, f"TCP sibling ({tcp})", "TCP CPU µs/req usr/sys",
                 "TCP " + COSTS, "CPU UDP ÷ TCP", LIMIT, "flags"]  # fmt: skip
-    return ["#", "variant", "req/s answered / asked", "lost % ± CI95", LOSS, "busy",
+    return ["#", "variant", "req/s answered / sent / asked", "lost % ± CI95", LOSS, "busy",
             "kernel drops", "answered p50 / p99", "CPU µs/req usr/sys", LIMIT,
             "flags"]  # fmt: skip
 
@@ -207,7 +207,7 @@ def _datagram_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
     loss = " / ".join(_num(row.figure(f)) for f in ("lost", "late", "duplicated"))
     lat = f"{fmt_us(row.figure('p50_us'))} / {fmt_us(row.figure('p99_us'))}"
     if summary.kind == "flood":
-        rates = f"{fmt_rate(row.figure('throughput_rps'))} / {fmt_rate(row.figure('rate'))}"
+        rates = " / ".join(fmt_rate(row.figure(f)) for f in ("throughput_rps", "sent_rps", "rate"))
         return [rank, row.variant, rates, fmt_ci(s.get("lost_fraction"), _percent), loss,
                 _num(row.figure("busy")), _num(row.figure("kernel_drops")), lat, _cpu_cell(row),
                 row.bottleneck or "–", row.short_flags()]  # fmt: skip
@@ -257,8 +257,9 @@ def _datagram_notes(summary: CaseSummary) -> list[str]:
         "period, ranked by it (less is better); busy = ERROR server busy (the server's own "
         "limit). kernel drops = /proc/net/snmp Udp InErrors over the period and its 200 ms "
         "drain, machine-wide (the generator's sockets' drops too). p50 / p99 are the answered "
-        "requests', from the scheduled send. req/s answered / asked: a generator that "
-        "cannot send the asked rate is flagged 'rate not reached'.",
+        "requests', from the scheduled send. req/s answered / sent / asked: one Python "
+        "generator cannot send every rate asked (flagged 'rate not reached'); the sent rate "
+        "is the load the server was offered, the multiple it really faced.",
     ]
 
 
@@ -508,6 +509,8 @@ def notes(summary: CaseSummary) -> list[str]:
             "higher."
         )
     unavailable = sorted({r.syscalls_unavailable for r in rows if r.syscalls_unavailable})
+    if summary.kind == "flood":  # no cost column in it: nothing to explain
+        unavailable = []
     for why in unavailable:
         out.append(f"syscalls/req not counted: {why}")
     for row in rows:
