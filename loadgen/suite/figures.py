@@ -36,6 +36,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "p99_us": _dig("result", "latency_us", "p99"),
     "p999_us": _dig("result", "latency_us", "p999"),
     "max_us": _dig("result", "latency_us", "max"),
+    "p50_uncorrected_us": _dig("result", "latency_us_uncorrected", "p50"),
     "p99_uncorrected_us": _dig("result", "latency_us_uncorrected", "p99"),
     "cpu_us_per_request": _dig("result", "server", "cpu_us_per_request"),
     "cpu_user_us_per_request": _dig("result", "server", "cpu_user_us_per_request"),

@@ -198,8 +198,8 @@ def _datagram_columns(summary: CaseSummary) -> list[str]:
                 "CPU µs/req usr/sys", COSTS, f"TCP sibling ({tcp})", "TCP CPU µs/req usr/sys",
                 "TCP " + COSTS, "CPU UDP ÷ TCP", LIMIT, "flags"]  # fmt: skip
     return ["#", "variant", "req/s answered / sent / asked", "lost % ± CI95", LOSS, "busy",
-            "kernel drops", "answered p50 / p99", "CPU µs/req usr/sys", LIMIT,
-            "flags"]  # fmt: skip
+            "kernel drops", "answered p50 / p99 from the send", "p99 from the schedule",
+            "CPU µs/req usr/sys", LIMIT, "flags"]  # fmt: skip
 
 
 def _datagram_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
@@ -208,9 +208,11 @@ def _datagram_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
     lat = f"{fmt_us(row.figure('p50_us'))} / {fmt_us(row.figure('p99_us'))}"
     if summary.kind == "flood":
         rates = " / ".join(fmt_rate(row.figure(f)) for f in ("throughput_rps", "sent_rps", "rate"))
+        sent = " / ".join(fmt_us(row.figure(f"{p}_uncorrected_us")) for p in ("p50", "p99"))
         return [rank, row.variant, rates, fmt_ci(s.get("lost_fraction"), _percent), loss,
-                _num(row.figure("busy")), _num(row.figure("kernel_drops")), lat, _cpu_cell(row),
-                row.bottleneck or "–", row.short_flags()]  # fmt: skip
+                _num(row.figure("busy")), _num(row.figure("kernel_drops")), sent,
+                fmt_us(row.figure("p99_us")), _cpu_cell(row), row.bottleneck or "–",
+                row.short_flags()]  # fmt: skip
     tp = fmt_ci(s.get("throughput_rps"), fmt_rate)
     if row.floor and tp != "–":
         tp = "≥ " + tp
@@ -256,8 +258,10 @@ def _datagram_notes(summary: CaseSummary) -> list[str]:
         "lost % = lost ÷ (answered + lost + busy) of the requests scheduled in the measured "
         "period, ranked by it (less is better); busy = ERROR server busy (the server's own "
         "limit). kernel drops = /proc/net/snmp Udp InErrors over the period and its 200 ms "
-        "drain, machine-wide (the generator's sockets' drops too). p50 / p99 are the answered "
-        "requests', from the scheduled send. req/s answered / sent / asked: one Python "
+        "drain, machine-wide (the generator's sockets' drops too). The answered requests' "
+        "latency from the send is the server's (its queue and its work, under the 200 ms "
+        "timeout); from the schedule it also holds the generator's own lag where it could "
+        "not keep the rate. req/s answered / sent / asked: one Python "
         "generator cannot send every rate asked (flagged 'rate not reached'); the sent rate "
         "is the load the server was offered, the multiple it really faced.",
     ]
