@@ -234,3 +234,55 @@ def test_timing_is_bounded() -> None:
     with fake_server("drop") as port:
         load(port, duration=0.2, warmup=0.0)
     assert time.monotonic() - t0 < 5.0
+
+
+# -- the datagram tables, from run records -------------------------------------------------
+
+
+def _run(case: str, variant: str, round_no: int, tp: float, cpu: float, **datagram: float) -> dict:
+    server = {
+        "cpu_us_per_request": cpu,
+        "cpu_user_us_per_request": cpu / 2,
+        "cpu_system_us_per_request": cpu / 2,
+        "syscalls_per_request": 2.0 + round_no / 100,
+    }
+    result = {"throughput_rps": tp + round_no, "latency_us": {"p50": 100.0, "p99": 900.0},
+              "server": server, "fairness": {"jain": 1.0, "starved": 0, "not_admitted": 0},
+              "errors_total": 0}  # fmt: skip
+    if datagram:
+        result["datagram"] = datagram
+    return {"variant": variant, "case": case, "round": round_no, "status": "ok",
+            "purpose": "timed", "result": result, "rate": datagram.get("rate")}  # fmt: skip
+
+
+def test_udp_echo_rows_show_their_tcp_siblings_costs_and_the_ratio() -> None:
+    from loadgen.suite import summary, tables
+
+    runs = [_run("echo-small", "asyncio_protocol", r, 40_000.0, 10.0) for r in (1, 2, 3)]
+    runs += [_run("udp-echo", "asyncio_datagram", r, 35_000.0, 5.0, lost=2, late=1,
+                  duplicated=0, busy=0, lost_fraction=0.001) for r in (1, 2, 3)]  # fmt: skip
+    runs += [_run("udp-flood-2x", "asyncio_datagram", r, 50_000.0, 6.0, lost=900, late=0,
+                  duplicated=0, busy=0, lost_fraction=0.2 + r / 100, sent_rps=60_000.0,
+                  kernel_drops=950) for r in (1, 2, 3)]  # fmt: skip
+    cases = [
+        {"key": "echo-small", "scenario": "echo-small", "label": "echo-small",
+         "kind": "throughput", "variants": ["asyncio_protocol"]},
+        {"key": "udp-echo", "scenario": "udp-echo", "label": "udp-echo", "kind": "udp",
+         "variants": ["asyncio_datagram"], "transport": "udp", "tcp_case": "echo-small"},
+        {"key": "udp-flood-2x", "scenario": "udp-flood", "label": "2x", "kind": "flood",
+         "variants": ["asyncio_datagram"], "transport": "udp", "rate_basis": "udp"},
+    ]  # fmt: skip
+    data = {"cases": cases, "runs": runs, "variants": {}, "verify": {}}
+    by_key = {s.case: s for s in summary.summarize(data)}
+    echo = by_key["udp-echo"]
+    row = echo.rows[0]
+    assert row.tcp_sibling == "asyncio_protocol"
+    cells = dict(zip(tables.columns(echo), tables.cells(row, echo), strict=True))
+    assert cells["CPU UDP ÷ TCP"] == "0.50×"
+    assert cells["TCP sibling (echo-small)"] == "asyncio_protocol"
+    assert cells["lost / late / dup / busy"] == "2 / 1 / 0 / 0"
+    flood = by_key["udp-flood-2x"]
+    assert flood.ranked_by == "lost_fraction"
+    cells = dict(zip(tables.columns(flood), tables.cells(flood.rows[0], flood), strict=True))
+    assert cells["lost % ± CI95"].startswith("22.00%")
+    assert cells["kernel drops"] == "950"
