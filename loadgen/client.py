@@ -13,9 +13,14 @@ carrying the server's message.
         assert c.echo(b"x") == b"x"
         assert c.work("wait", 500_000, b"hi") == b"hi"  # after half a second
 
+    with DatagramClient("127.0.0.1", 8001) as d:  # a datagram server (issue 17)
+        assert d.echo(b"x") == b"x"
+
 A target on the command line is ``HOST:PORT`` or ``unix:PATH``
-(:func:`parse_address`); in Python an address is the socket module's: a
-``(host, port)`` tuple, or a ``str``, the path of a Unix socket.
+(:func:`parse_address`), or ``udp:HOST:PORT`` for a datagram server
+(:func:`parse_udp_target`, loopback only); in Python an address is the
+socket module's: a ``(host, port)`` tuple, or a ``str``, the path of a Unix
+socket.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ MAX_WORK_AMOUNT = 0xFFFFFFFF  # WORK's amount is a uint32 (the server's --max-wo
 
 
 UNIX_PREFIX = "unix:"
+UDP_PREFIX = "udp:"  # udp:HOST:PORT, a datagram server (loopback only)
+DATAGRAM_TIMEOUT = 0.2  # s: a datagram reply not back by then is lost (python -m loadgen's)
 Address = tuple[str, int] | str  # a str is a Unix domain socket's path
 
 
@@ -74,6 +81,14 @@ def parse_address(text: str, *, loopback_only: bool = False) -> Address:
             raise ValueError("unix: target needs a path, e.g. unix:/tmp/s.sock")
         return path
     return parse_target(text, loopback_only=loopback_only)
+
+
+def parse_udp_target(text: str) -> tuple[str, int] | None:
+    """``"udp:HOST:PORT"`` -> ``(host, port)`` (a loopback host only: a UDP flood has no
+    brakes); ``None`` for any other target; ValueError if malformed or not loopback."""
+    if not text.startswith(UDP_PREFIX):
+        return None
+    return parse_target(text[len(UDP_PREFIX) :], loopback_only=True)
 
 
 def format_address(address: Address) -> str:
@@ -214,6 +229,79 @@ class Client:
         self.sock.close()
 
     def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class DatagramClient:
+    """A datagram server's client: one request datagram, its reply datagram or a timeout.
+
+    The socket is connected to the server (``connect`` on UDP only fixes the
+    peer: replies from anyone else are discarded by the kernel, and a closed
+    port shows as ``ConnectionRefusedError``).  No retry: a lost datagram is
+    a ``TimeoutError``, which is what the protocol over UDP means.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float | None = 2.0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+
+    def echo(self, data: bytes) -> bytes:
+        return self.request(Op.ECHO, data)
+
+    def list(self) -> list[str]:
+        """LIST: a datagram server answers ``ERROR use TCP`` (raised as ServerError)."""
+        payload = self.request(Op.LIST)
+        return payload.decode("utf-8").split("\n") if payload else []
+
+    def get(self, name: str) -> bytes:
+        return self.request(Op.GET, name.encode("utf-8"))
+
+    def put(self, name: str, data: bytes) -> None:
+        self.request(Op.PUT, encode_put_payload(name, data))
+
+    def quit(self) -> None:
+        """No connection to end: only the socket is closed (QUIT would be ``ERROR use TCP``)."""
+        self.close()
+
+    def work(self, kind: WorkKind | int | str, amount: int, data: bytes = b"") -> bytes:
+        """WORK over UDP; the timeout is stretched by ``amount`` µs, as :meth:`Client.work`."""
+        payload = encode_work_payload(work_kind(kind), amount, data)
+        timeout = self.sock.gettimeout()
+        if timeout is not None:
+            self.sock.settimeout(timeout + amount / 1e6)
+        try:
+            return self.request(Op.WORK, payload)
+        finally:
+            self.sock.settimeout(timeout)
+
+    def request(self, op: int, payload: bytes = b"") -> bytes:
+        """Send one request datagram; the OK payload, or ServerError (TimeoutError: lost)."""
+        reply = self.exchange(encode_frame(op, payload))
+        decoder = FrameDecoder(MAX_PAYLOAD)
+        frame = decoder.whole_frame(reply)
+        if frame is None:
+            raise ConnectionError(f"reply datagram of {len(reply)} bytes is not one frame")
+        return Client.ok_payload(frame)
+
+    def exchange(self, datagram: bytes) -> bytes:
+        """Send raw bytes as one datagram (garbage on purpose too); the next reply datagram."""
+        self.sock.send(datagram)
+        return self.sock.recv(RECV_SIZE + 1)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> DatagramClient:
         return self
 
     def __exit__(

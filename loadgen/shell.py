@@ -1,4 +1,4 @@
-"""``python -m loadgen.shell HOST:PORT`` (or ``unix:PATH``): a prompt for the file server.
+"""``python -m loadgen.shell HOST:PORT`` (``unix:PATH``, ``udp:HOST:PORT``): the server's prompt.
 
 The client with "a simple prompt" of the original lecture notes' file server
 (list / get / put / quit), built on the standard :mod:`cmd` module (line
@@ -12,6 +12,11 @@ ERROR is printed as one red line; the shell never shows a traceback.
     cb> work wait 500 hi      (the server waits 500 ms, then answers "hi")
     cb> work compute 20000    (20,000 units of the server's pure-Python kernel)
     cb> quit
+
+``udp:HOST:PORT`` talks to a datagram server (issue 17) with the same
+commands: echo and work are answered, list/get/put get the server's ``ERROR
+use TCP``, a reply not back within ``--timeout`` is said to be lost (UDP has
+no retry) and the prompt stays.
 
 ``work``'s amount is in milliseconds for wait, block and offload (a person
 types ``500`` for half a second; the protocol itself counts µs) and in units
@@ -30,7 +35,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.client import MAX_WORK_AMOUNT, Client, ServerError, parse_address, work_kind
+from loadgen.client import (
+    MAX_WORK_AMOUNT,
+    Client,
+    DatagramClient,
+    ServerError,
+    parse_address,
+    parse_udp_target,
+    work_kind,
+)
 from servers.protocol import WorkKind
 
 WORK_USAGE = "usage: work wait|compute|block|offload AMOUNT [TEXT]"
@@ -43,7 +56,7 @@ class Shell(cmd.Cmd):
     intro = "Connected. Type help or ? to list commands."
     prompt = "cb> "
 
-    def __init__(self, client: Client, target: str) -> None:
+    def __init__(self, client: Client | DatagramClient, target: str) -> None:
         super().__init__()
         self.client = client
         self.intro = f"Connected to {target}. Type help or ? to list commands."
@@ -148,6 +161,11 @@ class Shell(cmd.Cmd):
             console.print(f"[red]server error:[/red] {exc}")
         except ValueError as exc:  # shlex: unbalanced quotes
             console.print(f"[yellow]{exc}[/yellow]")
+        except TimeoutError as exc:
+            if not isinstance(self.client, DatagramClient):  # TCP: the stream is out of step
+                console.print(f"[red]connection lost: {exc}[/red]")
+                return True
+            console.print("[red]no reply in time: the datagram or its reply was lost[/red]")
         except OSError as exc:
             console.print(f"[red]connection lost: {exc.strerror or exc}[/red]")
             return True
@@ -171,18 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadgen.shell", description="Interactive client for the echo/file server."
     )
-    parser.add_argument("target", help="HOST:PORT or unix:PATH of a running server")
+    parser.add_argument(
+        "target", help="HOST:PORT, unix:PATH or udp:HOST:PORT (loopback) of a running server"
+    )
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds per reply (a WORK's own time added)"
     )
     args = parser.parse_args(argv)
     try:
-        address = parse_address(args.target)
+        udp = parse_udp_target(args.target)
+        address = udp or parse_address(args.target)
     except ValueError as exc:
         err_console.print(f"error: {exc}")
         return 2
     try:
-        client = Client.to(address, timeout=args.timeout)
+        if udp is not None:
+            client: Client | DatagramClient = DatagramClient(*udp, timeout=args.timeout)
+        else:
+            client = Client.to(address, timeout=args.timeout)
     except OSError as exc:
         err_console.print(f"error: cannot connect to {args.target}: {exc.strerror or exc}")
         return 1

@@ -38,6 +38,15 @@ listeners to join the first one's port.
 A variant module imports the shared code (``protocol``, ``service``,
 ``tuning``, ``_blocking``, ``_nonblocking``, ``_asyncio_shared``,
 ``_asyncio_streams``, ``native_build``), never another variant (``tests/test_registry.py``).
+
+A variant's ``transport`` is ``tcp`` (a stream: TCP, or a Unix socket with
+``--unix``) or ``udp`` (datagrams, issue 17).  A datagram variant gets the
+same ``serve(sock, new_session, limits)`` call, where ``sock`` is a bound UDP
+socket (``SOCK_DGRAM``, no listen) and ``new_session.datagram(data)`` is the
+protocol's one datagram entry point (:func:`servers.protocol.answer_datagram`).
+Every TCP suite takes the ``tcp`` variants only (:func:`names`), the datagram
+suites the ``udp`` ones; ``tcp_sibling`` names the TCP variant of the same
+model, whose figures the ``udp-echo`` table shows beside its own.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ __all__ = [
     "LISTEN_BACKLOG",
     "REGISTRY",
     "SCHEDULING",
+    "TRANSPORTS",
     "Variant",
     "get",
     "interpreter",
@@ -72,6 +82,8 @@ CODE = {
     "nonblocking": "a non-blocking Connection driven by a readiness loop (servers/_nonblocking.py)",
     "asyncio": "asyncio's streams, protocols or raw socket calls, on asyncio's loop or uvloop's",
     "trio": "trio's structured concurrency: nurseries of tasks over trio's own loop and streams",
+    "datagram": "one UDP socket, no connections: every datagram goes to"
+    " servers.protocol.answer_datagram (issue 17)",
     "reference": "native code: the ceiling, measured but not ranked",
     "test": "deliberately broken, started by the tests only (tests/fakes)",
 }
@@ -87,7 +99,12 @@ SCHEDULING = {
     "event loop": "one thread; a loop serves whichever sockets are ready",
     "event loop per process": "the kernel spreads connections over worker processes"
     " (SO_REUSEPORT); each one's loop serves whichever of its sockets are ready",
+    "thread per datagram": "the kernel, one short-lived thread per datagram (the GIL lets"
+    " one run Python at a time)",
+    "process per datagram": "the kernel, one forked process per datagram, on every core",
 }
+
+TRANSPORTS = ("tcp", "udp")  # Variant.transport: a stream (TCP or --unix), or datagrams
 
 # --max-clients of the thread- and process-per-client models when not given:
 # 1,024 threads (8 MiB of stack address space each) or processes is far
@@ -101,6 +118,7 @@ _FAMILY_OF_CODE = {
     "nonblocking": "event",
     "asyncio": "event",
     "trio": "event",
+    "datagram": "datagram",
     "reference": "reference",
     "test": "test",
 }
@@ -136,8 +154,17 @@ class Variant:
     # for --list: how it serves a WORK offload (a blocking call made the model's recommended
     # way): the idiom, or why none is needed or none exists (issue 16)
     offload: str = ""
+    # "tcp": a stream server (TCP, or a Unix socket); "udp": a datagram server (issue 17).
+    # The TCP suites take the tcp variants only, the datagram suites the udp ones.
+    transport: str = "tcp"
+    # a udp variant: the TCP variant of the same model (udp-echo shows its figures beside)
+    tcp_sibling: str | None = None
 
     def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(
+                f"{self.name}: transport {self.transport!r} is not one of {TRANSPORTS}"
+            )
         if self.code not in CODE:
             raise ValueError(f"{self.name}: code {self.code!r} is not one of {list(CODE)}")
         if self.scheduling not in SCHEDULING:
@@ -211,6 +238,8 @@ def _needs_all(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
 
     return check
 
+
+DATAGRAM_NO_UNIX = "a datagram server: --unix takes a stream socket's path"
 
 # under --python EXE this is EXE's verdict: say what to do, not only where uvloop never runs
 NO_UVLOOP = "uvloop is not installed for this interpreter (pip install uvloop; POSIX only)"
@@ -488,6 +517,125 @@ _VARIANTS = [
         protection="no timeouts, no client limit (a reference); EMFILE handled in C",
         offload="ECHO only: WORK answers ERROR native_epoll reference serves ECHO only",
     ),
+    # -- datagrams (issue 17): one UDP socket, servers.protocol.answer_datagram ----------
+    Variant(
+        "udp_loop",
+        "socketserver.UDPServer: one datagram at a time (the notes' UDP loop server)",
+        concurrent=False,
+        code="datagram",
+        scheduling="one at a time",
+        limit="answers one datagram at a time; the others wait in the socket's receive buffer,"
+        " and the kernel drops what does not fit",
+        protection="a long request stalls all, a flood overflows the receive buffer;"
+        " malformed datagrams dropped or answered ERROR, nothing is per client",
+        offload="no idiom: served as block (stalls the loop; one datagram at a time anyway)",
+        transport="udp",
+        tcp_sibling="blocking_loop",
+        unix=DATAGRAM_NO_UNIX,
+    ),
+    Variant(
+        "udp_threading",
+        "socketserver ThreadingUDPServer: a thread per datagram",
+        concurrent=True,
+        code="datagram",
+        scheduling="thread per datagram",
+        limit="a thread started and ended per datagram; the GIL serialises Python code",
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
+        protection="a thread per datagram under a flood;"
+        " at most 1,024 in progress (--max-clients), the next answered busy",
+        offload="none needed: a thread per datagram already",
+        transport="udp",
+        tcp_sibling="socketserver_threading",
+        unix=DATAGRAM_NO_UNIX,
+    ),
+    Variant(
+        "udp_forking",
+        "socketserver ForkingUDPServer: a process per datagram",
+        concurrent=True,
+        code="datagram",
+        scheduling="process per datagram",
+        limit="a fork per datagram (about a millisecond); ForkingMixIn blocks at max_children"
+        " (40), so the 40th datagram in progress is answered busy",
+        max_clients=39,
+        forks=True,
+        requires=_needs_fork,
+        protection="ForkingMixIn blocks everyone at 40 children;"
+        " at most 39 in progress, the next answered busy",
+        multicore=True,
+        offload="none needed: a process per datagram",
+        transport="udp",
+        tcp_sibling="socketserver_forking",
+        unix=DATAGRAM_NO_UNIX,
+    ),
+    Variant(
+        "asyncio_datagram",
+        "loop.create_datagram_endpoint with an asyncio.DatagramProtocol: a callback per datagram",
+        concurrent=True,
+        code="datagram",
+        scheduling="event loop",
+        limit="one thread, one core; a blocking callback stalls every client",
+        protection="a blocking callback stalls all;"
+        " WORK waits are call_later timers, at most 1,024 in progress (--max-clients)",
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
+        offload="loop.run_in_executor(None, ...): the loop's default thread pool",
+        transport="udp",
+        tcp_sibling="asyncio_protocol",
+        unix=DATAGRAM_NO_UNIX,
+    ),
+    Variant(
+        "gevent_datagram",
+        "gevent.server.DatagramServer: a greenlet per datagram",
+        concurrent=True,
+        code="datagram",
+        scheduling="greenlets",
+        limit="one process, one core; anything that blocks without yielding stalls everyone",
+        requires=_needs_module("gevent", "gevent is not installed"),
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
+        protection="a blocking call stalls all;"
+        " a gevent Pool of 1,024 greenlets (--max-clients): full, it stops reading",
+        offload="gevent's threadpool: gevent.get_hub().threadpool.apply",
+        transport="udp",
+        tcp_sibling="gevent_server",
+        unix=DATAGRAM_NO_UNIX,
+    ),
+    Variant(
+        "udp_reuseport",
+        "N worker processes, each with its own SO_REUSEPORT UDP socket on the same port",
+        concurrent=True,
+        code="datagram",
+        scheduling="event loop per process",
+        limit="Linux only; the kernel hashes each client address to one socket: one flow"
+        " stays with one worker, however busy",
+        requires=_needs_all(
+            _needs_fork,
+            _needs_attr("socket", "SO_REUSEPORT", "socket.SO_REUSEPORT is not available here"),
+        ),
+        protection="a dead worker's flows queue, then drop; the parent restarts it on the"
+        " same socket, at most 1,024 WORK waits a worker (--max-clients)",
+        default_max_clients=DEFAULT_CLIENT_LIMIT,
+        forks=True,
+        multicore=True,
+        workers="worker processes, each with its own SO_REUSEPORT UDP socket"
+        " (default: the CPUs the server may use)",
+        offload="no idiom: served as block (stalls its worker)",
+        transport="udp",
+        tcp_sibling="prefork_reuseport",
+        unix=DATAGRAM_NO_UNIX,
+    ),
+    Variant(
+        "native_epoll_udp",
+        "reference, not a model: native_epoll's datagram mode, recvmmsg/sendmmsg in C, ECHO only",
+        concurrent=True,
+        code="reference",
+        scheduling="event loop",
+        limit="serves ECHO only; needs a C compiler at run time",
+        requires=_needs_c_compiler,
+        protection="no limits (a reference); malformed datagrams dropped or answered ERROR in C",
+        offload="ECHO only: WORK answers ERROR native_epoll reference serves ECHO only",
+        transport="udp",
+        tcp_sibling="native_epoll",
+        unix=DATAGRAM_NO_UNIX,
+    ),
 ]
 
 REGISTRY: dict[str, Variant] = {v.name: v for v in _VARIANTS}
@@ -498,8 +646,13 @@ def register(variant: Variant) -> None:
     REGISTRY[variant.name] = variant
 
 
-def names(*, include_reference: bool = True) -> list[str]:
-    return [n for n, v in REGISTRY.items() if include_reference or not v.is_reference]
+def names(*, include_reference: bool = True, transport: str | None = "tcp") -> list[str]:
+    """Registered variants of ``transport`` (None: every one), the references or not."""
+    return [
+        n
+        for n, v in REGISTRY.items()
+        if (include_reference or not v.is_reference) and transport in (None, v.transport)
+    ]
 
 
 def get(name: str) -> Variant:

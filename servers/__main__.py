@@ -22,6 +22,10 @@ path is removed when the server stops.  A variant that cannot serve a Unix
 socket says why in the registry (``Variant.unix``) and ``--unix`` is refused
 with that reason.
 
+A datagram variant (registry ``transport`` ``udp``, issue 17) gets a bound UDP
+socket instead of a listener (``--host``, ``--port`` as for TCP; ``transport``
+in the ready line says which); ``--unix`` is refused for it.
+
 ``--probe`` prints one line of JSON about this interpreter (version,
 implementation, whether the GIL is enabled) and why each variant cannot run
 here (null: it can); ``run_all.py --python EXE`` asks another interpreter this
@@ -140,7 +144,7 @@ def print_list() -> None:
     """One line per variant (name, summary, flags), then its limit indented below."""
     width = max(len(n) for n in servers.REGISTRY)
     for variant in servers.REGISTRY.values():
-        line = f"{variant.name:<{width}}  {variant.summary}"
+        line = f"{variant.name:<{width}}  [{variant.transport}] {variant.summary}"
         if variant.is_reference:
             line += "  [reference]"
         reason = variant.unavailable_reason
@@ -157,6 +161,8 @@ def print_list() -> None:
             print(f"{'':<{width}}  no --unix: {variant.unix}")
         if variant.offload:
             print(f"{'':<{width}}  WORK offload: {variant.offload}")
+        if variant.tcp_sibling:
+            print(f"{'':<{width}}  TCP sibling: {variant.tcp_sibling}")
 
 
 def probe() -> dict[str, object]:
@@ -251,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         listener = unix_listener(args.unix)
         identity = socket_file_identity(args.unix)
         host, port = None, None
+    elif variant.transport == "udp":
+        listener = udp_socket(
+            args.host or "127.0.0.1", args.port or 0, getattr(module, "LISTEN_OPTIONS", {})
+        )
+        identity = None
+        host, port = listener.getsockname()[:2]
     else:
         listener = tcp_listener(
             args.host or "127.0.0.1", args.port or 0, getattr(module, "LISTEN_OPTIONS", {})
@@ -263,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _exit_on_signal)
     ready = {
         "server": args.name,
+        "transport": variant.transport,
         "host": host,
         "port": port,
         "unix": os.path.abspath(args.unix) if args.unix is not None else None,
@@ -298,6 +311,21 @@ def tcp_listener(host: str, port: int, options: dict[str, bool]) -> socket.socke
         return socket.create_server((host, port), backlog=servers.LISTEN_BACKLOG, **options)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def udp_socket(host: str, port: int, options: dict[str, bool]) -> socket.socket:
+    """A bound UDP socket (no listen: datagrams need no connection); ``options`` as
+    :func:`tcp_listener`'s (``reuse_port`` is set before bind)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if options.get("reuse_port"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot bind UDP {host}:{port}: {exc.strerror or exc}")
+    return sock
 
 
 def unix_listener(path: str) -> socket.socket:

@@ -16,6 +16,17 @@
  * OUT_HIGH bytes of replies are waiting (no unbounded buffering).
  * SIGTERM/SIGINT: exit 0 at once (the kernel closes every socket), first
  * removing UNIX_PATH when the listener is a Unix socket bound there.
+ *
+ * Datagram mode (issue 17; servers/native_epoll_udp.py): when LISTEN_FD is a
+ * bound UDP socket (SO_TYPE is SOCK_DGRAM) there is no epoll loop -- one
+ * blocking socket is all there is to wait on.  recvmmsg() takes up to
+ * BATCH datagrams a call (MSG_WAITFORONE: as many as are queued, at least
+ * one), each is answered in place, and sendmmsg() sends the batch's replies
+ * in one call: two system calls for up to BATCH requests.  One datagram is
+ * one frame (docs/PROTOCOL.md, "Datagrams"): shorter than a header, dropped;
+ * a length field that disagrees with its size, or a payload over MAX_FRAME
+ * (at most 65,502), ERROR; ECHO answered with the same payload; every other
+ * opcode the same ERROR as over TCP.  Raw mode echoes each datagram as is.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +39,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 enum { OP_ECHO = 1, OP_QUIT = 5, ST_OK = 0, ST_ERROR = 1, HDR = 5 };
@@ -192,6 +204,84 @@ static void accept_all(int lfd, int *spare) {
     }
 }
 
+/* -- datagram mode: recvmmsg, answer in place, sendmmsg ----------------------- */
+
+enum { BATCH = 64, DGRAM_MAX = 65536, MAX_DGRAM_PAYLOAD = 65507 - HDR, ERR_MAX = 128 };
+static unsigned char dbuf[BATCH][DGRAM_MAX];  /* 4 MiB, static: no allocation per datagram */
+static unsigned char ebuf[BATCH][ERR_MAX];    /* ERROR replies, built per batch */
+
+/* The reply to datagram i of length len: its bytes in *out, or 0 to drop it. */
+static size_t dgram_reply(int i, size_t len, unsigned char **out) {
+    unsigned char *d = dbuf[i];
+    *out = d;
+    if (raw_mode) return len;
+    if (len < HDR) return 0;  /* no header: nothing to answer (and no reflector) */
+    uint32_t declared = (uint32_t)d[1] << 24 | d[2] << 16 | d[3] << 8 | d[4];
+    const char *fixed = NULL;
+    char msg[ERR_MAX - HDR];
+    if (declared != len - HDR) {
+        snprintf(msg, sizeof msg, "length field %u but the datagram carries %zu bytes",
+                 declared, len - HDR);
+    } else if (declared > max_frame || declared > MAX_DGRAM_PAYLOAD) {
+        unsigned long long most = max_frame < MAX_DGRAM_PAYLOAD ? max_frame : MAX_DGRAM_PAYLOAD;
+        snprintf(msg, sizeof msg, "payload of %u bytes is over the maximum of %llu", declared, most);
+    } else if (d[0] == OP_ECHO) {
+        d[0] = ST_OK;  /* the reply is the request with its status byte: no copy */
+        return len;
+    } else {
+        fixed = "native_epoll reference serves ECHO only";
+    }
+    if (fixed) snprintf(msg, sizeof msg, "%s", fixed);
+    size_t n = strlen(msg);
+    unsigned char *e = ebuf[i];
+    e[0] = ST_ERROR, e[1] = 0, e[2] = 0, e[3] = n >> 8, e[4] = n;
+    memcpy(e + HDR, msg, n);
+    *out = e;
+    return HDR + n;
+}
+
+static void datagram_loop(int fd) {
+    static struct mmsghdr in[BATCH], out[BATCH];
+    static struct iovec iin[BATCH], iout[BATCH];
+    static struct sockaddr_storage addr[BATCH];
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) die("datagram fd");
+    for (int i = 0; i < BATCH; i++) {
+        iin[i].iov_base = dbuf[i];
+        iin[i].iov_len = DGRAM_MAX;
+    }
+    for (;;) {
+        for (int i = 0; i < BATCH; i++) {
+            memset(&in[i].msg_hdr, 0, sizeof in[i].msg_hdr);
+            in[i].msg_hdr.msg_name = &addr[i];
+            in[i].msg_hdr.msg_namelen = sizeof addr[i];
+            in[i].msg_hdr.msg_iov = &iin[i];
+            in[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
+        if (n < 0 && (errno == EINTR || errno == ECONNREFUSED)) continue;
+        if (n < 0) die("recvmmsg");
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            unsigned char *reply;
+            size_t len = dgram_reply(i, in[i].msg_len, &reply);
+            if (!len && !raw_mode) continue;
+            iout[m].iov_base = reply;
+            iout[m].iov_len = len;
+            memset(&out[m].msg_hdr, 0, sizeof out[m].msg_hdr);
+            out[m].msg_hdr.msg_name = &addr[i];
+            out[m].msg_hdr.msg_namelen = in[i].msg_hdr.msg_namelen;
+            out[m].msg_hdr.msg_iov = &iout[m];
+            out[m].msg_hdr.msg_iovlen = 1;
+            m++;
+        }
+        for (int sent = 0; sent < m;) {  /* a reply the kernel refuses is skipped, alone */
+            int k = sendmmsg(fd, out + sent, m - sent, 0);
+            if (k < 0 && errno == EINTR) continue;
+            sent += k > 0 ? k : 1;
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 4 || argc > 5 || (strcmp(argv[2], "framed") && strcmp(argv[2], "raw"))) {
         fprintf(stderr, "usage: native_epoll LISTEN_FD framed|raw MAX_FRAME [UNIX_PATH]\n");
@@ -211,6 +301,12 @@ int main(int argc, char **argv) {
     struct rlimit rl;  /* thousands of connections: use the whole hard limit */
     if (!getrlimit(RLIMIT_NOFILE, &rl)) rl.rlim_cur = rl.rlim_max, setrlimit(RLIMIT_NOFILE, &rl);
 
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    if (!getsockopt(lfd, SOL_SOCKET, SO_TYPE, &type, &tlen) && type == SOCK_DGRAM) {
+        fcntl(lfd, F_SETFD, FD_CLOEXEC);
+        datagram_loop(lfd);  /* never returns */
+    }
     if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0) die("listener fd");
     fcntl(lfd, F_SETFD, FD_CLOEXEC);
     int spare = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -16,6 +16,11 @@ The pieces:
   A declared length above ``max_frame`` raises :class:`ProtocolError` from
   the header alone, before any payload is buffered.
 * :func:`encode_frame`, :func:`encode_put_payload`, :func:`decode_put_payload`.
+* :func:`answer_datagram` -- the protocol over UDP: one datagram is one
+  frame, whose reply (bytes), :class:`Work` to wait for first, or nothing
+  (a datagram too short to hold a header is dropped) is what a datagram
+  server sends back; :func:`work_reply` is the OK reply once the work is
+  done.  Every datagram variant calls it and holds only its concurrency.
 * :class:`FramedSession` and :class:`RawSession` -- one per connection; a
   server calls ``receive_data(data)`` with the bytes it read and writes
   whatever bytes it returns, calls ``resume()`` while ``pending`` says
@@ -55,6 +60,10 @@ DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 DEFAULT_MAX_WORK = 10_000_000  # --max-work: the largest WORK amount, µs or compute units (10 s)
 REPLY_BUDGET = 1024 * 1024  # replies built by one receive_data or resume call, about
 MAX_PAYLOAD = 0xFFFFFFFF  # what the uint32 length field can say
+# UDP over IPv4: a datagram carries at most 65,535 - 8 (UDP header) - 20 (IP header)
+# = 65,507 bytes, so a frame's payload is at most 65,507 - 5 = 65,502 bytes, both ways.
+MAX_DATAGRAM = 65_507
+MAX_DATAGRAM_PAYLOAD = MAX_DATAGRAM - 5
 
 
 class Op(enum.IntEnum):
@@ -151,6 +160,58 @@ def encode_response(response: Response) -> bytes:
 # "Timeouts and limits"); each is followed by a close.
 TIMEOUT_REPLY = encode_response(Response.error("request timeout", close=True))
 BUSY_REPLY = encode_response(Response.error("server busy", close=True))
+
+
+# -- the protocol over UDP (docs/PROTOCOL.md, "Datagrams") ---------------------
+
+# What a datagram cannot carry: a file may be larger than any datagram, and a
+# datagram has no connection to QUIT.  Answered without calling the handler, so
+# that nothing over UDP ever touches the served directory.
+USE_TCP = frozenset({0x02, 0x03, 0x04, 0x05})  # LIST, GET, PUT, QUIT
+
+
+def answer_datagram(
+    datagram: bytes, handler: Handler, max_payload: int = MAX_DATAGRAM_PAYLOAD
+) -> bytes | Work | None:
+    """The reply to one request datagram: bytes to send back, :class:`Work`, or ``None``.
+
+    One datagram is one frame: the 5-byte header, then exactly the payload
+    its length field declares.  ``None`` (drop, send nothing): a datagram
+    shorter than a header -- there is no request to answer, and a reply to
+    noise would make the server a reflector.  An ERROR reply: a length field
+    that disagrees with the datagram's size (a truncated or padded frame), a
+    payload over ``max_payload`` (at most :data:`MAX_DATAGRAM_PAYLOAD`), and
+    LIST, GET, PUT and QUIT (``use TCP``).  Everything else goes to the
+    handler as it would over TCP: ECHO, WORK and unknown opcodes.  A WORK
+    wait or offload comes back as :class:`Work`: the server waits its own
+    way, then sends :func:`work_reply` of it.
+    """
+    if len(datagram) < HEADER_SIZE:
+        return None
+    code, length = _unpack_header(datagram)
+    size = len(datagram) - HEADER_SIZE
+    if length != size:
+        return _datagram_error(f"length field {length} but the datagram carries {size} bytes")
+    if size > max_payload:
+        return _datagram_error(f"payload of {size} bytes is over the maximum of {max_payload}")
+    if code in USE_TCP:
+        return _datagram_error(f"use TCP: {Op(code).name} needs a connection (files do not fit)")
+    response = handler(_new_frame(Frame, (code, datagram[HEADER_SIZE:])))
+    if type(response) is Work:
+        return response
+    status, payload, _ = response
+    if len(payload) > MAX_DATAGRAM_PAYLOAD:  # cannot happen for ECHO or WORK; never send one
+        return _datagram_error("reply too large for a datagram")
+    return _pack_header(status, len(payload)) + payload
+
+
+def work_reply(work: Work) -> bytes:
+    """The OK reply to a WORK datagram once the server has waited ``work.seconds``."""
+    return _pack_header(Status.OK, len(work.payload)) + work.payload
+
+
+def _datagram_error(message: str) -> bytes:
+    return encode_response(Response.error(message))
 
 
 def encode_put_payload(name: str | bytes, data: bytes) -> bytes:
@@ -429,6 +490,12 @@ class SessionFactory:
         self.protocol = protocol
         self.max_frame = max_frame
         self.handler = handler
+
+    def datagram(self, data: bytes) -> bytes | Work | None:
+        """One request datagram's reply (:func:`answer_datagram`); raw mode returns it as is."""
+        if self.handler is None or self.protocol == "raw":
+            return bytes(data)
+        return answer_datagram(data, self.handler, min(self.max_frame, MAX_DATAGRAM_PAYLOAD))
 
     def __call__(self) -> Session:
         if self.handler is None or self.protocol == "raw":

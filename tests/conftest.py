@@ -3,7 +3,9 @@
 ``variant`` is parametrized over the registry, so adding a variant to
 ``servers/__init__.py`` adds it to every test that asks for ``variant`` or
 ``server`` -- no test names a variant.  Unavailable variants are skipped
-with the registry's reason, never silently dropped.
+with the registry's reason, never silently dropped.  The TCP suites take the
+stream variants only (``transport="tcp"``, the default); the datagram suites
+(``tests/test_datagram*.py``) ask for ``transport="udp"``.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import servers
 from loadgen.suite.launch import RunningServer, start_server
 
 
-def variant_params(keep: Callable[[servers.Variant], bool] = lambda v: True) -> list[object]:
-    """pytest params for the registered variants that ``keep`` accepts (test-only fakes never).
+def variant_params(
+    keep: Callable[[servers.Variant], bool] = lambda v: True, transport: str = "tcp"
+) -> list[object]:
+    """pytest params for the registered variants of ``transport`` that ``keep`` accepts
+    (test-only fakes never).
 
     An unavailable variant stays in the list, skipped with the registry's reason.
     """
     params = []
     for variant in servers.REGISTRY.values():
-        if variant.code == "test" or not keep(variant):
+        if variant.code == "test" or variant.transport != transport or not keep(variant):
             continue
         reason = variant.unavailable_reason
         marks = [pytest.mark.skip(reason=f"{variant.name} unavailable: {reason}")] if reason else []
@@ -36,6 +41,7 @@ def variant_params(keep: Callable[[servers.Variant], bool] = lambda v: True) -> 
 
 ALL_VARIANTS = variant_params()
 FORKING_VARIANTS = variant_params(lambda v: v.forks)
+DATAGRAM_VARIANTS = variant_params(transport="udp")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -31,6 +31,7 @@ CONFIGS = [
     LoadConfig("127.0.0.1", 8000, start_at=1767225600.123456),
     LoadConfig("", 0, unix="/tmp/cb-x/s.sock", connections=3),
     LoadConfig("192.0.2.7", 8000),  # any host: a target need not be loopback
+    LoadConfig("127.0.0.1", 8001, udp=True, rate=5000.0, loss_timeout=0.5),  # issue 17
 ]
 
 
@@ -46,11 +47,15 @@ def test_config_survives_its_command_line(cfg: LoadConfig) -> None:
 def test_every_scenario_case_survives_the_command_line() -> None:
     tcp = SimpleNamespace(host="127.0.0.1", port=8000, unix=None, pid=4321, name="epoll_reactor")
     unix = SimpleNamespace(host="", port=0, unix="/tmp/cb/s.sock", pid=4321, name="epoll_reactor")
+    udp = SimpleNamespace(
+        host="127.0.0.1", port=8001, unix=None, pid=4321, name="udp_loop", transport="udp"
+    )
     for scenario in SCENARIOS.values():
         for case in scenario.cases:
             rate = 1234.5 if case.rate_fraction is not None else None
+            server = {"unix": unix, "udp": udp}.get(case.transport, tcp)
             cfg = harness.load_config(
-                unix if case.transport == "unix" else tcp,  # type: ignore[arg-type]
+                server,  # type: ignore[arg-type]
                 case,
                 duration=0.75,
                 warmup=0.25,
@@ -59,6 +64,7 @@ def test_every_scenario_case_survives_the_command_line() -> None:
             )
             assert parsed(cfg.to_argv()) == cfg, case.key
             assert (cfg.unix is not None) == (case.transport == "unix"), case.key
+            assert cfg.udp == (case.transport == "udp"), case.key
             assert cfg.connections == case.connections and cfg.server_pid == 4321
 
 
@@ -133,6 +139,11 @@ def full_result() -> dict[str, Any]:
                         "malloc_applied": "mallopt", "malloc_env_at_start": True,
                         "python": "3.11.0", "engine": "epoll"},
         "partial": False,
+        "datagram": {"flows": 4, "sent": 110, "sent_rps": 110.0, "answered": 99, "lost": 10,
+                     "late": 2, "duplicated": 1, "busy": 1, "lost_fraction": 0.091,
+                     "loss_timeout_s": 0.2,
+                     "kernel": {"InErrors": 3, "RcvbufErrors": 3, "SndbufErrors": 0},
+                     "kernel_drops": 3},
     }  # fmt: skip
 
 
@@ -150,7 +161,7 @@ def test_result_survives_its_json() -> None:
 def test_null_objects_survive_too() -> None:
     data = full_result()
     for key in ("server", "slow_clients", "neighbours", "idle", "latency_us_uncorrected",
-                "disturbance"):  # fmt: skip
+                "disturbance", "datagram"):  # fmt: skip
         data[key] = None
     assert LoadResult.from_dict(copy.deepcopy(data)).to_dict() == data
 

@@ -66,7 +66,9 @@ def test_the_plan_skips_what_the_other_python_cannot_run() -> None:
     unavailable = probe_python(OTHER)["unavailable"]
     assert plan.python == OTHER and plan.server_python is not None
     for name, reason in unavailable.items():
-        if reason:
+        if servers.get(name).transport == "udp":  # echo-small plans the stream variants only
+            assert name not in plan.variants and name not in plan.skipped
+        elif reason:
             assert name in plan.skipped and reason in plan.skipped[name]
             assert name not in plan.variants
 

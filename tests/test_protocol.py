@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from servers.protocol import (
     HEADER,
+    MAX_DATAGRAM_PAYLOAD,
     REPLY_BUDGET,
     Frame,
     FrameDecoder,
@@ -22,9 +23,13 @@ from servers.protocol import (
     Response,
     SessionFactory,
     Status,
+    Work,
+    WorkKind,
+    answer_datagram,
     decode_put_payload,
     encode_frame,
     encode_put_payload,
+    work_reply,
 )
 from servers.service import FileService
 
@@ -293,3 +298,51 @@ def test_protocol_module_does_no_io() -> None:
     source = open(protocol.__file__, encoding="utf-8").read()
     for module in ("socket", "select", "threading", "asyncio", "gevent", "os"):
         assert f"import {module}" not in source
+
+
+# -- the protocol over UDP (issue 17): one datagram, one frame -----------------------------
+
+
+def _echo_handler(request: Frame) -> Response:
+    return Response.ok(request.payload) if request.code == Op.ECHO else Response.error("no")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4])
+def test_a_datagram_shorter_than_a_header_is_dropped(size: int) -> None:
+    assert answer_datagram(b"\x01" * size, _echo_handler) is None
+
+
+def test_a_datagram_is_one_frame() -> None:
+    assert answer_datagram(encode_frame(Op.ECHO, b"hi"), _echo_handler) == encode_frame(
+        Status.OK, b"hi"
+    )
+    padded = answer_datagram(encode_frame(Op.ECHO, b"hi") + b"!", _echo_handler)
+    cut = answer_datagram(encode_frame(Op.ECHO, b"hi")[:-1], _echo_handler)
+    for reply in (padded, cut):
+        assert isinstance(reply, bytes) and reply[0] == Status.ERROR and b"length field" in reply
+
+
+@pytest.mark.parametrize("op", [Op.LIST, Op.GET, Op.PUT, Op.QUIT])
+def test_files_over_udp_are_refused_before_the_handler(op: Op) -> None:
+    def never(request: Frame) -> Response:
+        raise AssertionError("the handler must not be called")
+
+    reply = answer_datagram(encode_frame(op, b"x"), never)
+    assert isinstance(reply, bytes) and b"use TCP" in reply
+
+
+def test_the_largest_datagram_payload() -> None:
+    assert MAX_DATAGRAM_PAYLOAD == 65_507 - 5
+    data = b"x" * MAX_DATAGRAM_PAYLOAD
+    assert answer_datagram(encode_frame(Op.ECHO, data), _echo_handler) == encode_frame(
+        Status.OK, data
+    )
+    small = answer_datagram(encode_frame(Op.ECHO, b"12345"), _echo_handler, max_payload=4)
+    assert isinstance(small, bytes) and b"over the maximum of 4" in small
+
+
+def test_work_over_udp_comes_back_as_work() -> None:
+    work = Work(WorkKind.WAIT, 1000, b"later")
+    reply = answer_datagram(encode_frame(Op.WORK, b"....."), lambda request: work)
+    assert reply is work
+    assert work_reply(work) == encode_frame(Status.OK, b"later")

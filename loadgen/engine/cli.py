@@ -20,6 +20,13 @@ request it served, the neighbours' included.  A WORK reply may come its
 work's duration late: the reply timeout is ``--timeout`` plus the longest
 work of the run.
 
+``--target udp:HOST:PORT`` loads a datagram server (issue 17) with
+:mod:`loadgen.engine.datagram`: ``--connections`` flows, each its own UDP
+socket, closed loop or ``--rate``; a reply not back within
+``--loss-timeout`` (200 ms) is counted lost, and the result gains
+``datagram`` (sent, answered, lost, late, duplicated, the kernel's drops).
+UDP targets are loopback only.
+
 The target is any host (loopback is what the suite uses; another host's
 address is said plainly on stderr at start, since the load then crosses a
 network), or ``unix:PATH`` for a Unix domain socket.  Bad arguments or an
@@ -56,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.histograms and not args.json:
         fail("--histograms needs --json FILE")
     extra: dict[str, object] = {}
+    if cfg.udp and args.histograms:
+        fail("--histograms is for TCP loads (several load hosts); a UDP load runs on one")
     try:
-        if args.histograms:
+        if cfg.udp:
+            from loadgen.engine.datagram import run_datagram_load
+
+            result = run_datagram_load(cfg, progress=live)
+        elif args.histograms:
             result, extra["mergeable"] = run_load_mergeable(cfg, progress=live)
         else:
             result = run_load(config=cfg, progress=live)

@@ -16,7 +16,16 @@ import sys
 from dataclasses import dataclass, fields
 from typing import NoReturn
 
-from loadgen.client import Address, format_address, is_loopback, parse_address
+from loadgen.client import (
+    DATAGRAM_TIMEOUT,
+    UDP_PREFIX,
+    Address,
+    format_address,
+    is_loopback,
+    parse_address,
+    parse_udp_target,
+)
+from servers.protocol import MAX_DATAGRAM_PAYLOAD, WORK_HEADER
 
 # c10k: idle, but the one ECHO every connection sends once they are all open is timed
 # (latency_us is that round's; loadgen.ramp_s the time to open them all);
@@ -77,6 +86,10 @@ class LoadConfig:
     # headline figures are the victims', the neighbours' are apart (like slow clients').
     neighbours: int = 0
     neighbour_work: str | None = None
+    # a datagram server (--target udp:HOST:PORT, issue 17): N flows, each its own UDP socket
+    # (loadgen.engine.datagram); a reply not back within loss_timeout is counted lost
+    udp: bool = False
+    loss_timeout: float = DATAGRAM_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.workload == "slow":  # ECHO where some connections are slow
@@ -95,8 +108,9 @@ class LoadConfig:
 
     @property
     def target(self) -> str:
-        """``HOST:PORT`` or ``unix:PATH``, as ``--target`` takes it."""
-        return format_address(self.address)
+        """``HOST:PORT``, ``unix:PATH`` or ``udp:HOST:PORT``, as ``--target`` takes it."""
+        text = format_address(self.address)
+        return UDP_PREFIX + text if self.udp else text
 
     @property
     def remote(self) -> bool:
@@ -155,6 +169,8 @@ class LoadConfig:
             ),
         ]
         checks += self._neighbour_checks()
+        if self.udp:
+            checks += self._datagram_checks()
         if self.workload in ("churn", "idle", "c10k"):
             checks.append((self.rate is None, f"{self.workload} runs closed loop only (no --rate)"))
             checks.append((self.pipeline == 1, f"{self.workload} has no --pipeline"))
@@ -192,14 +208,31 @@ class LoadConfig:
             ),
         ]
 
+    def _datagram_checks(self) -> list[tuple[bool, str]]:
+        """A UDP load: echo or work, one in flight per flow (closed) or a rate (open)."""
+        most = MAX_DATAGRAM_PAYLOAD - (WORK_HEADER.size if self.workload == "work" else 0)
+        return [
+            (self.workload in ("echo", "work"), "over UDP the workload is echo or work"),
+            (8 <= self.size <= most, f"over UDP --size must be 8..{most} (a sequence number)"),
+            (self.unix is None, "udp: and unix: are two targets"),
+            (is_loopback(self.host), "UDP load is sent to this machine only (loopback)"),
+            (self.pipeline == 1, "over UDP each flow has one request in flight (no --pipeline)"),
+            (self.processes == 1, "over UDP one process drives every flow (no --processes)"),
+            (not self.slow_clients and not self.neighbours, "no slow clients or neighbours: UDP"),
+            (self.loss_timeout > 0, "loss-timeout must be > 0"),
+        ]
+
     # -- the command line, both ways ------------------------------------------
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LoadConfig:
         """The config :func:`build_parser`'s namespace describes (ValueError if malformed)."""
-        address = parse_address(args.target)
+        udp = parse_udp_target(args.target)
+        address = udp or parse_address(args.target)
         host, port = ("", 0) if isinstance(address, str) else address
         return cls(
+            udp=udp is not None,
+            loss_timeout=args.loss_timeout,
             host=host,
             port=port,
             unix=address if isinstance(address, str) else None,
@@ -233,7 +266,7 @@ class LoadConfig:
         argv = ["--target", self.target]
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("host", "port", "unix") or value == f.default:
+            if f.name in ("host", "port", "unix", "udp") or value == f.default:
                 continue
             if f.name == "slow_byte_interval":
                 raise ValueError("slow_byte_interval has no command-line option")
@@ -278,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         required=True,
         help="HOST:PORT of the server (any host; load leaves this machine only if you say so), "
-        "or unix:PATH for a Unix domain socket",
+        "unix:PATH for a Unix domain socket, or udp:HOST:PORT for a datagram server (loopback "
+        "only: --connections flows, each its own socket)",
     )
     p.add_argument(
         "--workload",
@@ -352,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EPOCH",
         help="start the traffic at this wall-clock instant (seconds since the epoch; after the "
         "ramp-up); the window is then START + admit-timeout + warm-up, the same on every host",
+    )
+    p.add_argument(
+        "--loss-timeout",
+        type=float,
+        default=DATAGRAM_TIMEOUT,
+        metavar="S",
+        help=f"udp: a reply not back within S seconds is counted lost and the flow goes on "
+        f"(default {DATAGRAM_TIMEOUT:g}); a WORK's own time is added",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
     p.add_argument(

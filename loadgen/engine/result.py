@@ -189,6 +189,27 @@ class Environment:
 
 
 @dataclass
+class DatagramFigures:
+    """A UDP load's own counts (``--target udp:...``, issue 17): the measured period's
+    requests and what became of each; null for a TCP or Unix-socket load."""
+
+    flows: int  # UDP sockets, one request in flight each (closed loop)
+    sent: int  # requests sent (closed) or scheduled (open) in the measured period
+    sent_rps: float  # sent ÷ the measured period: the load the server was offered
+    answered: int  # the right reply within the loss timeout (= requests)
+    lost: int  # no reply within the loss timeout
+    late: int  # a reply to a request already counted lost
+    duplicated: int  # a second reply to a request already answered
+    busy: int  # ERROR server busy: the server's own limit, counted apart from errors
+    lost_fraction: float | None  # lost / (answered + lost + busy)
+    loss_timeout_s: float  # --loss-timeout plus a WORK's own time
+    # /proc/net/snmp's Udp counters over the period and its drain, machine-wide:
+    # InErrors, RcvbufErrors, SndbufErrors; null where unreadable
+    kernel: dict[str, int] | None
+    kernel_drops: int | None  # kernel["InErrors"]: datagrams the kernel dropped on receipt
+
+
+@dataclass
 class LoadResult:
     """docs/RESULTS.md, schema 1."""
 
@@ -214,6 +235,7 @@ class LoadResult:
     disturbance: Disturbance | None
     environment: Environment
     partial: bool
+    datagram: DatagramFigures | None = None  # a UDP load's counts; null otherwise
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of docs/RESULTS.md (keys in the documented order)."""
@@ -235,11 +257,12 @@ def _build(cls: type[T], data: Any) -> T:
         raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    missing = [n for n in names if n not in data]
+    optional = {f.name for f in dataclasses.fields(cls) if f.default is None}  # type: ignore[arg-type]
+    missing = [n for n in names if n not in data and n not in optional]
     unknown = [k for k in data if k not in names]
     if missing or unknown:
         raise ValueError(f"{cls.__name__}: missing keys {missing}, unknown keys {unknown}")
-    return cls(**{n: _convert(hints[n], data[n]) for n in names})
+    return cls(**{n: _convert(hints[n], data[n]) for n in names if n in data})
 
 
 def _convert(hint: Any, value: Any) -> Any:

@@ -57,7 +57,7 @@ from loadgen.procs import die_with_parent
 # tracefs are dropped at start.
 SYSCALLS: tuple[str, ...] = (
     "read", "write", "readv", "writev", "pread64", "pwrite64",
-    "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile64",
+    "recvfrom", "sendto", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg", "sendfile64",
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "epoll_ctl", "epoll_create1",
     "select", "pselect6", "poll", "ppoll", "io_uring_enter",
     "accept", "accept4", "close", "shutdown", "socket", "setsockopt", "getsockopt",

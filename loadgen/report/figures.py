@@ -36,6 +36,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "p99_us": _dig("result", "latency_us", "p99"),
     "p999_us": _dig("result", "latency_us", "p999"),
     "max_us": _dig("result", "latency_us", "max"),
+    "p50_uncorrected_us": _dig("result", "latency_us_uncorrected", "p50"),
     "p99_uncorrected_us": _dig("result", "latency_us_uncorrected", "p99"),
     "cpu_us_per_request": _dig("result", "server", "cpu_us_per_request"),
     "cpu_user_us_per_request": _dig("result", "server", "cpu_user_us_per_request"),
@@ -68,6 +69,15 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "neighbour_requests": _dig("result", "neighbours", "requests"),
     "neighbour_p50_us": _dig("result", "neighbours", "latency_us", "p50"),
     "neighbour_p99_us": _dig("result", "neighbours", "latency_us", "p99"),
+    # a UDP load (issue 17): what became of the measured period's requests
+    "lost_fraction": _dig("result", "datagram", "lost_fraction"),
+    "sent_rps": _dig("result", "datagram", "sent_rps"),
+    "lost": _dig("result", "datagram", "lost"),
+    "late": _dig("result", "datagram", "late"),
+    "duplicated": _dig("result", "datagram", "duplicated"),
+    "busy": _dig("result", "datagram", "busy"),
+    "kernel_drops": _dig("result", "datagram", "kernel_drops"),
+    "rcvbuf_errors": _dig("result", "datagram", "kernel", "RcvbufErrors"),
 }
 COST_FIGURES = ("context_switches_per_request", "syscalls_per_request")  # from counted runs
 RATIO = "ratio_to_reference"  # not read from a run: computed per round (_paired_ratios)
@@ -81,4 +91,6 @@ STABILITY_FIGURES = {
     "wait": ("throughput_rps",),
     "cpu": ("throughput_rps", "server_cpu_util"),
     "neighbour": ("p99_us",),
+    "udp": ("throughput_rps", "cpu_user_us_per_request"),
+    "flood": ("lost_fraction",),
 }

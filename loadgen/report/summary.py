@@ -35,7 +35,7 @@ from typing import Any
 
 from loadgen.engine.bottleneck import capacity_rule
 from loadgen.engine.result import COUNTERS_OFF, RATE_SHORTFALL
-from loadgen.report import noise, notes, ranking, work
+from loadgen.report import datagram, noise, notes, ranking, work
 from loadgen.report.figures import COST_FIGURES, FIGURES, RATIO, STABILITY_FIGURES, number
 from loadgen.report.repeats import Stat
 from loadgen.report.units import fmt_bytes
@@ -48,7 +48,7 @@ MEMORY_FIGURES = ("memory_per_connection_uss_bytes", "memory_per_connection_byte
 PAGE_BYTES = 4096
 REFERENCE_NAME = "native_epoll"  # the preferred reference row of a paired ratio
 # the kinds whose tables are read by closed-loop requests/s (a generator-bound row's is a floor)
-CLOSED_LOOP_RATES = ("throughput", "wait", "cpu")
+CLOSED_LOOP_RATES = ("throughput", "wait", "cpu", "udp")
 
 
 def run_bottleneck(run: dict[str, Any], ceiling: float | None = None) -> str | None:
@@ -131,6 +131,9 @@ class Row:
     # (sentence, few words) flags that come from outside the row's own runs: the
     # TCP figure beside a Unix one, threads that run in parallel (loadgen.report.notes)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    # udp-echo: the TCP variant of the same model whose echo-small figures are set beside
+    # (loadgen.report.datagram); None elsewhere
+    tcp_sibling: str | None = None
 
     @property
     def reference(self) -> bool:
@@ -251,6 +254,7 @@ class Row:
             "below_ceiling": self.below_ceiling,
             "syscalls_by_name": self.syscalls_by_name,
             "syscalls_unavailable": self.syscalls_unavailable,
+            "tcp_sibling": self.tcp_sibling,
             "memory_resolution_bytes": self.memory_resolution,
             "below_resolution": self.below_resolution,
             "flags": self.flags(),
@@ -277,6 +281,7 @@ SHORT_NAMES = {
     "server_cpu_util": "server cores",
     "neighbour_rps": "neighbour req/s",
     "pct_of_ideal": "% of ideal",
+    "lost_fraction": "lost %",
 }
 
 
@@ -517,7 +522,7 @@ def _paired_ratios(summary: CaseSummary, kept: dict[str, list[dict[str, Any]]]) 
 def _rank(summary: CaseSummary) -> None:
     rows = summary.rows
     candidates = [r for r in rows if r.ranked]
-    if summary.kind in ("throughput", "cpu"):
+    if summary.kind in ("throughput", "cpu", "udp"):
         _pct_of_best(rows, candidates)
     figure, higher = _ranking_figure(summary, candidates)
     summary.ranked_by = figure
@@ -549,6 +554,8 @@ def _ranking_figure(summary: CaseSummary, candidates: list[Row]) -> tuple[str | 
         return ("p99_us" if summary.rate_basis == "common" else None), False
     if summary.kind in ("c10k", "neighbour"):  # c10k's round, the victims': less is better
         return ("p99_us" if candidates else None), False
+    if summary.kind == "flood":  # each at the same multiple of its own capacity: who sheds less
+        return ("lost_fraction" if candidates else None), False
     raw = {
         r.variant: r.stats["throughput_rps"].values
         for r in candidates
@@ -566,6 +573,8 @@ def _unranked_key(summary: CaseSummary, row: Row) -> tuple[float, str]:
         return (_or_inf(row.figure("p99_us")), row.variant)
     if summary.kind == "memory":
         return (_or_inf(row.memory_per_connection()), row.variant)
+    if summary.kind == "flood":
+        return (_or_inf(row.figure("lost_fraction")), row.variant)
     return (-(row.figure("throughput_rps") or 0.0), row.variant)
 
 
@@ -592,4 +601,5 @@ def summarize(data: dict[str, Any]) -> list[CaseSummary]:
         out.append(summarize_case(case, runs, variants, verify, cost_table))
     notes.add_notes(out, data)
     work.add_work_figures(out, data)
+    datagram.add_tcp_figures(out, data)
     return out

@@ -87,6 +87,8 @@ def columns(summary: CaseSummary) -> list[str]:
         ]
     if summary.kind in WORK_KINDS:
         return _work_columns(summary)
+    if summary.kind in DATAGRAM_KINDS:
+        return _datagram_columns(summary)
     if summary.kind == "open":
         return [
             "#",
@@ -144,6 +146,8 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
         return _c10k_cells(row, rank)
     if summary.kind in WORK_KINDS:
         return _work_cells(row, summary, rank)
+    if summary.kind in DATAGRAM_KINDS:
+        return _datagram_cells(row, summary, rank)
     shared = [_cpu_cell(row), _costs_cell(row), row.bottleneck or "–"]
     if summary.kind == "open":
         tails = " / ".join(fmt_us(row.figure(f)) for f in ("p50_us", "p999_us"))
@@ -178,6 +182,88 @@ def cells(row: Row, summary: CaseSummary) -> list[str]:
         fmt_bytes(row.figure("memory_pss_bytes")),
         _fair_cell(row),
         row.short_flags(),
+    ]
+
+
+# -- the datagram scenarios (issue 17): udp-echo, udp-flood -------------------------
+
+DATAGRAM_KINDS = ("udp", "flood")
+LOSS = "lost / late / dup"
+
+
+def _datagram_columns(summary: CaseSummary) -> list[str]:
+    if summary.kind == "udp":
+        tcp = summary.baseline or "TCP"
+        return ["#", "variant", "req/s ± CI95", "% best", "p50 / p99", LOSS + " / busy",
+                "CPU µs/req usr/sys", COSTS, f"TCP sibling ({tcp})", "TCP CPU µs/req usr/sys",
+                "TCP " + COSTS, "CPU UDP ÷ TCP", LIMIT, "flags"]  # fmt: skip
+    return ["#", "variant", "req/s answered / sent / asked", "lost % ± CI95", LOSS, "busy",
+            "kernel drops", "answered p50 / p99 from the send", "p99 from the schedule",
+            "CPU µs/req usr/sys", LIMIT, "flags"]  # fmt: skip
+
+
+def _datagram_cells(row: Row, summary: CaseSummary, rank: str) -> list[str]:
+    s = row.stats
+    loss = " / ".join(_num(row.figure(f)) for f in ("lost", "late", "duplicated"))
+    lat = f"{fmt_us(row.figure('p50_us'))} / {fmt_us(row.figure('p99_us'))}"
+    if summary.kind == "flood":
+        rates = " / ".join(fmt_rate(row.figure(f)) for f in ("throughput_rps", "sent_rps", "rate"))
+        sent = " / ".join(fmt_us(row.figure(f"{p}_uncorrected_us")) for p in ("p50", "p99"))
+        return [rank, row.variant, rates, fmt_ci(s.get("lost_fraction"), _percent), loss,
+                _num(row.figure("busy")), _num(row.figure("kernel_drops")), sent,
+                fmt_us(row.figure("p99_us")), _cpu_cell(row), row.bottleneck or "–",
+                row.short_flags()]  # fmt: skip
+    tp = fmt_ci(s.get("throughput_rps"), fmt_rate)
+    if row.floor and tp != "–":
+        tp = "≥ " + tp
+    loss += f" / {_num(row.figure('busy'))}"
+    best = "–" if row.pct_of_best is None else f"{row.pct_of_best:.0f}%"
+    udp_cpu, tcp_cpu = row.figure("cpu_us_per_request"), row.figure("tcp_cpu_us_per_request")
+    ratio = f"{udp_cpu / tcp_cpu:.2f}×" if udp_cpu is not None and tcp_cpu else "–"
+    tcp = _cpu_cell(row, "tcp_")
+    tcp_costs = _costs_cell(row, "tcp_")
+    return [rank, row.variant, tp, best, lat, loss, _cpu_cell(row), _costs_cell(row),
+            row.tcp_sibling or "–", tcp, tcp_costs, ratio, row.bottleneck or "–",
+            row.short_flags()]  # fmt: skip
+
+
+def _percent(x: float | None) -> str:
+    """A fraction as a percentage: 0.0123 -> ``1.23%`` (two decimals: a loss is small)."""
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def _datagram_notes(summary: CaseSummary) -> list[str]:
+    if summary.kind == "udp":
+        out = [
+            "lost = no reply within 200 ms (the flow went on); late = a reply to a request "
+            "already counted lost; dup = a second reply to one answered; busy = ERROR server "
+            "busy, the model's own limit on requests in progress (counts in the measured "
+            "period, means over the repeats).",
+        ]
+        if summary.baseline and not summary.baseline_found:
+            out.append(
+                f"{summary.baseline} was not run here: no TCP figures to set beside "
+                f"(run it too: --scenarios {summary.baseline},{summary.scenario})."
+            )
+        elif summary.baseline:
+            out.append(
+                f"TCP sibling: the TCP variant of the same model; its figures are its row in "
+                f"{summary.baseline} of this run (copied, not measured again: 64 connections "
+                "of 64-byte ECHO, the same load over TCP). CPU UDP ÷ TCP: the ratio of the "
+                "two CPU µs/req means (below 1: the datagram costs less per request)."
+            )
+        return out
+    return [
+        "Open loop at the multiple of each variant's own udp-echo req/s in the table's title; "
+        "lost % = lost ÷ (answered + lost + busy) of the requests scheduled in the measured "
+        "period, ranked by it (less is better); busy = ERROR server busy (the server's own "
+        "limit). kernel drops = /proc/net/snmp Udp InErrors over the period and its 200 ms "
+        "drain, machine-wide (the generator's sockets' drops too). The answered requests' "
+        "latency from the send is the server's (its queue and its work, under the 200 ms "
+        "timeout); from the schedule it also holds the generator's own lag where it could "
+        "not keep the rate. req/s answered / sent / asked: one Python "
+        "generator cannot send every rate asked (flagged 'rate not reached'); the sent rate "
+        "is the load the server was offered, the multiple it really faced.",
     ]
 
 
@@ -251,13 +337,14 @@ def _neighbour_rate(x: float | None) -> str:
     return f"{x:.1f}" if x < 100 else fmt_rate(x)
 
 
-def _cpu_cell(row: Row) -> str:
+def _cpu_cell(row: Row, prefix: str = "") -> str:
     """``usr / sys`` µs per request; the total alone (``12.3 total``) when the user/system
     split was unknown (the monitor's ticks saw too little of the CPU: a fork server's young
-    children)."""
-    user, sysc = row.figure("cpu_user_us_per_request"), row.figure("cpu_system_us_per_request")
+    children).  ``prefix`` "tcp_": udp-echo's TCP sibling's figures."""
+    user = row.figure(prefix + "cpu_user_us_per_request")
+    sysc = row.figure(prefix + "cpu_system_us_per_request")
     if user is None:
-        total = row.figure("cpu_us_per_request")
+        total = row.figure(prefix + "cpu_us_per_request")
         return "–" if total is None else f"{total:.1f} total"
     return f"{user:.1f} / {sysc:.1f}" if sysc is not None else f"{user:.1f}"
 
@@ -370,10 +457,11 @@ def _fair_cell(row: Row) -> str:
     return f"{'–' if jain is None else f'{jain:.2f}'} / {starved or 0:.0f} / {errors}"
 
 
-def _costs_cell(row: Row) -> str:
+def _costs_cell(row: Row, prefix: str = "") -> str:
     """``0.02 / 3.10``: context switches and system calls per request (``–`` if not counted;
-    the note under the table says why syscalls are missing)."""
-    cs, sc = row.figure("context_switches_per_request"), row.figure("syscalls_per_request")
+    the note under the table says why syscalls are missing); ``prefix`` as :func:`_cpu_cell`."""
+    cs = row.figure(prefix + "context_switches_per_request")
+    sc = row.figure(prefix + "syscalls_per_request")
     if cs is None and sc is None:
         return "–"
     return f"{fmt_count(cs)} / {fmt_count(sc)}"
@@ -396,6 +484,8 @@ def top_syscalls(row: Row, n: int = 5) -> str:
 def notes(summary: CaseSummary) -> list[str]:
     """Sentences printed under a table: how it is ranked, what is a floor, what is missing."""
     out = [_ranking_note(summary), *_work_notes(summary)]
+    if summary.kind in DATAGRAM_KINDS:
+        out += _datagram_notes(summary)
     if summary.too_noisy:
         out.insert(0, summary.too_noisy)
     rows = summary.rows
@@ -423,6 +513,8 @@ def notes(summary: CaseSummary) -> list[str]:
             "higher."
         )
     unavailable = sorted({r.syscalls_unavailable for r in rows if r.syscalls_unavailable})
+    if summary.kind == "flood":  # no cost column in it: nothing to explain
+        unavailable = []
     for why in unavailable:
         out.append(f"syscalls/req not counted: {why}")
     for row in rows:
@@ -451,6 +543,11 @@ def _ranking_note(summary: CaseSummary) -> str:
             "(the kernel completed the handshake: the connection is in the accept queue); "
             "all served: from the round's start to the last reply (every connection "
             "accepted and served). Memory per connection as in idle-memory."
+        )
+    if summary.kind == "flood":
+        return (
+            "Ranked by lost % (mean ± 95% CI half-width over the repeats; less is better), "
+            f"every variant at the same multiple of its own capacity; {tie}."
         )
     if summary.kind == "neighbour":
         return (

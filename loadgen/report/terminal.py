@@ -64,7 +64,8 @@ def result_table(result: LoadResult) -> Table:
     """The summary table of one run's result."""
     cfg = result.config
     title = (
-        f"{cfg.workload} {cfg.size} B -> {cfg.target}, {cfg.connections} conns, "
+        f"{cfg.workload} {cfg.size} B -> {cfg.target}, {cfg.connections} "
+        f"{'flows' if cfg.target.startswith('udp:') else 'conns'}, "
         f"{cfg.mode} loop"
         + (f" {cfg.rate:g} req/s" if cfg.rate else "")
         + (f", pipeline {cfg.pipeline}" if cfg.pipeline > 1 else "")
@@ -113,6 +114,20 @@ def result_table(result: LoadResult) -> Table:
             "slow clients",
             f"{slow.connections} conns, {slow.requests} requests, "
             f"p50 {_us(slow.latency_us.p50)}, max {_us(slow.latency_us.max)}",
+        )
+    dg = result.datagram
+    if dg is not None:  # a UDP load: what became of every request of the period
+        lost = f"{dg.lost_fraction:.2%}" if dg.lost_fraction is not None else "-"
+        drops = f"{dg.kernel_drops:,}" if dg.kernel_drops is not None else "unreadable"
+        table.add_row(
+            "datagrams",
+            Text(
+                f"{dg.flows} flows: sent {dg.sent:,}, answered {dg.answered:,}, "
+                f"lost {dg.lost:,} ({lost}, timeout {dg.loss_timeout_s * 1e3:g} ms), "
+                f"late {dg.late:,}, duplicated {dg.duplicated:,}, busy {dg.busy:,}; "
+                f"kernel drops {drops}",
+                style="yellow" if dg.lost else "",
+            ),
         )
     near = result.neighbours
     if near:  # the figures above are the victims'; the neighbours' own are here

@@ -199,7 +199,7 @@ PLANS: dict[str, CostPlan] = {
 # Wall seconds per variant of a plan's table (counted runs two at a time, then the system
 # calls' run), measured on a 2-core VM for 20 variants: what run_all.py's estimate and time
 # cap reserve for it.
-SECONDS_PER_VARIANT = {"quick": 3.0, "full": 6.0}
+SECONDS_PER_VARIANT = {"quick": 3.0, "full": 4.5}  # measured: 47-70 s and 73-100 s for 20
 
 
 def estimate_s(names: list[str], plan: CostPlan) -> float:

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from loadgen import procs
-from loadgen.client import Address, format_address
+from loadgen.client import UDP_PREFIX, Address, format_address
 from loadgen.procs import MALLOC_ENV, group_alive, killpg, wait_group_gone
 
 READY_TIMEOUT = 30.0  # seconds; importing gevent or building native_epoll takes a while
@@ -96,9 +96,16 @@ class RunningServer:
         return self.unix if self.unix is not None else (self.host, self.port)
 
     @property
+    def transport(self) -> str:
+        """``tcp`` (a stream: TCP or a Unix socket) or ``udp``: the ready line's ``transport``."""
+        return str(self.ready.get("transport") or "tcp")
+
+    @property
     def target(self) -> str:
-        """``HOST:PORT`` or ``unix:PATH``: what ``python -m loadgen --target`` takes."""
-        return format_address(self.address)
+        """``HOST:PORT``, ``unix:PATH`` or ``udp:HOST:PORT``: what ``python -m loadgen
+        --target`` takes."""
+        text = format_address(self.address)
+        return f"{UDP_PREFIX}{text}" if self.transport == "udp" else text
 
     @property
     def python(self) -> dict[str, object] | None:

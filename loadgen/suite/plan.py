@@ -87,6 +87,9 @@ class PlannedCase:
         cls, scenario: Scenario, case: Case, names: list[str], reference: str | None = None
     ) -> PlannedCase:
         """``reference``: measured in this case too when it is a throughput case."""
+        # a TCP case takes the stream variants only, a UDP case the datagram ones: the rest
+        # are not "not applicable", they are another table's (no line in this one)
+        names = [n for n in names if _same_transport(case, n)]
         not_applicable = {n: r for n in names if (r := _applies(scenario, case, n))}
         declared = {n: r for n in names if n not in not_applicable and (r := _over_cap(case, n))}
         if reference and case.kind == "throughput" and reference not in names:
@@ -118,6 +121,11 @@ class PlannedCase:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _same_transport(case: Case, name: str) -> bool:
+    """A udp case is for the datagram variants, every other case for the stream ones."""
+    return (case.transport == "udp") == (servers.get(name).transport == "udp")
 
 
 def _applies(scenario: Scenario, case: Case, name: str) -> str | None:
@@ -222,7 +230,8 @@ class RunPlan:
             return 0.0
         from loadgen.suite import costs  # imports the client and the counters: only here
 
-        return costs.estimate_s(self.variants, costs.PLANS[self.cost_table])
+        streams = [n for n in self.variants if servers.get(n).transport == "tcp"]
+        return costs.estimate_s(streams, costs.PLANS[self.cost_table])
 
     def counted_cases(self) -> list[PlannedCase]:
         """The cases whose cost counters are measured: throughput cases, not the
@@ -235,7 +244,9 @@ class RunPlan:
         return [
             c
             for c in self.cases
-            if c.kind == "throughput"
+            # udp-echo's table is its costs beside TCP's: always counted
+            if c.kind == "udp"
+            or c.kind == "throughput"
             and c.scenario not in skip
             and (self.counted is None or c.key in self.counted)
         ]
@@ -308,11 +319,21 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
     )
     levels, skipped_scenarios = _cpu_levels(scenarios, unpinned)
     for s in scenarios:
+        if cluster and any(c.transport == "udp" for c in s.cases):
+            skipped_scenarios[s.name] = (
+                "not across hosts: a UDP load is sent to this machine only (loopback)"
+            )
         if cluster and any(c.all_cpus for c in s.cases):
             skipped_scenarios[s.name] = (
                 "not across hosts yet: the server host runs the server on its first "
                 "--server-cpus CPUs, not on all of them"
             )
+    asked = _split(args.scenarios) or list(profile.scenarios)
+    if _siblings_only(scenarios, asked):
+        # echo-small is here only for udp-echo's TCP figures: the datagram variants' TCP
+        # siblings (the reference among them) are all it needs to measure
+        udp = [n for n in runnable if servers.get(n).transport == "udp"]
+        runnable = _with_siblings(udp, skipped)
     cases = [
         PlannedCase.of(s, case, runnable, reference)
         for s in scenarios
@@ -320,6 +341,10 @@ def make_plan(args: argparse.Namespace) -> RunPlan:
         for case in s.cases
         if case.server_cpus is None or case.server_cpus in levels
     ]
+    # a variant of a transport no planned case uses is neither verified nor listed
+    used = {"udp" if c.transport == "udp" else "tcp" for c in cases}
+    runnable = [n for n in runnable if servers.get(n).transport in used]
+    skipped = {n: r for n, r in skipped.items() if servers.get(n).transport in used}
     if not _split(args.scenarios):  # the profile's own list: its budget, its short versions
         _trim(cases, profile, args)
     added = reference is not None and reference not in runnable
@@ -364,13 +389,29 @@ def _cost_table(args: argparse.Namespace, profile: Profile) -> str | None:
     return profile.costs or "quick"
 
 
+def _siblings_only(scenarios: list[Scenario], asked: list[str]) -> bool:
+    """True when echo-small runs only because udp-echo needs it (its TCP siblings' figures)."""
+    needers = {s.name for s in scenarios if "echo-small" in s.needs}
+    return "echo-small" not in asked and bool(needers) and needers <= {"udp-echo"}
+
+
+def _with_siblings(runnable: list[str], skipped: dict[str, str]) -> list[str]:
+    """The datagram variants ``runnable`` plus their TCP siblings, in registry order (a
+    sibling unavailable here is left out; udp-echo then shows no TCP figure for it)."""
+    wanted = set(runnable) | {
+        sib for n in runnable if (sib := servers.get(n).tcp_sibling) and sib not in skipped
+    }
+    return [n for n in servers.REGISTRY if n in wanted and servers.get(n).available]
+
+
 def _trim(cases: list[PlannedCase], profile: Profile, args: argparse.Namespace) -> None:
-    """The profile's short versions of its scenarios (``Profile.trims``): fewer rounds, a
+    """The profile's short versions of its scenarios or cases (``Profile.trims``, by case
+    key first, then scenario): fewer rounds, a
     shorter window and warm-up, so that the profile keeps its time; an explicit
     ``--repeat``, ``--duration`` or ``--warmup`` wins over the trim, and scenarios named
     with ``--scenarios`` are not trimmed (they run at the profile's settings)."""
     for record in cases:
-        trim = profile.trims.get(record.scenario)
+        trim = profile.trims.get(record.key) or profile.trims.get(record.scenario)
         if trim is None:
             continue
         if args.repeat is None:

@@ -91,6 +91,8 @@ def execute(plan: RunPlan, args: argparse.Namespace) -> int:
                 "max_clients": servers.get(n).max_clients,
                 "multicore": servers.get(n).multicore,
                 "offload": getattr(servers.get(n), "offload", None),  # how it serves WORK offload
+                "transport": servers.get(n).transport,  # tcp | udp (issue 17)
+                "tcp_sibling": servers.get(n).tcp_sibling,  # udp-echo's TCP figures beside
             }
             for n in {*plan.variants, *(v for c in plan.cases for v in c.declared_failures)}
         },
@@ -547,9 +549,10 @@ class Session:
         assert case.rate_fraction is not None
         if case.rate_basis == "common":
             return self.common_rate(case)
-        capacity = sm.Stat.of(list(self.throughputs("echo-small", name).values()))
+        basis = "udp-echo" if case.rate_basis == "udp" else "echo-small"  # udp-flood's: UDP's
+        capacity = sm.Stat.of(list(self.throughputs(basis, name).values()))
         if capacity is None or capacity.mean <= 0:
-            return None, "no echo-small capacity measured to derive the open-loop rate from"
+            return None, f"no {basis} capacity measured to derive the open-loop rate from"
         return capacity.mean * case.rate_fraction, None
 
     def common_rate(self, case: Case) -> tuple[float | None, str | None]:
@@ -600,7 +603,12 @@ class Session:
         (two valgrind servers at once use both CPUs)."""
         if self.plan.cost_table is None or self.remote:
             return
-        names = [n for n in self.plan.variants if n in self.verified]
+        # the stream variants: the counted runs' client speaks TCP, one connection
+        names = [
+            n
+            for n in self.plan.variants
+            if n in self.verified and servers.get(n).transport == "tcp"
+        ]
         plan = costs.PLANS[self.plan.cost_table]
         runs = sum(len(plan.design_for(n)[0]) + 1 for n in names)
         self.progress.update(

@@ -48,8 +48,12 @@ class Case:
     # the server may use this many CPUs (the generator gets the rest); None: --server-cpus.
     # A level above half the CPUs this run may use is not planned (plan.make_plan).
     server_cpus: int | None = None
-    transport: str = "tcp"  # "tcp" (loopback) | "unix": the server's --unix, a unix: target
-    tcp_case: str | None = None  # a unix case: the case with the same load over TCP, shown beside
+    # "tcp" (loopback) | "unix": the server's --unix, a unix: target | "udp": the datagram
+    # variants only (issue 17), a udp: target
+    transport: str = "tcp"
+    # a unix case: the case with the same load over TCP, shown beside; udp-echo: the case
+    # whose rows of each variant's TCP sibling (Variant.tcp_sibling) are shown beside
+    tcp_case: str | None = None
     work: str | None = None  # workload "work": what every request asks, KIND:AMOUNT (--work)
     # the first `neighbours` connections send `neighbour_work` (KIND:AMOUNT) back to back
     # beside the others ("the victims", who run the workload); the headline figures are the
@@ -79,7 +83,8 @@ class Case:
             parts.append(f"--neighbours {self.neighbours} --neighbour-work {self.neighbour_work}")
         if self.rate_fraction is not None:
             whose = "the slowest concurrent variant's" if self.rate_basis == "common" else "own"
-            parts.append(f"--rate <{self.rate_fraction:g} x {whose} echo-small req/s>")
+            basis = "udp-echo" if self.rate_basis == "udp" else "echo-small"
+            parts.append(f"--rate <{self.rate_fraction:g} x {whose} {basis} req/s>")
         if self.protocol != "framed":
             parts.append(f"(server --protocol {self.protocol})")
         if self.server_cpus is not None:
@@ -91,6 +96,8 @@ class Case:
             parts.append("(server on every CPU of the run, the generator shares them, one worker)")
         if self.transport == "unix":
             parts.append("--target unix:PATH (server --unix PATH)")
+        if self.transport == "udp":
+            parts.append("--target udp:HOST:PORT (the datagram variants; loss timeout 200 ms)")
         return " ".join(parts)
 
 
@@ -119,6 +126,11 @@ def _fast_over_unix(variant: Variant) -> str | None:
         return f"cannot serve a Unix socket: {variant.unix}"
     if variant.family not in ("event", "reference"):
         return "only the event loops and the reference compare transports (the fastest)"
+    return None
+
+
+def _datagrams(variant: Variant) -> str | None:
+    # every case's variants are already those of its transport (plan.PlannedCase.of)
     return None
 
 
@@ -171,6 +183,9 @@ BLOCK_CONNECTIONS = 16  # one of them the neighbour
 # of stall against microseconds), which two rounds already separate.
 WORK_REPEAT = 2
 WORK_SCENARIOS = ("backend-wait", "cpu-bound", "head-of-line", "blocking-call")
+# UDP (issue 17): udp-flood's open-loop rates, multiples of each variant's udp-echo req/s
+FLOOD_LEVELS = (1, 2, 4)
+UDP_SCENARIOS = ("udp-echo", "udp-flood")
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -433,6 +448,48 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             applies=_hosts_a_work_neighbour,
         ),
+        Scenario(
+            "udp-echo",
+            "64-byte ECHO over UDP at 64 flows (each its own socket, one request in flight, a "
+            "reply not back in 200 ms counted lost): req/s, p99, lost, and the server's CPU µs "
+            "and system calls per request beside its TCP sibling's in echo-small (the notes' "
+            "'UDP costs less', checked: no accept, no connection, no stream to frame)",
+            _one(
+                "udp-echo",
+                workload="echo",
+                size=64,
+                connections=64,
+                kind="udp",
+                transport="udp",
+                tcp_case="echo-small",  # its TCP siblings' figures, set beside
+            ),
+            applies=_datagrams,
+            needs=("echo-small",),
+        ),
+        Scenario(
+            "udp-flood",
+            "open-loop 64-byte ECHO over UDP at 1x, 2x and 4x each variant's own udp-echo "
+            "req/s: the loss curve. UDP drops where TCP pushes back: lost %, the kernel's own "
+            "drops (/proc/net/snmp) and the answered requests' p99",
+            tuple(
+                Case(
+                    key=f"udp-flood-{n}x",
+                    scenario="udp-flood",
+                    label=f"udp-flood at {n}x its udp-echo req/s",
+                    workload="echo",
+                    size=64,
+                    connections=64,
+                    rate_fraction=float(n),
+                    rate_basis="udp",
+                    kind="flood",
+                    transport="udp",
+                    x=n,
+                )
+                for n in FLOOD_LEVELS
+            ),
+            applies=_datagrams,
+            needs=("udp-echo",),
+        ),
     )
 }
 
@@ -462,7 +519,8 @@ class Profile:
     # the throughput cases whose context switches and system calls are counted (one short
     # perf-counted run per variant each); None: all of them but the connection levels
     counted: tuple[str, ...] | None = None
-    trims: dict[str, Trim] = field(default_factory=dict)  # scenario -> its short version here
+    # scenario (or one case's key) -> its short version here
+    trims: dict[str, Trim] = field(default_factory=dict)
     # the cost table's plan (loadgen.suite.costs.PLANS): instructions per request under
     # cachegrind, measured after every timed round; None: no cost table
     costs: str | None = None
@@ -494,8 +552,8 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "full",
             "every variant, every scenario, 3 repeats and up to 3 more until stable, the "
-            "WORK scenarios 2 of 0.1 s warm-up + 0.3 s, idle-memory 2, and the cost table with "
-            "GET and WORK (under 35 minutes on 2 cores)",
+            "WORK scenarios and udp-flood 2 of 0.1 s warm-up + 0.3 s, idle-memory 2, and the "
+            "cost table with GET and WORK (under 35 minutes on 2 cores)",
             tuple(SCENARIOS),
             repeat=3,
             duration=0.5,
@@ -511,15 +569,22 @@ PROFILES: dict[str, Profile] = {
             # per variant; all eight would cost the full profile ~1.5 minutes more)
             # (raw-echo's went when the cost table came: its one-at-a-time and pipelined ECHO
             # counts say what raw-echo's would, and the ~2 minutes of the table needed room)
-            counted=("echo-small", "echo-large", "churn"),
+            counted=("echo-small", "echo-large", "churn", "udp-echo"),
             # the WORK scenarios' 7 cases x 19 variants x 2 rounds at 0.25 + 0.5 s took 7.3
             # min of a 36-min run on a busy machine; after the admission a 0.1 s warm-up
             # reaches their steady state, and 0.3 s holds hundreds of victims' replies.
             # idle-memory: 2 rounds (188 s of 3 took 3.1 min of a 32.9-min run at ea43696): a
-            # count of bytes per connection, not a rate, its repeats agree within a few %
+            # count of bytes per connection, not a rate, its repeats agree within a few %.
+            # udp-flood's 3 levels x 7 datagram variants would add ~1.4 min at full's settings;
+            # 2 rounds of 0.3 s keep the full profile near its 35 minutes (its losses differ
+            # by tens of %); named with --scenarios it runs untrimmed
             trims={
                 **{s: Trim(repeat=WORK_REPEAT, duration=0.3, warmup=0.1) for s in WORK_SCENARIOS},
                 "idle-memory": Trim(repeat=2, duration=0.5),
+                "udp-flood": Trim(repeat=2, duration=0.3, warmup=0.1),
+                # 1,000 connections: 251 s of 3 rounds (ramping 1,000 connections per run);
+                # 2 rounds, like c10k, make room for the datagram scenarios
+                "connections-1000": Trim(repeat=2, duration=0.5),
             },
             costs="full",
         ),

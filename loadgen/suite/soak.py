@@ -378,8 +378,13 @@ def _stop(server: RunningServer, record: dict[str, Any]) -> None:
 
 
 def default_variants() -> list[str]:
-    """Every registered variant that serves files (the reference serves ECHO only; no fakes)."""
-    return [n for n, v in servers.REGISTRY.items() if v.code != "test" and not v.is_reference]
+    """Every registered variant that serves files (the reference serves ECHO only; no fakes;
+    a datagram variant serves no files and holds no connection to leak)."""
+    return [
+        n
+        for n, v in servers.REGISTRY.items()
+        if v.code != "test" and not v.is_reference and v.transport == "tcp"
+    ]
 
 
 def run_soak(
@@ -589,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in servers.REGISTRY]
     if unknown:
         p.error(f"unknown server(s) {', '.join(unknown)}; known: {', '.join(servers.REGISTRY)}")
+    udp = [n for n in names if servers.get(n).transport == "udp"]
+    if udp:
+        p.error(f"{', '.join(udp)}: datagram variants (the soak loads TCP connections)")
     if args.minutes <= 0 or (args.segment_seconds is not None and args.segment_seconds <= 0):
         p.error("--minutes and --segment-seconds must be > 0")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
