@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from loadgen.suite import harness
-from loadgen.suite.scenarios import cases_by_key
+from loadgen.suite.plan import cases_by_key
 
 T95 = {2: 12.706, 3: 4.303, 5: 2.776, 6: 2.571}  # Student's t, 97.5th percentile, by n (df+1)
 DEFAULT_SERVERS = "epoll_reactor,thread_per_client,asyncio_streams,gevent_server"
