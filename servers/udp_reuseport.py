@@ -54,6 +54,9 @@ LISTEN_OPTIONS = {"reuse_port": True}
 RESTART_PAUSE = 1.0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
+STOP_TIMEOUT = 2.0  # seconds a worker gets to die of SIGTERM before SIGKILL
+POLL_S = 0.2  # the parent's longest delay in seeing a worker's death or a stop signal
+
 
 def serve(sock: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Make N sockets, fork a worker on each, replace any that dies; stop them all at the end."""
@@ -78,7 +81,14 @@ def serve(sock: socket.socket, new_session: Callable[[], Session], limits: Limit
         for index in range(count):
             start(index)
         while True:
-            pid, status = os.wait()  # SIGTERM/SIGINT interrupt it with SystemExit
+            # Not a plain os.wait(): a SIGTERM landing after Python last checked for signals
+            # and before wait4() blocks is handled in C at once and never interrupts it, so
+            # its Python handler would wait for the next worker death (seen: 1 stop in ~40
+            # hung). A short sleep between non-blocking waits bounds that to POLL_S.
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                time.sleep(POLL_S)
+                continue
             if pid not in workers:
                 continue
             index, started = workers.pop(pid)
@@ -188,15 +198,31 @@ def describe(status: int) -> str:
 
 
 def stop_workers(workers: dict[int, tuple[int, float]]) -> None:
-    """Shutdown: terminate every worker and wait for each, leaving no zombie and no orphan."""
+    """Shutdown: terminate every worker and wait for each, leaving no zombie and no orphan.
+
+    A worker that does not die of SIGTERM within STOP_TIMEOUT is killed: one forked in
+    the instant our own stop handler ran inherits its ignored SIGTERM until it sets its
+    own, and a SIGTERM sent to an ignored signal is discarded, not kept."""
     for pid in workers:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    for pid in workers:
+    deadline = time.monotonic() + STOP_TIMEOUT
+    left = set(workers)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    left.discard(pid)
+            except ChildProcessError:
+                left.discard(pid)
+        if left:
+            time.sleep(0.01)
+    for pid in left:  # still alive: SIGKILL cannot be ignored
         try:
+            os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-        except ChildProcessError:
+        except (ProcessLookupError, ChildProcessError):
             pass
     workers.clear()
