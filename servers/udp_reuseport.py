@@ -24,7 +24,7 @@ executor: served as block) stalls every flow of that worker, and only
 those.  A flood fills the receive buffers and the kernel drops the rest.
 
 How it is protected: the parent supervises.  It waits for a worker to die
-(``os.wait``), says so on stderr and forks a replacement on the same
+(``os.waitpid``, polled every 0.2 s), says so on stderr and forks a replacement on the same
 socket -- after a pause if the dead one lived under a second, so a worker
 that dies at once cannot make the parent fork in a loop.  On SIGTERM/SIGINT
 it terminates every worker and reaps each: no zombie, no orphan.  Each
