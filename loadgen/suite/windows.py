@@ -24,10 +24,10 @@ import sys
 import time
 from typing import Any
 
+from loadgen.report.ranking import t_quantile
 from loadgen.suite import harness
 from loadgen.suite.plan import cases_by_key
 
-T95 = {2: 12.706, 3: 4.303, 5: 2.776, 6: 2.571}  # Student's t, 97.5th percentile, by n (df+1)
 DEFAULT_SERVERS = "epoll_reactor,thread_per_client,asyncio_streams,gevent_server"
 DEFAULT_WINDOWS = "0.25,0.5,1,2"
 DEFAULT_RUNS = 8
@@ -36,7 +36,7 @@ WARMUP_S = 0.25  # the profiles' warm-up
 
 def half_width(cv: float, n: int) -> float:
     """The 95% CI half-width of a mean of ``n`` runs, relative to it, for a run CV ``cv``."""
-    return T95[n] * cv / math.sqrt(n)
+    return t_quantile(0.975, n - 1) * cv / math.sqrt(n)
 
 
 def study(
