@@ -528,3 +528,12 @@ def test_the_page_script_in_jsdom(reference: dict) -> None:
     assert out["legendVariant"] not in out["afterLegend"]
     assert out["legendVariant"] in out["hash"] and "trio_streams" in out["hash"]
     assert all(n >= 1 for n in out["charts"])
+
+
+def test_a_run_without_per_run_disturbance_says_so(reference: dict) -> None:
+    """The committed reference predates the per-run steal record: its report says what load
+    it does record (the load average), rather than nothing."""
+    from loadgen.report import noise
+
+    assert noise.NOT_RECORDED in (reference["dir"] / "report.md").read_text()
+    assert "load average at start" in (reference["dir"] / "report.md").read_text()

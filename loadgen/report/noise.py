@@ -46,6 +46,10 @@ COUNTED_COLUMNS = (
     'columns; results/README.md, "Not separable here")'
 )
 FIGURES = ("steal_fraction", "foreign_cores")
+NOT_RECORDED = (
+    "Disturbance: not recorded per run (this run predates that record); the load average at "
+    "start, in the Machine line above, is the load it saw."
+)
 
 
 def timed_runs(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

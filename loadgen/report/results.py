@@ -317,6 +317,9 @@ def report_markdown(
     )
     if disturbance:
         out += [disturbance, ""]
+    elif any(r.get("purpose", "timed") == "timed" for r in data.get("runs", [])):
+        # a run measured before each run recorded its steal and foreign CPU: say what it has
+        out += [noise.NOT_RECORDED, ""]
     questions = {c["key"]: c.get("question", "") for c in data.get("cases", [])}
     not_applicable = {c["key"]: c.get("not_applicable", {}) for c in data.get("cases", [])}
     for s in summaries:
