@@ -37,7 +37,8 @@ listeners to join the first one's port.
 
 A variant module imports the shared code (``protocol``, ``service``,
 ``tuning``, ``_blocking``, ``_nonblocking``, ``_asyncio_shared``,
-``_asyncio_streams``, ``native_build``), never another variant (``tests/test_registry.py``).
+``_asyncio_streams``, ``_datagram``, ``native_build``), never another variant
+(``tests/test_registry.py``).
 
 A variant's ``transport`` is ``tcp`` (a stream: TCP, or a Unix socket with
 ``--unix``) or ``udp`` (datagrams, issue 17).  A datagram variant gets the

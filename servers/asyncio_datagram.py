@@ -43,7 +43,8 @@ import socket
 from collections.abc import Callable
 
 from servers._asyncio_shared import stop_signal
-from servers.protocol import BUSY_REPLY, Session, SessionFactory, Work, WorkKind, work_reply
+from servers._datagram import datagram_entry
+from servers.protocol import BUSY_REPLY, Session, Work, WorkKind, work_reply
 from servers.service import block
 from servers.tuning import Limits
 
@@ -115,10 +116,3 @@ class DatagramProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         pass  # an ICMP error about an earlier reply: that client's loss, nobody else's
-
-
-def datagram_entry(new_session: Callable[[], Session]) -> Callable[[bytes], bytes | Work | None]:
-    """The protocol's datagram entry point from the command line's session factory."""
-    if not isinstance(new_session, SessionFactory):
-        raise RuntimeError("a datagram server needs the SessionFactory's datagram entry point")
-    return new_session.datagram

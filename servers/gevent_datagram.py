@@ -41,7 +41,8 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import DatagramServer
 
-from servers.protocol import Session, SessionFactory, Work, WorkKind, work_reply
+from servers._datagram import datagram_entry
+from servers.protocol import Session, Work, WorkKind, work_reply
 from servers.service import block
 from servers.tuning import Limits
 
@@ -97,10 +98,3 @@ def do_work(work: Work) -> None:
         gevent.get_hub().threadpool.apply(block, (work.seconds,))
     else:
         gevent.sleep(work.seconds)
-
-
-def datagram_entry(new_session: Callable[[], Session]) -> Callable[[bytes], bytes | Work | None]:
-    """The protocol's datagram entry point from the command line's session factory."""
-    if not isinstance(new_session, SessionFactory):
-        raise RuntimeError("a datagram server needs the SessionFactory's datagram entry point")
-    return new_session.datagram

@@ -45,7 +45,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from servers.protocol import BUSY_REPLY, Session, SessionFactory, Work, work_reply
+from servers._datagram import datagram_entry, send_reply
+from servers.protocol import BUSY_REPLY, Session, Work, work_reply
 from servers.tuning import Limits
 
 # What the command line sets on socket #0 before bind: the workers' sockets join it.
@@ -174,21 +175,6 @@ def worker_loop(
                 heapq.heappush(waits, (time.monotonic() + reply.seconds, order, reply, address))
         elif reply is not None:
             send_reply(sock, reply, address)
-
-
-def datagram_entry(new_session: Callable[[], Session]) -> Callable[[bytes], bytes | Work | None]:
-    """The protocol's datagram entry point from the command line's session factory."""
-    if not isinstance(new_session, SessionFactory):
-        raise RuntimeError("a datagram server needs the SessionFactory's datagram entry point")
-    return new_session.datagram
-
-
-def send_reply(sock: socket.socket, reply: bytes, address: object) -> None:
-    """``sendto``; a reply the kernel refuses (a closed port, a full buffer) is lost alone."""
-    try:
-        sock.sendto(reply, address)
-    except OSError:
-        pass
 
 
 def describe(status: int) -> str:
