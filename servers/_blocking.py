@@ -53,16 +53,23 @@ OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 OUT_OF_DESCRIPTORS_PAUSE = 0.25
 
 
-def handle_client(sock: socket.socket, session: Session, limits: Limits | None = None) -> None:
+def handle_client(
+    sock: socket.socket,
+    session: Session,
+    limits: Limits | None = None,
+    wake_every: float | None = None,
+) -> None:
     """Serve one client until it leaves, sends QUIT, breaks the framing or times out.
 
     Without ``limits`` (the test fakes) the socket has no timeout at all.
+    ``wake_every``: no read sleeps longer than this (s), for a caller that must
+    look at its signals meanwhile (blocking_loop serves in its main thread).
     """
     with sock:
         if limits is None:
             serve_stream(sock.recv, sock.sendall, session)
         else:
-            serve_timed(sock, session, limits)
+            serve_timed(sock, session, limits, wake_every=wake_every)
 
 
 def serve_timed(
@@ -70,13 +77,15 @@ def serve_timed(
     session: Session,
     limits: Limits,
     read: Callable[[int], bytes] | None = None,
+    wake_every: float | None = None,
 ) -> None:
     """:func:`serve_stream` under ``limits``; a request that timed out is answered if it can be.
 
     ``read`` reads from ``sock`` (default ``sock.recv``; the socketserver
-    variants pass their ``rfile.read1``, which reads the same socket).
+    variants pass their ``rfile.read1``, which reads the same socket);
+    ``wake_every`` as :func:`handle_client`'s.
     """
-    timed = TimedSocket(sock, session, limits, read)
+    timed = TimedSocket(sock, session, limits, read, wake_every)
     serve_stream(timed.recv, timed.send, session)
     if timed.request_expired:
         send_if_room(sock, TIMEOUT_REPLY)
@@ -154,7 +163,7 @@ class RequestClock:
 class TimedSocket:
     """A client socket's ``recv`` and ``send``, each bounded by a socket timeout."""
 
-    __slots__ = ("sock", "session", "limits", "read", "clock")
+    __slots__ = ("sock", "session", "limits", "read", "clock", "wake_every")
 
     def __init__(
         self,
@@ -162,12 +171,14 @@ class TimedSocket:
         session: Session,
         limits: Limits,
         read: Callable[[int], bytes] | None = None,
+        wake_every: float | None = None,
     ) -> None:
         self.sock = sock
         self.session = session
         self.limits = limits
         self.read = read or sock.recv
         self.clock = RequestClock(session, limits)
+        self.wake_every = wake_every
 
     @property
     def request_expired(self) -> bool:
@@ -179,12 +190,16 @@ class TimedSocket:
         if seconds <= 0:  # settimeout(0) would mean non-blocking, not "expired"
             self.clock.timed_out()
             raise TimeoutError("request timeout")
-        self.sock.settimeout(seconds)
-        try:
-            return self.read(size)
-        except TimeoutError:
-            self.clock.timed_out()
-            raise  # an OSError: serve_stream ends this client
+        while True:
+            wait = seconds if self.wake_every is None else min(seconds, self.wake_every)
+            self.sock.settimeout(wait)
+            try:
+                return self.read(size)
+            except TimeoutError:
+                seconds -= wait  # a socket timeout fires no sooner than asked
+                if seconds <= 0:
+                    self.clock.timed_out()
+                    raise  # an OSError: serve_stream ends this client
 
     def send(self, data: bytes) -> None:
         """``sendall``, giving up once the client takes no byte for the request timeout.
@@ -246,10 +261,11 @@ class SpareDescriptor:
             self.fd = None
 
     def accept(self, listener: socket.socket) -> tuple[socket.socket, object] | None:
-        """A new client, or ``None`` when there is none to serve now (refused, aborted, out)."""
+        """A new client, or ``None`` when there is none to serve now (refused, aborted, out,
+        or nobody came within the listener's timeout)."""
         try:
             return listener.accept()
-        except ConnectionAbortedError:  # it reset before we accepted it
+        except (ConnectionAbortedError, TimeoutError):  # it reset before we accepted it; nobody
             return None
         except OSError as exc:
             if exc.errno not in OUT_OF_RESOURCES:

@@ -105,7 +105,15 @@ from time import monotonic
 
 from servers.protocol import BUSY_REPLY, TIMEOUT_REPLY, Session, WorkKind
 from servers.service import block
-from servers.tuning import ACCEPT_BATCH, HIGH_WATER, LINGER_LIMIT, LOW_WATER, RECV_SIZE, Limits
+from servers.tuning import (
+    ACCEPT_BATCH,
+    HIGH_WATER,
+    LINGER_LIMIT,
+    LOW_WATER,
+    RECV_SIZE,
+    STOP_CHECK,
+    Limits,
+)
 
 # Out of descriptors, the listener is left alone this long before accept() is
 # tried again: short enough that service resumes at once when clients leave,
@@ -366,14 +374,17 @@ class Timers:
         """File a WORK wait: :meth:`expire` finishes it ``seconds`` from now."""
         heappush(self.waits, (monotonic() + seconds, next(self.order), conn))
 
-    def timeout(self, wake_at: float | None = None) -> float | None:
-        """Seconds to wait for I/O: until the nearest check, WORK wait or ``wake_at``;
-        None: no limit."""
-        when = self.heap[0][0] if self.heap else None
-        for other in (self.waits[0][0] if self.waits else None, wake_at):
-            if other is not None and (when is None or other < when):
+    def timeout(self, wake_at: float | None = None) -> float:
+        """Seconds to wait for I/O: until the nearest check, WORK wait or ``wake_at``,
+        and never more than :data:`~servers.tuning.STOP_CHECK` (so a stop signal that
+        landed just before the wait is acted on within it)."""
+        when = self.now + STOP_CHECK
+        for other in (self.heap[0][0] if self.heap else None, wake_at):
+            if other is not None and other < when:
                 when = other
-        return None if when is None else max(0.0, when - self.now)
+        if self.waits and self.waits[0][0] < when:
+            when = self.waits[0][0]
+        return max(0.0, when - self.now)
 
     def expire(self) -> list[Connection]:
         """The connections whose WORK wait is over (answered now: update what the loop

@@ -43,16 +43,22 @@ from collections.abc import Callable
 
 from servers._blocking import handle_client
 from servers.protocol import Session
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Accept forever; each client is served to the end before the next."""
+    # The one thread waits in accept() or in a client's recv(): both wake every
+    # STOP_CHECK to act on a stop signal that landed just before they blocked.
+    listener.settimeout(STOP_CHECK)
     while True:
-        sock, _ = listener.accept()
+        try:
+            sock, _ = listener.accept()
+        except TimeoutError:  # nobody came: look at the signals, wait again
+            continue
         dispatch(sock, new_session, limits)
 
 
 def dispatch(sock: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Serve this client right here; return only when it has gone or timed out."""
-    handle_client(sock, new_session(), limits)
+    handle_client(sock, new_session(), limits, wake_every=STOP_CHECK)

@@ -51,7 +51,7 @@ from collections.abc import Callable
 
 from servers._blocking import SpareDescriptor, handle_client, over_limit, refuse
 from servers.protocol import Session
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 CHILDREN: set[int] = set()  # live children, so shutdown can end and reap them
 
@@ -59,6 +59,7 @@ CHILDREN: set[int] = set()  # live children, so shutdown can end and reap them
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Accept forever; each client gets a process of its own, up to the client limit."""
     signal.signal(signal.SIGCHLD, reap_children)
+    listener.settimeout(STOP_CHECK)  # accept() wakes to act on a stop signal (tuning.STOP_CHECK)
     spare = SpareDescriptor()
     try:
         while True:

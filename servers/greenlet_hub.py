@@ -69,7 +69,7 @@ from servers._blocking import RequestClock, send_if_room, serve_stream
 from servers._nonblocking import Acceptor
 from servers.protocol import TIMEOUT_REPLY, Session, Work, WorkKind
 from servers.service import block
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 IN, OUT, ONESHOT = select.EPOLLIN, select.EPOLLOUT, select.EPOLLONESHOT
 
@@ -163,11 +163,14 @@ class Hub:
             waiter.switch()
 
     def timeout(self, wake_at: float | None) -> float:
-        """Seconds epoll may sleep: until the nearest deadline or ``wake_at``; -1: no limit."""
-        when = self.deadlines[0][0] if self.deadlines else None
-        if wake_at is not None and (when is None or wake_at < when):
-            when = wake_at
-        return -1 if when is None else max(0.0, when - monotonic())
+        """Seconds epoll may sleep: until the nearest deadline or ``wake_at``, at most
+        STOP_CHECK (a stop signal that landed just before epoll_wait() waits no longer)."""
+        now = monotonic()
+        when = now + STOP_CHECK
+        for other in (self.deadlines[0][0] if self.deadlines else None, wake_at):
+            if other is not None and other < when:
+                when = other
+        return max(0.0, when - now)
 
     def expire(self) -> None:
         """Throw TimeoutError into every greenlet whose deadline has passed; wake those

@@ -37,19 +37,20 @@ cpu-bound it used 1.81 cores; beside a 10 ms blocking call their p50 was
 11 ms, 12 ms offloaded.
 
 How it is protected: the parent supervises.  It waits for a worker to die
-(``os.wait``), says so on stderr and forks a replacement on the same
-listener -- after a pause if the dead one lived under a second, so a worker
-that dies at once cannot make the parent fork in a loop.  On SIGTERM/SIGINT
-it terminates every worker and reaps each: no zombie, no orphan.  In each
-worker the reactors' protections apply (:mod:`servers._nonblocking`): a
-timer heap for the timeouts, a spare descriptor and a paused listener out
-of descriptors.  ``--max-clients`` is shared by all workers, not per worker
--- the hash would otherwise refuse a client at one worker while another has
-room: each worker writes its number of clients into its own slot of a
-shared memory array, and refuses a new client when the sum reaches the
-limit.  No lock: two workers accepting at the same instant can both admit
-the last place, so the limit can be overshot by at most N - 1 for a moment.
-The parent zeroes a dead worker's slot.
+(``os.waitpid``, polled every ``STOP_CHECK``, 0.5 s), says so on stderr and
+forks a replacement on the same listener -- after a pause if the dead one
+lived under a second, so a worker that dies at once cannot make the parent
+fork in a loop.  On SIGTERM/SIGINT it terminates every worker and reaps
+each: no zombie, no orphan.  In each worker the reactors' protections apply
+(:mod:`servers._nonblocking`): a timer heap for the timeouts, a spare
+descriptor and a paused listener out of descriptors.  ``--max-clients`` is
+shared by all workers, not per worker -- the hash would otherwise refuse a
+client at one worker while another has room: each worker writes its number
+of clients into its own slot of a shared memory array, and refuses a new
+client when the sum reaches the limit.  No lock: two workers accepting at
+the same instant can both admit the last place, so the limit can be
+overshot by at most N - 1 for a moment.  The parent zeroes a dead worker's
+slot.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from collections.abc import Callable
 
 from servers._nonblocking import Acceptor, Connection, Timers, close_all
 from servers.protocol import Session
-from servers.tuning import LISTEN_BACKLOG, Limits
+from servers.tuning import LISTEN_BACKLOG, STOP_CHECK, Limits
 
 # What the command line adds to socket.create_server() for listener #0.
 LISTEN_OPTIONS = {"reuse_port": True}
@@ -104,7 +105,14 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
         for index in range(count):
             start(index)
         while True:
-            pid, status = os.wait()  # SIGTERM/SIGINT interrupt it with SystemExit
+            # Not a plain os.wait(): a SIGTERM landing after Python last checked for signals
+            # and before wait4() blocks is handled in C and interrupts nothing, so the stop
+            # would wait for the next worker death. Non-blocking waits with a sleep between
+            # bound that to STOP_CHECK (a worker's death is seen as late, at most).
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                time.sleep(STOP_CHECK)
+                continue
             if pid not in workers:
                 continue
             index, started = workers.pop(pid)

@@ -52,11 +52,12 @@ from collections.abc import Callable
 
 from servers._blocking import SpareDescriptor, handle_client, refuse
 from servers.protocol import Session
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Accept forever; each client gets a thread of its own, up to the client limit."""
+    listener.settimeout(STOP_CHECK)  # accept() wakes to act on a stop signal (tuning.STOP_CHECK)
     spare = SpareDescriptor()
     # A semaphore with no limit never blocks: one code path for both cases.
     slots = threading.Semaphore(limits.max_clients or 2**31 - 1)

@@ -57,7 +57,7 @@ from collections.abc import Callable
 
 from servers._blocking import SpareDescriptor, handle_client, refuse
 from servers.protocol import Session
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 # --workers when not given: enough to serve the suite's 64-connection echo
 # level, few enough that its 256- and 1,000-connection levels show the queue.
@@ -76,6 +76,7 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
             name=f"worker-{number}",
             daemon=True,  # a worker serving a client must not hold the process at exit
         ).start()
+    listener.settimeout(STOP_CHECK)  # accept() wakes to act on a stop signal (tuning.STOP_CHECK)
     spare = SpareDescriptor()
     try:
         while True:
@@ -98,9 +99,8 @@ def work(
 ) -> None:
     """One worker: take the next queued client, serve it to the end, repeat."""
     # A stop signal is the main thread's: Python runs its handler there, and only a signal
-    # the kernel hands to the main thread interrupts its accept(). Taken by a worker, it
-    # would leave the main thread asleep in accept() until the next client (the likely
-    # cause of an exit seen to take over 5 s under load). So the workers block them.
+    # the kernel hands to the main thread interrupts its accept() at once. Taken by a
+    # worker, it would be acted on only at accept()'s next timeout. So the workers block them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     while True:
         sock = clients.get()

@@ -38,6 +38,15 @@ ACCEPT_BATCH = 64
 # What protects a server from its clients (docs/PROTOCOL.md, "Timeouts and
 # limits").  The command line's --idle-timeout / --request-timeout /
 # --max-clients fill a Limits and hand it to every variant's serve().
+# The longest a main thread sleeps in one system call (s).  A stop signal that
+# lands after Python last checked for signals and before accept(), epoll_wait()
+# or wait4() blocks is handled in C at once (a flag is set) and interrupts
+# nothing: Python acts on it only when the call returns -- with no timeout, at
+# the next client, or never.  Python offers no ppoll()/pselect() to close the gap
+# atomically, so every model's main thread wakes at least this often
+# (socketserver's serve_forever polls at 0.5 s for the same reason).
+STOP_CHECK = 0.5
+
 IDLE_TIMEOUT = 60.0  # s: no request in progress and no input -> close
 REQUEST_TIMEOUT = 30.0  # s: a request begun but not complete, or output stuck -> close
 

@@ -24,15 +24,15 @@ executor: served as block) stalls every flow of that worker, and only
 those.  A flood fills the receive buffers and the kernel drops the rest.
 
 How it is protected: the parent supervises.  It waits for a worker to die
-(``os.waitpid``, polled every 0.2 s), says so on stderr and forks a replacement on the same
-socket -- after a pause if the dead one lived under a second, so a worker
-that dies at once cannot make the parent fork in a loop.  On SIGTERM/SIGINT
-it terminates every worker and reaps each: no zombie, no orphan.  Each
-worker holds at most ``--max-clients`` (default 1,024) WORK waits in its
-heap; the next is answered ``ERROR server busy``.  Malformed input: a
-datagram shorter than a header is dropped, one whose length field disagrees
-with its size is answered ERROR, LIST/GET/PUT/QUIT ``ERROR use TCP``
-(docs/PROTOCOL.md, "Datagrams").
+(``os.waitpid``, polled every ``STOP_CHECK``, 0.5 s), says so on stderr and
+forks a replacement on the same socket -- after a pause if the dead one
+lived under a second, so a worker that dies at once cannot make the parent
+fork in a loop.  On SIGTERM/SIGINT it terminates every worker and reaps
+each: no zombie, no orphan.  Each worker holds at most ``--max-clients``
+(default 1,024) WORK waits in its heap; the next is answered ``ERROR server
+busy``. Malformed input: a datagram shorter than a header is dropped, one
+whose length field disagrees with its size is answered ERROR,
+LIST/GET/PUT/QUIT ``ERROR use TCP`` (docs/PROTOCOL.md, "Datagrams").
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from collections.abc import Callable
 
 from servers._datagram import datagram_entry, send_reply
 from servers.protocol import BUSY_REPLY, Session, Work, work_reply
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 # What the command line sets on socket #0 before bind: the workers' sockets join it.
 LISTEN_OPTIONS = {"reuse_port": True}
@@ -56,7 +56,6 @@ RESTART_PAUSE = 1.0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 STOP_TIMEOUT = 2.0  # seconds a worker gets to die of SIGTERM before SIGKILL
-POLL_S = 0.2  # the parent's longest delay in seeing a worker's death or a stop signal
 
 
 def serve(sock: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
@@ -83,12 +82,12 @@ def serve(sock: socket.socket, new_session: Callable[[], Session], limits: Limit
             start(index)
         while True:
             # Not a plain os.wait(): a SIGTERM landing after Python last checked for signals
-            # and before wait4() blocks is handled in C at once and never interrupts it, so
-            # its Python handler would wait for the next worker death (seen: 1 stop in ~40
-            # hung). A short sleep between non-blocking waits bounds that to POLL_S.
+            # and before wait4() blocks is handled in C and interrupts nothing, so the stop
+            # would wait for the next worker death (seen: 1 stop in ~40 hung). Non-blocking
+            # waits with a sleep between bound that to STOP_CHECK.
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
-                time.sleep(POLL_S)
+                time.sleep(STOP_CHECK)
                 continue
             if pid not in workers:
                 continue
