@@ -33,7 +33,10 @@ forever -- still a denial: the waiting clients are not answered meanwhile.
 The cost is one more system call per read and per write (the ``poll``
 behind a socket timeout).  There is no client limit to enforce (one at a
 time is the model; ``--max-clients`` is ignored) and no way to run out of
-descriptors: the loop holds the listener and one client.
+descriptors: the loop holds the listener and one client.  Its one thread
+wakes every ``STOP_CHECK`` (0.5 s) in ``accept`` and in a client's ``recv``
+(servers/tuning.py): a stop signal that landed just before it blocked is
+acted on then.
 """
 
 from __future__ import annotations
