@@ -21,58 +21,16 @@ datagram rules in C (a datagram shorter than a header is dropped, a length
 field that disagrees with its size is answered ERROR), nothing per client
 to run out of.
 
-:func:`serve` replaces the process with the binary (``exec`` keeps the pid,
-so the ready line the command line printed stays true), handing over the
-socket's descriptor, the protocol mode and the maximum frame.  SIGTERM/SIGINT
+:func:`serve` is ``native_epoll``'s, unchanged (as uvloop_protocol is
+asyncio_protocol's on another loop): it replaces the process with the binary
+(``exec`` keeps the pid, so the ready line the command line printed stays
+true), handing over the socket's descriptor, the protocol mode and the
+maximum frame; the binary tells the socket's type itself.  SIGTERM/SIGINT
 make the binary exit 0.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import sys
-from collections.abc import Callable
-from pathlib import Path
+from servers.native_epoll import prepare, serve, settings
 
-from servers.native_build import build_cached
-from servers.protocol import Session, SessionFactory
-from servers.tuning import Limits
-
-SOURCE = Path(__file__).with_name("native_epoll.c")
-
-
-def serve(sock: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
-    """Exec the native binary on the UDP socket; returns only if exec fails."""
-    binary = prepare()
-    mode, max_frame = settings(new_session)
-    fd = sock.fileno()
-    argv = [binary, str(fd), mode, str(max_frame)]
-    os.set_inheritable(fd, True)  # the one descriptor the binary needs
-    sys.stdout.flush()  # exec discards whatever Python still buffers
-    sys.stderr.flush()
-    # A SIGTERM between exec and the binary's handlers would kill it with the
-    # default action (status -15, not 0): block it across exec; the binary
-    # installs its handlers, then unblocks, and a pending signal lands then.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    try:
-        os.execv(binary, argv)
-    finally:  # only reached if exec failed
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-
-
-def prepare() -> str:
-    """Build the binary if this version of the source is not built yet; its path.
-
-    Raises RuntimeError (one line) if there is no compiler or the build fails.
-    """
-    return build_cached(SOURCE, "native_epoll")
-
-
-def settings(new_session: Callable[[], Session]) -> tuple[str, int]:
-    """("framed" | "raw", max frame) from the command line's session factory."""
-    if not isinstance(new_session, SessionFactory):
-        raise RuntimeError("native_epoll_udp: needs a SessionFactory to know its settings")
-    return new_session.protocol, new_session.max_frame
+__all__ = ["prepare", "serve", "settings"]
