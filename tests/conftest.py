@@ -66,6 +66,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
+    # An ignored SIGINT is inherited across exec: started as a shell script's background
+    # job (`pytest &`), every process a test starts would ignore the Ctrl-C the tests
+    # press on it. A handler here makes their SIGINT the default again (exec resets it).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
