@@ -1,7 +1,8 @@
 """Compile a C program once per version of its source, and cache the binary.
 
-Not a variant: the build step that ``native_epoll`` (and any other native
-program of the suite) runs before it starts.  :func:`build_cached` compiles
+Not a variant: the build step that ``native_epoll`` and ``native_epoll_udp``
+(one binary) run before they start, and the hand-over to it
+(:func:`exec_binary`).  :func:`build_cached` compiles
 ``source`` with the first C compiler found on ``PATH`` into
 ``$XDG_CACHE_HOME/concurrency-bench/<hash of source and flags>/<name>``
 (``~/.cache/...`` without ``XDG_CACHE_HOME``), so a second start costs a
@@ -13,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,3 +89,28 @@ def compile_to(compiler: str, source: Path, binary: Path, cflags: Sequence[str])
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def exec_binary(binary: str, sock: socket.socket, mode: str, max_frame: int) -> None:
+    """Replace this process with ``binary``, serving ``sock``; returns only if exec fails.
+
+    ``exec`` keeps the pid, so the ready line the command line printed stays
+    true; the binary gets the socket's descriptor, the protocol mode and the
+    maximum frame (and a Unix socket's path, which it removes at exit).
+    """
+    fd = sock.fileno()
+    argv = [binary, str(fd), mode, str(max_frame)]
+    if sock.family == socket.AF_UNIX:
+        argv.append(sock.getsockname())
+    os.set_inheritable(fd, True)  # the one descriptor the binary needs
+    sys.stdout.flush()  # exec discards whatever Python still buffers
+    sys.stderr.flush()
+    # A SIGTERM between exec and the binary's handlers would kill it with the
+    # default action (status -15, not 0): block it across exec; the binary
+    # installs its handlers, then unblocks, and a pending signal lands then.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        os.execv(binary, argv)
+    finally:  # only reached if exec failed
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)

@@ -33,14 +33,11 @@ SIGTERM/SIGINT make the binary exit 0.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from servers.native_build import build_cached
+from servers.native_build import build_cached, exec_binary
 from servers.protocol import Session, SessionFactory
 from servers.tuning import Limits
 
@@ -51,22 +48,7 @@ def serve(listener: socket.socket, new_session: Callable[[], Session], limits: L
     """Exec the native binary on ``listener``; returns only if exec fails."""
     binary = prepare()
     mode, max_frame = settings(new_session)
-    fd = listener.fileno()
-    argv = [binary, str(fd), mode, str(max_frame)]
-    if listener.family == socket.AF_UNIX:
-        argv.append(listener.getsockname())
-    os.set_inheritable(fd, True)  # the one descriptor the binary needs
-    sys.stdout.flush()  # exec discards whatever Python still buffers
-    sys.stderr.flush()
-    # A SIGTERM between exec and the binary's handlers would kill it with the
-    # default action (status -15, not 0): block it across exec; the binary
-    # installs its handlers, then unblocks, and a pending signal lands then.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    try:
-        os.execv(binary, argv)
-    finally:  # only reached if exec failed
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+    exec_binary(binary, listener, mode, max_frame)
 
 
 def prepare() -> str:

@@ -21,16 +21,42 @@ datagram rules in C (a datagram shorter than a header is dropped, a length
 field that disagrees with its size is answered ERROR), nothing per client
 to run out of.
 
-:func:`serve` is ``native_epoll``'s, unchanged (as uvloop_protocol is
-asyncio_protocol's on another loop): it replaces the process with the binary
-(``exec`` keeps the pid, so the ready line the command line printed stays
-true), handing over the socket's descriptor, the protocol mode and the
-maximum frame; the binary tells the socket's type itself.  SIGTERM/SIGINT
+:func:`serve` replaces the process with the binary (``exec`` keeps the pid,
+so the ready line the command line printed stays true), handing over the
+socket's descriptor, the protocol mode and the maximum frame.  SIGTERM/SIGINT
 make the binary exit 0.
 """
 
 from __future__ import annotations
 
-from servers.native_epoll import prepare, serve, settings
+import socket
+from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["prepare", "serve", "settings"]
+from servers.native_build import build_cached, exec_binary
+from servers.protocol import Session, SessionFactory
+from servers.tuning import Limits
+
+SOURCE = Path(__file__).with_name("native_epoll.c")
+
+
+def serve(sock: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
+    """Exec the native binary on the UDP socket; returns only if exec fails."""
+    binary = prepare()
+    mode, max_frame = settings(new_session)
+    exec_binary(binary, sock, mode, max_frame)
+
+
+def prepare() -> str:
+    """Build the binary if this version of the source is not built yet; its path.
+
+    Raises RuntimeError (one line) if there is no compiler or the build fails.
+    """
+    return build_cached(SOURCE, "native_epoll")
+
+
+def settings(new_session: Callable[[], Session]) -> tuple[str, int]:
+    """("framed" | "raw", max frame) from the command line's session factory."""
+    if not isinstance(new_session, SessionFactory):
+        raise RuntimeError("native_epoll_udp: needs a SessionFactory to know its settings")
+    return new_session.protocol, new_session.max_frame
