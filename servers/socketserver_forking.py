@@ -58,14 +58,14 @@ from collections.abc import Callable
 
 from servers._blocking import SpareDescriptor, refuse, send_if_room, serve_timed
 from servers.protocol import BUSY_REPLY, Session
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 
 def serve(listener: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run socketserver's ``serve_forever`` on the listener we were given."""
     server = Server(listener, new_session, limits)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=STOP_CHECK)  # 0.5 s, its default
     finally:
         stop_children(server)
         server.server_close()

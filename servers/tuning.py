@@ -7,6 +7,7 @@ from here; none defines its own.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 # listen() backlog for every variant; the kernel caps it at net.core.somaxconn.
@@ -44,8 +45,12 @@ ACCEPT_BATCH = 64
 # nothing: Python acts on it only when the call returns -- with no timeout, at
 # the next client, or never.  Python offers no ppoll()/pselect() to close the gap
 # atomically, so every model's main thread wakes at least this often
-# (socketserver's serve_forever polls at 0.5 s for the same reason).
-STOP_CHECK = 0.5
+# (socketserver's serve_forever polls at 0.5 s for the same reason; its
+# variants pass this as poll_interval).  $CB_STOP_CHECK overrides it: the cost
+# table counts instructions per request under valgrind, which runs a server
+# ~50x slower, so a wake-up per half second of its time would be counted as
+# if 50x as frequent; it sets 60.
+STOP_CHECK = float(os.environ.get("CB_STOP_CHECK", "0.5"))
 
 IDLE_TIMEOUT = 60.0  # s: no request in progress and no input -> close
 REQUEST_TIMEOUT = 30.0  # s: a request begun but not complete, or output stuck -> close

@@ -46,14 +46,14 @@ from collections.abc import Callable
 
 from servers._datagram import datagram_entry, send_reply
 from servers.protocol import Session, Work, work_reply
-from servers.tuning import Limits
+from servers.tuning import STOP_CHECK, Limits
 
 
 def serve(sock: socket.socket, new_session: Callable[[], Session], limits: Limits) -> None:
     """Run socketserver's ``serve_forever`` on the UDP socket we were given."""
     server = Server(sock, new_session)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=STOP_CHECK)  # 0.5 s, its default
     finally:
         server.server_close()
 

@@ -122,11 +122,12 @@ def notes(costs: dict[str, Any], kind: dict[str, Any]) -> list[str]:
     runs = costs.get("runs", [])
     variants = len(costs.get("variants", {}))
     batch = f" ({kind['batch']} per write)" if kind.get("batch", 1) > 1 else ""
+    env = ", ".join(f"{k}={v}" for k, v in costs.get("env", {"PYTHONHASHSEED": "0"}).items())
     lines = [
         f"Instructions: user space, the server's whole tree (threads, children), counted by "
         f"{costs.get('tool')}; per request = the difference of two server runs that served "
         f"{kind['low']:,} and {kind['high']:,} requests{batch} ({len(runs)} runs for {variants} "
-        f"variants give each kind 2 estimates; PYTHONHASHSEED=0). Spread: (largest - "
+        f"variants give each kind 2 estimates; {env}). Spread: (largest - "
         f"smallest) / mean of the estimates. Rows within max(1%, their spreads) of their "
         f"group's first row share its rank.",
         f"System calls and waits (voluntary context switches: the server blocked, in "
