@@ -190,8 +190,9 @@ class TimedSocket:
         if seconds <= 0:  # settimeout(0) would mean non-blocking, not "expired"
             self.clock.timed_out()
             raise TimeoutError("request timeout")
+        wake = self.wake_every
         while True:
-            wait = seconds if self.wake_every is None else min(seconds, self.wake_every)
+            wait = wake if wake is not None and wake < seconds else seconds  # not min(): per read
             self.sock.settimeout(wait)
             try:
                 return self.read(size)

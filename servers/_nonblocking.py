@@ -378,12 +378,14 @@ class Timers:
         """Seconds to wait for I/O: until the nearest check, WORK wait or ``wake_at``,
         and never more than :data:`~servers.tuning.STOP_CHECK` (so a stop signal that
         landed just before the wait is acted on within it)."""
+        # Straight-line code, no min(): this runs once per wake-up of the loop.
         when = self.now + STOP_CHECK
-        for other in (self.heap[0][0] if self.heap else None, wake_at):
-            if other is not None and other < when:
-                when = other
+        if self.heap and self.heap[0][0] < when:
+            when = self.heap[0][0]
         if self.waits and self.waits[0][0] < when:
             when = self.waits[0][0]
+        if wake_at is not None and wake_at < when:
+            when = wake_at
         return max(0.0, when - self.now)
 
     def expire(self) -> list[Connection]:

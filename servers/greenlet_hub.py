@@ -167,9 +167,10 @@ class Hub:
         STOP_CHECK (a stop signal that landed just before epoll_wait() waits no longer)."""
         now = monotonic()
         when = now + STOP_CHECK
-        for other in (self.deadlines[0][0] if self.deadlines else None, wake_at):
-            if other is not None and other < when:
-                when = other
+        if self.deadlines and self.deadlines[0][0] < when:
+            when = self.deadlines[0][0]
+        if wake_at is not None and wake_at < when:
+            when = wake_at
         return max(0.0, when - now)
 
     def expire(self) -> None:

@@ -95,8 +95,8 @@ WORK_UNITS = 100  # WORK compute units per request (about 0.1 ms on one core, un
 PARALLEL = 2  # counted servers at once (valgrind runs one thread at a time: one CPU each)
 # PYTHONHASHSEED: the same string hashes in every run. CB_STOP_CHECK: a main thread's
 # bounded wait (servers/tuning.py) wakes once a minute, not every 0.5 s of a server
-# that valgrind slows ~50x -- those wake-ups are per second, not per request, and
-# blocking_loop's (a recv timeout, an exception) added 6% to its ECHO.
+# that valgrind slows ~50x: those wake-ups are per second, not per request, and the
+# two runs of a difference last different times.
 ENV = {"PYTHONHASHSEED": "0", "CB_STOP_CHECK": "60"}
 READY_TIMEOUT_S = 120.0  # python -m servers under valgrind: interpreter start, imports
 REPLY_TIMEOUT_S = 60.0  # one reply under valgrind (the first of a kind translates its code)
