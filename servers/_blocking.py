@@ -266,7 +266,7 @@ class SpareDescriptor:
         or nobody came within the listener's timeout)."""
         try:
             return listener.accept()
-        except (ConnectionAbortedError, TimeoutError):  # it reset before we accepted it; nobody
+        except (ConnectionAbortedError, TimeoutError):  # reset before we took it; nobody came
             return None
         except OSError as exc:
             if exc.errno not in OUT_OF_RESOURCES:
