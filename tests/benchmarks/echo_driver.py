@@ -95,13 +95,18 @@ class EchoDriver:
     def run(self) -> int:
         """Send this run's requests, check every reply byte; the number of requests answered."""
         work = list(zip(self.socks, self.outgoing, self.expected, self.buffers, strict=True))
-        for _ in range(self.batches):
-            for sock, out, _, _ in work:
-                sock.sendall(out)
-            for sock, _, expected, buf in work:
-                read_exactly(sock, buf)
-                if buf != expected:
-                    raise WrongReply(describe(bytes(buf), expected))
+        try:
+            for _ in range(self.batches):
+                for sock, out, _, _ in work:
+                    sock.sendall(out)
+                for sock, _, expected, buf in work:
+                    read_exactly(sock, buf)
+                    if buf != expected:
+                        raise WrongReply(describe(bytes(buf), expected))
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            # A server that closes with requests still unread sends a RST, not a FIN: the
+            # same close, seen as a reset or a broken pipe depending on who moved first.
+            raise ConnectionError(f"server closed the connection ({exc.strerror})") from exc
         return self.requests
 
 
